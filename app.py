@@ -1,0 +1,101 @@
+"""The Hugging Face Space: wires Gradio components to the `explain` library, nothing more.
+
+Run `python app.py` (add `--share` for a public link). Which model answers is set by
+environment variables; see README, 'Choosing the model'.
+"""
+
+import argparse
+import functools
+import logging
+
+import gradio as gr
+
+from explain.cams import DEFAULT_METHOD, METHODS
+from explain.errors import SkinExplainError
+from explain.service import TOP_CLASS, Service, example_name
+from explain.settings import Settings
+
+log = logging.getLogger("app")
+DEFAULT_OPACITY = 0.45
+
+
+class PhotoInput(gr.Image):
+    """gr.Image that hands our function the uploaded file undecoded, so the library's
+    safe decoder sees every upload and each bad file gets its own message."""
+
+    is_template = True  # render with the frontend of gr.Image
+
+    def preprocess(self, payload):
+        return None if payload is None else payload.path
+
+
+def shown_to_user(fn):
+    """Library errors become readable gr.Error messages; anything else a generic one."""
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        try:
+            return fn(*args)
+        except (SkinExplainError, ValueError) as err:
+            raise gr.Error(str(err)) from err
+        except Exception as err:
+            log.exception("Request failed")  # the traceback, never the photo
+            raise gr.Error("Something went wrong on our side; please try again.") from err
+
+    return wrapper
+
+
+def build_app(service: Service) -> gr.Blocks:
+    labels = service.labels
+    predict = shown_to_user(service.predict)
+    explain = shown_to_user(service.explain)
+
+    with gr.Blocks(title="Skin condition classifier, explained", analytics_enabled=False,
+                   delete_cache=(service.settings.cache_sweep_seconds, service.settings.cache_max_age_seconds)) as demo:
+        gr.Markdown("# Skin condition classifier, explained")
+        gr.Markdown(service.disclaimer, elem_id="disclaimer")
+        gr.Markdown(service.model_status(), elem_id="model-status")
+        with gr.Row():
+            with gr.Column():
+                photo = PhotoInput(label="Photo of the skin problem", sources=["upload", "clipboard", "webcam"],
+                                   type="filepath", elem_id="photo")
+                top_k = gr.Slider(1, max(1, len(labels)), value=min(3, max(1, len(labels))), step=1,
+                                  label="How many conditions to list")
+                with gr.Accordion("Explanation settings", open=False):
+                    method = gr.Dropdown(list(METHODS), value=DEFAULT_METHOD, label="Method")
+                    target = gr.Dropdown([TOP_CLASS, *labels], value=TOP_CLASS, label="Explain which class")
+                    opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Heatmap opacity")
+                button = gr.Button("Analyze", variant="primary", elem_id="analyze")
+            with gr.Column():
+                verdict = gr.Markdown(elem_id="verdict")
+                label = gr.Label(label="Most likely conditions", elem_id="label")
+                heatmap = gr.Image(label="Where the model looked", format="png", type="pil", elem_id="heatmap")
+
+        button.click(explain, [photo, method, target, opacity, top_k], [label, heatmap, verdict], api_name="explain")
+        top_k.release(predict, [photo, top_k], [label, verdict], api_name="predict")
+        opacity.release(explain, [photo, method, target, opacity, top_k], [label, heatmap, verdict],
+                        api_visibility="private")
+
+        examples = service.example_photos()
+        if examples and service.classifier is not None:
+            gr.Examples(examples=[[p] for p in examples], inputs=[photo], outputs=[label, heatmap, verdict],
+                        fn=lambda p: explain(p, DEFAULT_METHOD, TOP_CLASS, DEFAULT_OPACITY, 3),
+                        example_labels=[example_name(p) for p in examples], cache_examples=True, cache_mode="lazy")
+    return demo
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
+    parser.add_argument("--port", type=int, help="port (default 7860 or SKIN_PORT)")
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    logging.basicConfig(level=logging.INFO)
+    demo = build_app(Service.start(settings))
+    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
+    demo.launch(server_name=settings.host, server_port=args.port or settings.port, share=args.share or settings.share,
+                max_file_size=settings.max_upload_bytes, show_error=False, theme=gr.themes.Soft())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Reading the model card: the disclaimer the app shows comes from its named section."""
+
+import re
+from pathlib import Path
+
+DISCLAIMER_HEADING = "Disclaimer"
+
+# Shown when a model's card has no disclaimer section: the app never answers without one.
+FALLBACK_DISCLAIMER = (
+    "**This is not a diagnosis.** This demo is a research model that guesses which of a few "
+    "skin conditions a photo resembles. It can be wrong, it cannot examine you, and it knows "
+    "nothing about conditions it was not trained on. See a doctor or dermatologist about any "
+    "skin problem that worries you, changes, bleeds or does not heal."
+)
+
+
+def strip_front_matter(markdown: str) -> str:
+    """Drop the YAML block Hugging Face puts at the top of a card."""
+    if markdown.startswith("---"):
+        end = markdown.find("\n---", 3)
+        if end != -1:
+            return markdown[end + 4 :].lstrip("\n")
+    return markdown
+
+
+def read_section(markdown: str, heading: str) -> str | None:
+    """The body of the first `#`..`###` section titled `heading`, up to the next heading of its level or above."""
+    match = re.search(rf"^(#{{1,3}})\s+{re.escape(heading)}\s*$", markdown, flags=re.MULTILINE)
+    if not match:
+        return None
+    level = len(match.group(1))
+    rest = markdown[match.end() :]
+    next_heading = re.search(rf"^#{{1,{level}}}\s", rest, flags=re.MULTILINE)
+    body = rest[: next_heading.start()] if next_heading else rest
+    return body.strip() or None
+
+
+def disclaimer(card_path: Path | None) -> str:
+    """The card's disclaimer section, or the fallback when the card or section is missing."""
+    if card_path is None or not card_path.is_file():
+        return FALLBACK_DISCLAIMER
+    return read_section(card_path.read_text(encoding="utf-8"), DISCLAIMER_HEADING) or FALLBACK_DISCLAIMER

@@ -1,0 +1,117 @@
+"""A loaded model with its compiled passes: probabilities, uncertainty and explanations.
+
+Built once per process; every request reuses the same traced `tf.function`s (fixed
+input signature, so nothing is retraced) and the same CAM objects.
+"""
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from explain.cams import DEFAULT_METHOD, METHODS, CamMethod
+from explain.images import fit_to_model
+from explain.model import LoadedModel
+
+UNCERTAIN_MESSAGE = "Uncertain: this photo does not look like any condition this model knows."
+
+
+@dataclass(frozen=True)
+class Prediction:
+    labels: list[str]
+    probabilities: np.ndarray  # over all classes, sums to 1
+    abstain_threshold: float | None
+
+    @property
+    def top_index(self) -> int:
+        return int(np.argmax(self.probabilities))
+
+    @property
+    def top_label(self) -> str:
+        return self.labels[self.top_index]
+
+    @property
+    def uncertain(self) -> bool:
+        """True when the top probability is under the model's abstention threshold."""
+        return self.abstain_threshold is not None and float(self.probabilities.max()) < self.abstain_threshold
+
+    def top_k(self, k: int) -> dict[str, float]:
+        """The k most likely classes with their probabilities, most likely first."""
+        order = np.argsort(self.probabilities)[::-1][: max(1, k)]
+        return {self.labels[i]: float(self.probabilities[i]) for i in order}
+
+
+@dataclass(frozen=True)
+class Explanation:
+    prediction: Prediction
+    cam: np.ndarray  # [0, 1], at the CAM layer's resolution
+    method: str
+    target: str  # the class the map explains
+
+
+class Classifier:
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        self.keras_model = loaded.keras_model
+        self.labels = loaded.labels
+        self.config = loaded.config
+        self.temperature = float(loaded.config.temperature)
+        self.cam_layer = loaded.config.cam_layer or find_cam_layer(self.keras_model)
+        self.input_shape = (1, self.config.image_size, self.config.image_size, 3)
+        self.activations_and_logits = keras.Model(
+            self.keras_model.inputs,
+            [self.keras_model.get_layer(self.cam_layer).output, self.keras_model.layers[-1].input],
+        )
+        spec = tf.TensorSpec(self.input_shape, tf.float32)
+        self._probabilities = tf.function(self._forward, input_signature=[spec])
+        self._cams: dict[str, CamMethod] = {}
+
+    def pixels(self, photo: Image.Image) -> np.ndarray:
+        """The model's input batch of one, resized as in training."""
+        return fit_to_model(photo, self.config.image_size)[None]
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        return self._probabilities(pixels).numpy()
+
+    def predict(self, photo: Image.Image) -> Prediction:
+        return self._prediction(self.probabilities(self.pixels(photo)))
+
+    def explain(self, photo: Image.Image, method: str = DEFAULT_METHOD, target: str | None = None) -> Explanation:
+        """Probabilities and a CAM for `target` (default: the most likely class)."""
+        if method not in METHODS:
+            raise ValueError(f"Unknown CAM method {method!r}; choose one of {', '.join(METHODS)}.")
+        if target is not None and target not in self.labels:
+            raise ValueError(f"Unknown class {target!r}; this model knows {', '.join(self.labels)}.")
+        class_index = None if target is None else self.labels.index(target)
+        probabilities, cam = self.cam_method(method)(self.pixels(photo), class_index)
+        prediction = self._prediction(probabilities)
+        return Explanation(prediction, cam, method, target or prediction.top_label)
+
+    def cam_method(self, name: str) -> CamMethod:
+        """The method's object, built on first use and kept for the process's life."""
+        if name not in self._cams:
+            self._cams[name] = METHODS[name](self)
+        return self._cams[name]
+
+    def warm_up(self) -> None:
+        """Trace the compiled passes once, so the first real request pays no tracing cost."""
+        blank = Image.new("RGB", (self.config.image_size,) * 2, (128, 128, 128))
+        self.explain(blank)
+        self.predict(blank)
+
+    def _forward(self, pixels):
+        _, logits = self.activations_and_logits(pixels, training=False)
+        return tf.nn.softmax(logits / self.temperature)[0]
+
+    def _prediction(self, probabilities: np.ndarray) -> Prediction:
+        return Prediction(self.labels, probabilities, self.config.abstain_threshold)
+
+
+def find_cam_layer(model: keras.Model) -> str:
+    """The last layer with a 4-D output (batch, height, width, channels): the usual CAM target."""
+    for layer in reversed(model.layers):
+        if not isinstance(layer, keras.layers.InputLayer) and len(layer.output.shape) == 4:
+            return layer.name
+    raise ValueError("The model has no 4-D convolutional activation to explain; set cam_layer in config.json.")

@@ -1,0 +1,21 @@
+"""Typed errors whose messages say what happened and what to do next."""
+
+
+class SkinExplainError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class InputImageError(SkinExplainError, ValueError):
+    """The photo cannot be used: not an image, damaged, too large, or an unsupported kind."""
+
+
+class ModelNotConfiguredError(SkinExplainError):
+    """No model folder, Hub repo or bundled default model is available."""
+
+
+class ModelDownloadError(SkinExplainError):
+    """The configured Hub model could not be fetched (missing repo, file or revision; offline)."""
+
+
+class ModelFormatError(SkinExplainError):
+    """A model folder breaks the folder contract, or its model file is damaged or unsafe."""

@@ -1,0 +1,46 @@
+"""Fetching a model folder from the Hugging Face Hub into the standard cache.
+
+`snapshot_download` honours `HF_ENDPOINT`, `HF_HUB_OFFLINE` and the cache the Space's
+`preload_from_hub` fills, so the same call works online, offline and on a Space.
+"""
+
+from pathlib import Path
+
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from explain.errors import ModelDownloadError
+
+MODEL_FILES = ["model.keras", "labels.json", "config.json", "README.md", "examples/*"]
+
+
+def fetch_model_folder(repo_id: str, revision: str | None) -> tuple[Path, str]:
+    """Download (or find in the cache) a model repo; returns its folder and commit hash."""
+    where = f"{repo_id}@{revision or 'main'}"
+    try:
+        folder = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=MODEL_FILES)
+    except RepositoryNotFoundError as err:
+        raise ModelDownloadError(
+            f"Model repo {repo_id} was not found on the Hub (or it is private or gated). "
+            "Check SKIN_MODEL_REPO, and set HF_TOKEN if the repo is private."
+        ) from err
+    except RevisionNotFoundError as err:
+        raise ModelDownloadError(
+            f"Revision {revision!r} does not exist in {repo_id}. "
+            "Check SKIN_MODEL_REVISION (a branch, tag or 40-character commit hash)."
+        ) from err
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
+        raise ModelDownloadError(
+            f"Model {where} is not in the local Hugging Face cache and the Hub cannot be reached "
+            "(offline). Connect once to download it, or point SKIN_MODEL_DIR at a local model folder."
+        ) from err
+    except (HfHubHTTPError, OSError) as err:
+        raise ModelDownloadError(f"Could not download model {where} from the Hub: {err}") from err
+    folder = Path(folder)
+    return folder, folder.name  # the snapshot folder is named after the commit

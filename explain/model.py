@@ -1,0 +1,136 @@
+"""Finding and loading the model folder, once per process.
+
+A model folder holds `model.keras`, `labels.json` (class names in output order),
+`config.json` (see `ModelConfig`) and `README.md` (the model card). It comes from, in
+this order: `SKIN_MODEL_DIR`, `SKIN_MODEL_REPO`[@`SKIN_MODEL_REVISION`] on the Hub, or
+the bundled default model.
+"""
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+
+from explain import layers  # noqa: F401  (registers the preprocessing layers for loading)
+from explain.card import disclaimer
+from explain.errors import ModelFormatError, ModelNotConfiguredError
+from explain.hub import fetch_model_folder
+from explain.settings import BUNDLED_MODEL_DIR, Settings
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """`config.json`: how to feed the model and explain it."""
+
+    name: str
+    image_size: int
+    preprocessing: str  # which layer of explain.layers.PREPROCESSING the model contains
+    cam_layer: str | None = None  # None: the last 4-D convolutional activation
+    temperature: float = 1.0  # divides the logits (fitted on validation data)
+    abstain_threshold: float | None = None  # below this top probability: "uncertain"
+    extra: dict = field(default_factory=dict)  # anything else the training run recorded
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ModelConfig":
+        known = {k: data[k] for k in ("name", "image_size", "preprocessing", "cam_layer",
+                                      "temperature", "abstain_threshold") if k in data}
+        extra = {k: v for k, v in data.items() if k not in known}
+        return cls(**known, extra=extra)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the model came from, as the page and the API report it."""
+
+    kind: str  # "folder", "hub" or "bundled"
+    location: str  # a path or a Hub repo id
+    revision: str | None = None  # the Hub commit that answered
+
+    def describe(self) -> str:
+        if self.kind == "hub":
+            return f"Hub repo {self.location} at revision {self.revision}"
+        return f"{self.kind} model at {self.location}"
+
+
+@dataclass
+class LoadedModel:
+    keras_model: keras.Model
+    labels: list[str]
+    config: ModelConfig
+    source: ModelSource
+    folder: Path
+
+    @property
+    def disclaimer(self) -> str:
+        return disclaimer(self.folder / "README.md")
+
+
+def load_model_folder(folder: Path, source: ModelSource) -> LoadedModel:
+    """Load a model folder safely: `safe_mode=True` never runs code stored in the file."""
+    folder = Path(folder)
+    for name in ("model.keras", "labels.json", "config.json"):
+        if not (folder / name).is_file():
+            raise ModelFormatError(
+                f"{source.describe()} has no {name}. A model folder needs model.keras, "
+                "labels.json and config.json (see README, 'Model folder')."
+            )
+    try:
+        labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
+        config = ModelConfig.from_json(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as err:
+        raise ModelFormatError(f"labels.json or config.json of {source.describe()} is invalid: {err}") from err
+    keras_model = _load_keras_file(folder / "model.keras", source)
+    _check_contract(keras_model, labels, config, source)
+    return LoadedModel(keras_model, labels, config, source, folder)
+
+
+def resolve_model(settings: Settings) -> LoadedModel:
+    """The configured model: local folder, then Hub repo, then the bundled default."""
+    if settings.model_dir:
+        return load_model_folder(Path(settings.model_dir), ModelSource("folder", settings.model_dir))
+    if settings.model_repo:
+        folder, commit = fetch_model_folder(settings.model_repo, settings.model_revision)
+        return load_model_folder(folder, ModelSource("hub", settings.model_repo, commit))
+    if (BUNDLED_MODEL_DIR / "model.keras").is_file():
+        return load_model_folder(BUNDLED_MODEL_DIR, ModelSource("bundled", BUNDLED_MODEL_DIR.name))
+    raise ModelNotConfiguredError(
+        "No model is configured: set SKIN_MODEL_DIR to a model folder or SKIN_MODEL_REPO to a "
+        "Hugging Face model repo (see README, 'Choosing the model')."
+    )
+
+
+def _load_keras_file(path: Path, source: ModelSource) -> keras.Model:
+    if not zipfile.is_zipfile(path):
+        raise ModelFormatError(
+            f"model.keras of {source.describe()} is damaged or truncated (not a valid .keras archive). "
+            "Delete it (for a Hub model: its folder in the Hugging Face cache) and download it again."
+        )
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except ValueError as err:
+        if "safe_mode" in str(err) or "Lambda" in str(err):
+            raise ModelFormatError(
+                f"Refused to load {source.describe()}: model.keras contains Python code (a Lambda "
+                "layer), which loading would execute. Rebuild it with registered layers "
+                "(explain.layers) instead of Lambda."
+            ) from err
+        raise ModelFormatError(f"model.keras of {source.describe()} could not be loaded: {err}") from err
+    except Exception as err:
+        raise ModelFormatError(f"model.keras of {source.describe()} could not be loaded: {err}") from err
+
+
+def _check_contract(model: keras.Model, labels: list, config: ModelConfig, source: ModelSource) -> None:
+    problems = []
+    if not labels or not all(isinstance(x, str) for x in labels):
+        problems.append("labels.json must be a non-empty list of class names")
+    elif model.output_shape[-1] != len(labels):
+        problems.append(f"the model has {model.output_shape[-1]} outputs but labels.json names {len(labels)}")
+    last = model.layers[-1]
+    if getattr(last, "activation", None) is not keras.activations.softmax or isinstance(last, keras.layers.Dense):
+        problems.append("the last layer must be a softmax Activation whose input is the logits")
+    if tuple(model.input_shape[1:]) != (config.image_size, config.image_size, 3):
+        problems.append(f"the model's input {model.input_shape[1:]} does not match image_size {config.image_size}")
+    if problems:
+        raise ModelFormatError(f"{source.describe()} breaks the model folder contract: " + "; ".join(problems) + ".")

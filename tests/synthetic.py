@@ -1,0 +1,65 @@
+"""Generated photos for tests: three visually distinct "conditions" on skin-toned backgrounds.
+
+Nothing is downloaded and no real clinical photo is used, so the tests run anywhere.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CLASSES = ("Dots", "Rings", "Stripes")
+OUT_OF_TAXONOMY = "Blank"
+
+
+def make_photo(kind: str, rng: np.random.Generator, size: int = 128) -> Image.Image:
+    tone = rng.uniform([170, 120, 90], [240, 200, 170])
+    noise = rng.normal(0, 8, (size, size, 3))
+    image = Image.fromarray(np.clip(tone + noise, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    red = tuple(int(c) for c in rng.uniform([150, 20, 20], [220, 70, 70]))
+    if kind == "Dots":
+        for _ in range(int(rng.integers(8, 16))):
+            x, y, r = *rng.integers(8, size - 8, 2), int(rng.integers(3, 6))
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=red)
+    elif kind == "Rings":
+        for _ in range(int(rng.integers(1, 3))):
+            x, y, r = *rng.integers(30, size - 30, 2), int(rng.integers(15, 28))
+            draw.ellipse((x - r, y - r, x + r, y + r), outline=red, width=5)
+    elif kind == "Stripes":
+        brown = tuple(int(c) for c in rng.uniform([90, 50, 30], [140, 90, 60]))
+        offset = int(rng.integers(0, 20))
+        for x in range(-size + offset, size, 20):
+            draw.line((x, 0, x + size, size), fill=brown, width=6)
+    return image
+
+
+def write_dataset(root: Path, per_class: int = 16, seed: int = 0) -> Path:
+    """Class folders of JPEGs plus a taxonomy file (`taxonomy.json`) mapping them."""
+    rng = np.random.default_rng(seed)
+    for kind in (*CLASSES, OUT_OF_TAXONOMY):
+        folder = root / "photos" / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class if kind != OUT_OF_TAXONOMY else 4):
+            make_photo(kind, rng).save(folder / f"{kind.lower()}_{i:03d}.jpg", quality=92)
+    taxonomy = {kind: kind for kind in CLASSES} | {OUT_OF_TAXONOMY: None}
+    (root / "taxonomy.json").write_text(json.dumps(taxonomy), encoding="utf-8")
+    return root
+
+
+def tiny_config(root: Path, out: Path, **overrides) -> Path:
+    """An experiment config for a tiny, fast model on the generated photos."""
+    config = {
+        "output_dir": str(out),
+        "model_name": "tiny-test-model",
+        "sources": [{"name": "synthetic", "root": str(root / "photos"), "taxonomy": str(root / "taxonomy.json")}],
+        "backbone": "mobilenet_v2", "alpha": 0.35, "image_size": 96, "imagenet_weights": None,
+        "batch_size": 16, "head_epochs": 40, "head_learning_rate": 0.01, "finetune_epochs": 1,
+        "unfreeze_layers": 5, "cv_folds": 2, "test_fraction": 0.2, "val_fraction": 0.2,
+        "early_stopping_patience": 8, "rotation": 0.0, "zoom": 0.0,
+        **overrides,
+    }
+    path = out.parent / f"{out.name}.json"
+    path.write_text(json.dumps(config, indent=1), encoding="utf-8")
+    return path

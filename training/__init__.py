@@ -1,0 +1,1 @@
+"""The training pipeline: `python -m training <step>` (see README, 'Training')."""

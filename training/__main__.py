@@ -1,0 +1,48 @@
+"""`python -m training <step> --config FILE`: curate, split, augment, train, evaluate, export, publish, or all."""
+
+import argparse
+import sys
+
+from training import augment, curate, evaluate, export, publish, split, train
+from training.config import ExperimentConfig
+
+STEPS = {
+    "curate": curate.run,
+    "split": split.run,
+    "augment": augment.run,
+    "train": train.run,
+    "evaluate": evaluate.run,
+    "export": export.run,
+    "publish": publish.run,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = parser.add_subparsers(dest="step", required=True)
+    for name in [*STEPS, "all"]:
+        doc = (STEPS[name].__module__ and sys.modules[STEPS[name].__module__].__doc__) if name in STEPS else \
+            "Every step in order; finished steps are skipped unless --force."
+        step = sub.add_parser(name, help=doc.strip().splitlines()[0], description=doc)
+        step.add_argument("--config", required=True, help="experiment JSON (see configs/)")
+        step.add_argument("--output-dir", help="override the config's output_dir")
+        step.add_argument("--force", action="store_true", help="redo the step even if its outputs exist")
+        if name in ("publish", "all"):
+            step.add_argument("--dry-run", action="store_true", help="write the model folder, do not upload")
+            step.add_argument("--repo", help="Hub repo id to upload to (overrides hub_repo)")
+    args = parser.parse_args(argv)
+    config = ExperimentConfig.load(args.config, output_dir=args.output_dir,
+                                   hub_repo=getattr(args, "repo", None))
+    print(f"config saved to {config.save()}")
+    for name in STEPS if args.step == "all" else [args.step]:
+        if name == "augment" and not config.balance_to:
+            continue
+        if name == "publish":
+            publish.run(config, force=args.force, dry_run=args.dry_run or not config.hub_repo)
+        else:
+            STEPS[name](config, force=args.force)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

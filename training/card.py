@@ -1,0 +1,178 @@
+"""The model card, generated from the evaluation report: every figure in it is measured.
+
+Its `## Disclaimer` section is what the app shows above every answer
+(`explain.card.DISCLAIMER_HEADING`).
+"""
+
+import datetime
+
+from explain.card import DISCLAIMER_HEADING
+from training.config import ExperimentConfig
+
+DATA_LICENCES = {
+    "sd198": ("SD-198 (Sun et al., ECCV 2016), clinical photos", "research and academic use only"),
+    "dermnetnz": ("DermNet NZ image library (dermnetnz.org), clinical photos, watermarked",
+                  "CC BY-NC-ND; credit: DermNet, dermnetnz.org"),
+}
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def pm(stat: dict) -> str:
+    return f"{100 * stat['mean']:.1f}% ± {100 * stat['std']:.1f}"
+
+
+def front_matter(config: ExperimentConfig, report: dict) -> str:
+    test = report["test"]
+    results = [("accuracy", "Top-1 accuracy", test["accuracy"]), ("top_3_accuracy", "Top-3 accuracy",
+               test.get("top3_accuracy")), ("f1", "Macro F1", test["macro_f1"])]
+    metrics = "\n".join(f"          - type: {t}\n            name: {n} (held-out test)\n            value: {v:.4f}"
+                        for t, n, v in results if v is not None)
+    return f"""---
+license: other
+license_name: research-non-commercial
+library_name: keras
+pipeline_tag: image-classification
+tags:
+  - dermatology
+  - grad-cam
+  - medical-imaging
+  - not-for-diagnosis
+model-index:
+  - name: {config.model_name}
+    results:
+      - task:
+          type: image-classification
+        dataset:
+          name: {" + ".join(s.name for s in config.sources)} (grouped held-out test split)
+          type: custom
+        metrics:
+{metrics}
+---
+"""
+
+
+def disclaimer(names: list[str]) -> str:
+    return f"""## {DISCLAIMER_HEADING}
+**This is not a diagnosis.** This is a research demo: a computer program that guesses which of
+{len(names)} skin conditions ({", ".join(n.replace("_", " ") for n in names)}) a photo looks most like.
+It is often wrong, and it cannot tell you that your skin is healthy. It learned from about two
+thousand clinical photos from two medical image libraries; it has not been tested on every skin tone,
+body site or camera, and it knows nothing about conditions outside that list, so it may name one of
+them for something else entirely. The coloured overlay shows which parts of the photo drove the guess,
+not where a disease is. **If a skin problem worries you, is changing, bleeding, painful or not healing,
+see a doctor or dermatologist.** In an emergency, call your local emergency number.
+"""
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def evaluation(report: dict, names: list[str]) -> str:
+    test, parts = report["test"], []
+    parts.append(f"### Held-out test split ({test['n']} photos, grouped by near-duplicate cluster)\n")
+    rows = [["all", test["n"], pct(test["accuracy"]), pct(test.get("top3_accuracy", 0)), pct(test["macro_f1"])]]
+    for source, r in test.get("by_source", {}).items():
+        rows.append([source, r["n"], pct(r["accuracy"]), pct(r.get("top3_accuracy", 0)), pct(r["macro_f1"])])
+    parts.append(table(["photos", "n", "top-1", "top-3", "macro-F1"], rows))
+    cv = report.get("cross_validation")
+    if cv:
+        parts.append(f"\n### {cv['folds']}-fold cross-validation (stratified, grouped by cluster; mean ± std)\n")
+        rows = [["all", pm(cv["accuracy"]), pm(cv["top3_accuracy"]), pm(cv["macro_f1"])]]
+        rows += [[s, pm(r["accuracy"]), pm(r["top3_accuracy"]), pm(r["macro_f1"])] for s, r in cv.get("by_source", {}).items()]
+        parts.append(table(["photos", "top-1", "top-3", "macro-F1"], rows))
+    parts.append("\n### Per class (held-out test" + (", and CV F1" if cv else "") + ")\n")
+    rows = []
+    for name in names:
+        r = test["per_class"][name]
+        row = [name, r["support"], pct(r["precision"]), pct(r["recall"]), pct(r["f1"])]
+        rows.append(row + ([pm(cv["per_class_f1"][name])] if cv else []))
+    parts.append(table(["class", "test n", "precision", "recall", "F1"] + (["CV F1"] if cv else []), rows))
+    if report.get("cross_source"):
+        parts.append("\n### Cross-source generalisation (train on one library, test on the other)\n")
+        parts.append(table(["train -> test", "n", "top-1", "top-3", "macro-F1"],
+                           [[k, r["n"], pct(r["accuracy"]), pct(r.get("top3_accuracy", 0)), pct(r["macro_f1"])]
+                            for k, r in report["cross_source"].items()]))
+    cal = report["calibration"]
+    parts.append(f"\n### Calibration\nTemperature fitted on validation: {cal['temperature']:.2f}. Expected calibration "
+                 f"error on test: {cal['test_ece_before']:.3f} before, {cal['test_ece_after']:.3f} after.\n")
+    ab = report["abstention"]
+    parts.append(f"### Knowing what it does not know\nScore: {ab['score']}; threshold {ab['threshold']:.3f}, chosen "
+                 f"on validation to answer {pct(ab['chosen_for_validation_coverage'])} of photos. On the test split it "
+                 f"answers {pct(ab['test_coverage'])} of photos, with {pct(ab['test_accuracy_when_answering'])} "
+                 "top-1 accuracy on those.\n")
+    parts.append(table(["photos the model must not know", "n", "AUROC vs test", "flagged uncertain"],
+                       [[k, r["n"], f"{r['auroc']:.3f}", pct(r["share_flagged_uncertain"])] for k, r in ab["ood"].items()]))
+    parts.append("\n" + table(["coverage", "top-1 accuracy"],
+                              [[pct(r["coverage"]), pct(r["accuracy"])] for r in ab["accuracy_at_coverage"]]))
+    wm = report.get("watermark")
+    if wm:
+        parts.append(f"\n### Watermark shortcut check\nShare of the Grad-CAM map inside the DermNet NZ logo box, on "
+                     f"{wm['n']} DermNet NZ test photos: {pct(wm['cam_share_logo_visible'])} with the logo visible, "
+                     f"{pct(wm['cam_share_blanked'])} with the box blanked as in training; the box is "
+                     f"{pct(wm['box_area_share'])} of the image.\n")
+    ex = report.get("export")
+    if ex:
+        parts.append("\n### Exports (parity with the Keras model on real test photos)\n")
+        parts.append(table(["format", "size", "max abs diff", "top-1 agreement"],
+                           [[k, f"{r['size_mb']} MB", f"{r['max_abs_diff']:.1e}", pct(r["top1_agreement"])]
+                            for k, r in ex.items() if isinstance(r, dict)]))
+    return "\n".join(parts)
+
+
+def render_card(config: ExperimentConfig, report: dict) -> str:
+    names = report["classes"]
+    data_rows = [[s.name, *DATA_LICENCES.get(s.name, (s.root, "see the source"))] for s in config.sources]
+    counts = report["counts"]
+    return f"""{front_matter(config, report)}
+# {config.model_name}
+
+A {config.backbone} (ImageNet-pretrained, fine-tuned) classifier of clinical skin photos into {len(names)}
+conditions, with Grad-CAM explanations. Generated on {datetime.date.today().isoformat()} by
+`python -m training publish` from the evaluation report; every figure below was measured.
+
+{disclaimer(names)}
+## Intended use
+A public, educational demo of image classification with visual explanations, and a baseline for
+researchers. It shows which of its classes a photo resembles and where the model looked.
+
+## Out-of-scope use
+Diagnosis, triage, screening or any clinical decision; reassurance that a lesion is harmless;
+use on dermoscopic images, on conditions outside its classes, or by anyone without a clinician.
+
+## Classes
+{", ".join(names)}. The original taxonomy also had Skin_Tag and Healthy; no photos of those were
+available to train on, so this model does not know them (a healthy-skin photo is an
+out-of-distribution input for it, see below).
+
+## Training data
+{table(["source", "what", "licence"], data_rows)}
+
+Photos were deduplicated (exact bytes and perceptual hash), split by original photo with
+near-duplicate clusters kept on one side, BEFORE any augmentation: {counts['train']} train,
+{counts['val']} validation, {counts['test']} test. The DermNet NZ watermark box was blanked in every
+photo of both sources during training and evaluation, so "logo present" carries no information.
+The model inherits the data's licences: research and non-commercial use only.
+
+## Training
+Input {config.image_size}x{config.image_size}, whole photo resized (bilinear). Stage 1: head on the frozen
+backbone (learning rate {config.head_learning_rate}); stage 2: last {config.unfrozen} backbone layers
+unfrozen at {config.finetune_learning_rate}, BatchNorm frozen. Label smoothing {config.label_smoothing},
+class weights {"on" if config.class_weights else "off"}, test-time mirror averaging
+{"on" if config.tta else "off"}, seed {config.seed}.
+
+## Evaluation
+{evaluation(report, names)}
+
+## Limitations
+- Small data: about two thousand photos from two libraries; several classes have fewer than 100.
+- Two sources with different cameras, framing and populations; the cross-source figures above show
+  how much accuracy drops on photos unlike the training set.
+- Skin tone, age, sex and body site were not recorded, so fairness across skin types is unmeasured.
+- Similar-looking conditions (dermatitis, eczema, psoriasis, tinea) are often confused.
+- Grad-CAM shows what drove the score, at a coarse 7x7 resolution; it is not a lesion outline.
+"""

@@ -1,0 +1,108 @@
+"""One experiment's settings: every path, hyperparameter and seed, saved next to its outputs.
+
+A config is a JSON file; anything left out takes the default below. `python -m training
+<step> --config FILE` reads it, and the run writes the full resolved copy to
+`<output_dir>/config.json` so a result can always be traced to its settings.
+"""
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Source:
+    """A folder of class folders (or a manifest), mapped to the product's taxonomy."""
+
+    name: str
+    root: str  # "${SHARED}/data/..." expands SKIN_SHARED_DIR (default ../shared)
+    taxonomy: str  # JSON file: source class -> target class, or null for out of taxonomy
+    class_column: str | None = None  # manifest.csv column holding the class; None: parent folder
+    cluster_column: str | None = None  # manifest.csv column of known near-duplicate groups
+    mask_boxes: list[list[float]] = field(default_factory=list)  # [x0, y0, x1, y1] fractions to blank
+
+
+@dataclass
+class ExperimentConfig:
+    output_dir: str = "runs/experiment"
+    sources: list[Source] = field(default_factory=list)
+    seed: int = 1337
+    # curate
+    min_side: int = 64
+    duplicate_distance: int = 2  # pHash bits: closer than this is the same photo, dropped
+    cluster_distance: int = 6  # pHash bits: closer than this is a near duplicate, kept together
+    # split
+    test_fraction: float = 0.15
+    val_fraction: float = 0.15
+    cv_folds: int = 0  # 0: no cross-validation
+    # augment (offline balancing, optional)
+    balance_to: int = 0  # 0: off; else copies per class in training
+    # model
+    backbone: str = "mobilenet_v2"
+    alpha: float = 1.0
+    image_size: int = 224
+    imagenet_weights: str | None = "${SHARED}/weights/mobilenet_v2_1.0_224_imagenet"
+    dropout: float = 0.2
+    blank_all_mask_boxes: bool = True  # blank every source's boxes in every image
+    # online augmentation strength (0 turns each off)
+    flip: bool = True
+    rotation: float = 0.1
+    zoom: float = 0.15
+    contrast: float = 0.15
+    brightness: float = 0.15
+    # training
+    batch_size: int = 32
+    head_on_features: bool = True  # stage 1 on features computed once (fast; no augmentation)
+    head_epochs: int = 10
+    head_learning_rate: float = 1e-3
+    finetune_epochs: int = 10
+    finetune_learning_rate: float = 1e-5
+    unfreeze_layers: int | None = None  # None: 50 for ResNet50, 30 for MobileNetV2
+    label_smoothing: float = 0.0
+    class_weights: bool = False
+    early_stopping_patience: int = 4
+    # evaluate
+    top_k: list[int] = field(default_factory=lambda: [3])
+    tta: bool = False  # average the prediction with the mirrored photo's
+    cross_source: bool = False  # also train on each source alone and test on the other
+    abstain_coverage: float = 0.9  # threshold keeps this share of validation photos
+    ood_folders: dict[str, str] = field(default_factory=dict)  # name -> folder of photos the model must not know
+    # publish
+    model_name: str = "skin-condition-classifier"
+    hub_repo: str | None = None  # "org/name"; publish uploads there unless --dry-run
+    examples_dir: str | None = None  # photos (redistributable!) shipped in the model folder
+    bundle_dir: str | None = None  # also copy the model folder here (the app's default_model/)
+    card_path: str | None = None  # and the card here (the project's model_card.md)
+
+    @property
+    def unfrozen(self) -> int:
+        if self.unfreeze_layers is not None:
+            return self.unfreeze_layers
+        return 50 if self.backbone == "resnet50" else 30
+
+    @property
+    def out(self) -> Path:
+        return Path(self.output_dir)
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides) -> "ExperimentConfig":
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        data["sources"] = [Source(**s) for s in data.get("sources", [])]
+        return cls(**data)
+
+    def save(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / "config.json"
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+def expand(path: str | None) -> str | None:
+    """Expand `${SHARED}` (SKIN_SHARED_DIR, default ../shared beside the project) and `~`."""
+    if path is None:
+        return None
+    shared = os.environ.get("SKIN_SHARED_DIR", str(Path(__file__).resolve().parent.parent.parent / "shared"))
+    return os.path.expanduser(path.replace("${SHARED}", shared))

@@ -1,0 +1,141 @@
+"""Step 1, curate: every readable photo of every source, mapped to the taxonomy, deduplicated.
+
+Writes `curated.csv` (one row a photo: path, source, source class, target class, hashes,
+size, near-duplicate cluster) and `curation_summary.csv` (counts per class).
+"""
+
+import collections
+import hashlib
+import json
+from pathlib import Path
+
+import imagehash
+import numpy as np
+from tqdm import tqdm
+
+from explain.errors import InputImageError
+from explain.images import load_photo
+from training.config import ExperimentConfig, Source, expand
+from training.tables import print_table, read_rows, write_rows
+
+OUT_OF_TAXONOMY = ""  # target class of a photo kept only for out-of-distribution checks
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+MAX_BYTES, MAX_PIXELS = 100 * 1024 * 1024, 100_000_000
+
+
+def list_photos(source: Source) -> list[tuple[Path, str, str]]:
+    """(path, source class, cluster hint) for every image file of a source."""
+    root = Path(expand(source.root))
+    manifest = root / "manifest.csv"
+    if source.class_column and manifest.is_file():
+        return [
+            (root / row["path"], row[source.class_column], row.get(source.cluster_column or "", "") or "")
+            for row in read_rows(manifest)
+        ]
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return [(p, p.parent.name, "") for p in files]
+
+
+def load_taxonomy(path: str) -> dict[str, str | None]:
+    mapping = json.loads(Path(expand(path)).read_text(encoding="utf-8"))
+    return {k: v for k, v in mapping.items() if not k.startswith("_")}
+
+
+def phash_bits(hex_hash: str) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(hex_hash), dtype=np.uint8))
+
+
+def hamming_matrix(hashes: list[str]) -> np.ndarray:
+    """Pairwise pHash distances in bits."""
+    bits = np.stack([phash_bits(h) for h in hashes]).astype(np.int32)
+    return bits @ (1 - bits).T + (1 - bits) @ bits.T
+
+
+def cluster_ids(distances: np.ndarray, within: int, hints: list[str]) -> list[int]:
+    """Union-find over pairs closer than `within` bits and photos sharing a cluster hint."""
+    parent = list(range(len(distances)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    pairs = list(zip(*np.nonzero(np.triu(distances <= within, k=1))))
+    by_hint = collections.defaultdict(list)
+    for i, hint in enumerate(hints):
+        if hint:
+            by_hint[hint].append(i)
+    pairs += [(group[0], j) for group in by_hint.values() for j in group[1:]]
+    for i, j in pairs:
+        parent[find(i)] = find(j)
+    return [find(i) for i in range(len(distances))]
+
+
+def curate(config: ExperimentConfig) -> list[dict]:
+    rows, dropped = [], collections.Counter()
+    for source in config.sources:
+        taxonomy = load_taxonomy(source.taxonomy)
+        for path, source_class, hint in tqdm(list_photos(source), desc=f"curate {source.name}", unit="photo"):
+            if source_class not in taxonomy:
+                raise ValueError(
+                    f"Class folder {source_class!r} of source {source.name} is not in {source.taxonomy}: "
+                    "add it there, mapped to a product class or to null (out of taxonomy)."
+                )
+            try:
+                photo = load_photo(path, MAX_BYTES, MAX_PIXELS)
+            except InputImageError:
+                dropped["unreadable"] += 1
+                continue
+            if min(photo.size) < config.min_side:
+                dropped["too small"] += 1
+                continue
+            rows.append({
+                "path": str(path), "source": source.name, "source_class": source_class,
+                "target_class": taxonomy[source_class] or OUT_OF_TAXONOMY,
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "phash": str(imagehash.phash(photo)),
+                "width": photo.width, "height": photo.height, "hint": f"{source.name}:{hint}" if hint else "",
+            })
+    rows = _drop_duplicates(rows, config.duplicate_distance, dropped)
+    distances = hamming_matrix([r["phash"] for r in rows])
+    for row, cluster in zip(rows, cluster_ids(distances, config.cluster_distance, [r.pop("hint") for r in rows])):
+        row["cluster"] = cluster
+    if dropped:
+        print("dropped:", ", ".join(f"{n} {why}" for why, n in dropped.items()))
+    return rows
+
+
+def _drop_duplicates(rows: list[dict], within: int, dropped: collections.Counter) -> list[dict]:
+    """Keep the first of each group of byte-identical or visually identical photos."""
+    seen_sha, kept = set(), []
+    for row in rows:
+        if row["sha256"] in seen_sha:
+            dropped["exact duplicate"] += 1
+            continue
+        seen_sha.add(row["sha256"])
+        kept.append(row)
+    distances = hamming_matrix([r["phash"] for r in kept])
+    duplicate = np.triu(distances <= within, k=1).any(axis=0)  # a later copy of an earlier photo
+    dropped["near duplicate"] += int(duplicate.sum())
+    return [row for row, dup in zip(kept, duplicate) if not dup]
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    counts = collections.Counter((r["target_class"] or "(out of taxonomy)", r["source"]) for r in rows)
+    sources = sorted({r["source"] for r in rows})
+    classes = sorted({c for c, _ in counts})
+    return [{"class": c, **{s: counts[(c, s)] for s in sources}, "total": sum(counts[(c, s)] for s in sources)}
+            for c in classes]
+
+
+def run(config: ExperimentConfig, force: bool = False) -> Path:
+    out = config.out / "curated.csv"
+    if out.is_file() and not force:
+        print(f"curate: {out} exists (use --force to redo)")
+        return out
+    rows = curate(config)
+    write_rows(out, rows)
+    table = summary(rows)
+    write_rows(config.out / "curation_summary.csv", table)
+    print_table(table)
+    return out

@@ -1,0 +1,68 @@
+"""Photos to `tf.data` batches, decoded by the same code the app uses.
+
+Decoding and resizing run in parallel (`AUTOTUNE`), are cached after the first epoch,
+then shuffled, batched and prefetched so the model never waits for input.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from explain.images import fit_to_model, load_photo
+from training.config import ExperimentConfig
+
+MAX_BYTES, MAX_PIXELS = 100 * 1024 * 1024, 100_000_000
+BLANK = 127.5  # the middle grey every blanked box gets, in every photo alike
+
+
+def blank_boxes(pixels: np.ndarray, boxes: list[list[float]]) -> np.ndarray:
+    """Fill each [x0, y0, x1, y1] box (fractions of width and height) with one grey.
+
+    Used for watermarks: blanking the same box in EVERY photo, whatever its source,
+    leaves "the logo is there" nothing to learn from.
+    """
+    height, width = pixels.shape[:2]
+    for x0, y0, x1, y1 in boxes:
+        pixels[round(y0 * height) : round(y1 * height), round(x0 * width) : round(x1 * width)] = BLANK
+    return pixels
+
+
+def mask_boxes(config: ExperimentConfig, source: str) -> list[list[float]]:
+    """The boxes to blank in a photo of `source` (all sources' boxes, by default)."""
+    if config.blank_all_mask_boxes:
+        return [box for s in config.sources for box in s.mask_boxes]
+    return [box for s in config.sources if s.name == source for box in s.mask_boxes]
+
+
+def photo_pixels(path: str, image_size: int, boxes: list[list[float]]) -> np.ndarray:
+    """float32 [0, 255] model input for one photo file, boxes blanked."""
+    pixels = fit_to_model(load_photo(path, MAX_BYTES, MAX_PIXELS), image_size)
+    return blank_boxes(pixels, boxes)
+
+
+def load_pixels(rows: list[dict], config: ExperimentConfig) -> np.ndarray:
+    """All photos of `rows` as one uint8 array, for evaluation."""
+    return np.stack([
+        photo_pixels(r["path"], config.image_size, mask_boxes(config, r["source"])).astype(np.uint8) for r in rows
+    ])
+
+
+def dataset(rows: list[dict], class_names: list[str], config: ExperimentConfig, shuffle: bool) -> tf.data.Dataset:
+    """(pixels, one-hot label) batches."""
+    paths = [r["path"] for r in rows]
+    boxes = tf.ragged.constant([mask_boxes(config, r["source"]) or [[0.0, 0.0, 0.0, 0.0]] for r in rows],
+                               ragged_rank=1, dtype=tf.float32).to_tensor()
+    labels = tf.one_hot([class_names.index(r["target_class"]) for r in rows], len(class_names))
+
+    def load(path, box, label):
+        def decode(p, b):
+            return photo_pixels(p.decode(), config.image_size, b.tolist()).astype(np.uint8)
+
+        pixels = tf.numpy_function(decode, [path, box], tf.uint8)
+        pixels.set_shape((config.image_size, config.image_size, 3))
+        return pixels, label
+
+    ds = tf.data.Dataset.from_tensor_slices((paths, boxes, labels))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
+    if shuffle:
+        ds = ds.shuffle(len(rows), seed=config.seed, reshuffle_each_iteration=True)
+    return ds.map(lambda x, y: (tf.cast(x, tf.float32), y)).batch(config.batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,177 @@
+"""Step 5, evaluate: held-out test, cross-validation, calibration, abstention, shortcuts.
+
+Writes `report.json` (read by export and publish), `confusion_matrix.png`,
+`training_curves.png` and `reliability.png` into the run folder. Cross-validation
+and cross-source models are trained under `cv/` and `cross_source/`; each saves its
+predictions, so an interrupted run resumes where it stopped.
+"""
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from explain import layers  # noqa: F401  (registers the preprocessing layers for loading)
+from training import metrics, plots
+from training.config import ExperimentConfig, expand
+from training.curate import IMAGE_SUFFIXES
+from training.data import load_pixels
+from training.split import group_split
+from training.tables import read_rows
+from training.train import class_names, fit, predict_logits
+
+
+def labels_of(rows: list[dict], names: list[str]) -> np.ndarray:
+    return np.array([names.index(r["target_class"]) for r in rows])
+
+
+def train_and_predict(config: ExperimentConfig, train_rows: list[dict], eval_rows: list[dict], names: list[str],
+                      out: Path) -> np.ndarray:
+    """Fit on `train_rows` (early-stopped on a grouped slice of them), return logits of `eval_rows`.
+
+    The logits are saved in `out/logits.npy`; a rerun reads them instead of training again.
+    """
+    saved = out / "logits.npy"
+    if saved.is_file():
+        return np.load(saved)
+    fit_idx, val_idx = group_split([r["target_class"] for r in train_rows], [r["cluster"] for r in train_rows],
+                                   config.val_fraction, config.seed)
+    model = fit(config, [train_rows[i] for i in fit_idx], [train_rows[i] for i in val_idx], names, out)
+    logits = predict_logits(model, load_pixels(eval_rows, config), tta=config.tta)
+    np.save(saved, logits)
+    return logits
+
+
+def summarize(logits: np.ndarray, labels: np.ndarray, names: list[str], rows: list[dict], ks) -> dict:
+    """Metrics overall and per source."""
+    probabilities = metrics.calibrated(logits)
+    report = metrics.classification_report(probabilities, labels, names, ks)
+    sources = sorted({r["source"] for r in rows})
+    if len(sources) > 1:
+        report["by_source"] = {}
+        for source in sources:
+            keep = np.array([r["source"] == source for r in rows])
+            report["by_source"][source] = metrics.classification_report(probabilities[keep], labels[keep], names, ks)
+    return report
+
+
+def cross_validate(config: ExperimentConfig, rows: list[dict], names: list[str]) -> dict:
+    """k-fold CV grouped by near-duplicate cluster: mean and std of each headline metric."""
+    folds = []
+    for fold in range(config.cv_folds):
+        held = [r for r in rows if r["fold"] == str(fold)]
+        train_rows = [r for r in rows if r["fold"] not in ("", str(fold))]
+        print(f"cross-validation fold {fold + 1}/{config.cv_folds}: {len(train_rows)} train, {len(held)} held out")
+        logits = train_and_predict(config, train_rows, held, names, config.out / "cv" / f"fold{fold}")
+        folds.append(summarize(logits, labels_of(held, names), names, held, config.top_k))
+    keys = ["accuracy", *[f"top{k}_accuracy" for k in config.top_k], "macro_f1"]
+    result = {"folds": config.cv_folds, **{k: metrics.mean_std([f[k] for f in folds]) for k in keys}}
+    if "by_source" in folds[0]:
+        result["by_source"] = {s: {k: metrics.mean_std([f["by_source"][s][k] for f in folds]) for k in keys}
+                               for s in folds[0]["by_source"]}
+    result["per_class_f1"] = {n: metrics.mean_std([f["per_class"][n]["f1"] for f in folds]) for n in names}
+    return result
+
+
+def cross_source(config: ExperimentConfig, rows: list[dict], names: list[str]) -> dict:
+    """Train on one source, test on the other's photos of the classes both share."""
+    sources = sorted({r["source"] for r in rows})
+    result = {}
+    for train_source in sources:
+        for test_source in sources:
+            if train_source == test_source:
+                continue
+            train_rows = [r for r in rows if r["source"] == train_source]
+            known = sorted({r["target_class"] for r in train_rows})
+            test_rows = [r for r in rows if r["source"] == test_source and r["target_class"] in known]
+            print(f"cross-source: train on {train_source}, test on {test_source} ({len(test_rows)} photos)")
+            logits = train_and_predict(config, train_rows, test_rows, known,
+                                       config.out / "cross_source" / f"{train_source}_to_{test_source}")
+            report = metrics.classification_report(metrics.calibrated(logits), labels_of(test_rows, known), known,
+                                                   config.top_k)
+            result[f"{train_source} -> {test_source}"] = {k: v for k, v in report.items() if k != "confusion_matrix"}
+    return result
+
+
+def ood_photos(config: ExperimentConfig, rows: list[dict]) -> dict[str, list[dict]]:
+    """Out-of-distribution sets: out-of-taxonomy photos of each source, and the configured folders."""
+    sets = {}
+    for source in sorted({r["source"] for r in rows if r["split"] == "ood"}):
+        sets[f"{source} conditions outside the taxonomy"] = [r for r in rows if r["split"] == "ood" and r["source"] == source]
+    for name, folder in config.ood_folders.items():
+        files = sorted(p for p in Path(expand(folder)).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        sets[name] = [{"path": str(p), "source": name} for p in files]
+    return sets
+
+
+def abstention(config, model, temperature, val_probs, test_probs, test_labels, rows) -> dict:
+    """Threshold on validation only; AUROC per out-of-distribution set; accuracy against coverage."""
+    threshold = metrics.threshold_for_coverage(val_probs.max(axis=1), config.abstain_coverage)
+    test_confidence = test_probs.max(axis=1)
+    result = {
+        "score": "max softmax probability after temperature scaling",
+        "threshold": threshold,
+        "chosen_for_validation_coverage": config.abstain_coverage,
+        "test_coverage": float(np.mean(test_confidence >= threshold)),
+        "test_accuracy_when_answering": float(np.mean((test_probs.argmax(1) == test_labels)[test_confidence >= threshold])),
+        "accuracy_at_coverage": metrics.accuracy_at_coverage(test_probs, test_labels),
+        "ood": {},
+    }
+    for name, ood_rows in ood_photos(config, rows).items():
+        if not ood_rows:
+            continue
+        confidence = metrics.calibrated(predict_logits(model, load_pixels(ood_rows, config), config.tta), temperature).max(1)
+        result["ood"][name] = {"n": len(ood_rows), "auroc": metrics.ood_auroc(test_confidence, confidence),
+                               "share_flagged_uncertain": float(np.mean(confidence < threshold))}
+    return result
+
+
+def run(config: ExperimentConfig, force: bool = False) -> Path:
+    out = config.out / "report.json"
+    if out.is_file() and not force:
+        print(f"evaluate: {out} exists (use --force to redo)")
+        return out
+    rows = read_rows(config.out / "split.csv")
+    names = class_names(rows)
+    by_split = {s: [r for r in rows if r["split"] == s] for s in ("train", "val", "test")}
+    model = keras.saving.load_model(config.out / "train" / "model.keras", safe_mode=True, compile=False)
+    val_logits = predict_logits(model, load_pixels(by_split["val"], config), config.tta)
+    test_logits = predict_logits(model, load_pixels(by_split["test"], config), config.tta)
+    val_labels, test_labels = labels_of(by_split["val"], names), labels_of(by_split["test"], names)
+    temperature = metrics.fit_temperature(val_logits, val_labels)
+    before, after = metrics.calibrated(test_logits), metrics.calibrated(test_logits, temperature)
+
+    report = {
+        "classes": names,
+        "counts": {s: len(v) for s, v in by_split.items()},
+        "test": summarize(test_logits, test_labels, names, by_split["test"], config.top_k),
+        "calibration": {
+            "temperature": temperature,
+            "test_ece_before": metrics.expected_calibration_error(before, test_labels),
+            "test_ece_after": metrics.expected_calibration_error(after, test_labels),
+        },
+    }
+    report["abstention"] = abstention(config, model, temperature, metrics.calibrated(val_logits, temperature),
+                                      after, test_labels, rows)
+    plots.confusion_matrix_png(report["test"]["confusion_matrix"], names, config.out / "confusion_matrix.png",
+                               "Held-out test split")
+    plots.training_curves_png(read_rows(config.out / "train" / "history.csv"), config.out / "training_curves.png")
+    plots.reliability_png((before, test_labels), (after, test_labels), config.out / "reliability.png")
+    if config.cv_folds:
+        report["cross_validation"] = cross_validate(config, rows, names)
+    if config.cross_source:
+        report["cross_source"] = cross_source(config, [r for r in rows if r["split"] != "ood"], names)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    _print_headline(report)
+    return out
+
+
+def _print_headline(report: dict) -> None:
+    test = report["test"]
+    print(f"test: top-1 {test['accuracy']:.3f}, top-3 {test.get('top3_accuracy', float('nan')):.3f}, "
+          f"macro-F1 {test['macro_f1']:.3f} (n={test['n']})")
+    cv = report.get("cross_validation")
+    if cv:
+        print(f"{cv['folds']}-fold CV: top-1 {cv['accuracy']['mean']:.3f} +/- {cv['accuracy']['std']:.3f}, "
+              f"macro-F1 {cv['macro_f1']['mean']:.3f} +/- {cv['macro_f1']['std']:.3f}")

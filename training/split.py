@@ -1,0 +1,88 @@
+"""Step 2, split: train / validation / test (and optional CV folds) by ORIGINAL photo.
+
+Near-duplicate clusters stay on one side, and the split happens before any
+augmentation, so no test photo has a sibling in training: the flaw behind the
+original project's 97.4%. `check_no_leakage` refuses any split that breaks this.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from training.config import ExperimentConfig
+from training.curate import hamming_matrix
+from training.tables import read_rows, write_rows
+
+
+class LeakageError(ValueError):
+    """A test or validation photo has an identical or near-identical photo in training."""
+
+
+def group_split(labels: list[str], groups: list, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rest, held_out): about `fraction` held out, stratified by label, whole groups only."""
+    n_splits = max(2, round(1 / fraction))
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    rest, held_out = next(splitter.split(np.zeros(len(labels)), labels, groups))
+    return rest, held_out
+
+
+def assign_splits(rows: list[dict], config: ExperimentConfig) -> list[dict]:
+    """Adds `split` (train/val/test, or ood for out-of-taxonomy photos) and `fold` to each row."""
+    in_taxonomy = [i for i, r in enumerate(rows) if r["target_class"]]
+    labels = [rows[i]["target_class"] for i in in_taxonomy]
+    groups = [rows[i]["cluster"] for i in in_taxonomy]
+    for row in rows:
+        row["split"], row["fold"] = ("ood", "") if not row["target_class"] else ("train", "")
+    rest, test = group_split(labels, groups, config.test_fraction, config.seed)
+    for i in test:
+        rows[in_taxonomy[i]]["split"] = "test"
+    val_fraction = config.val_fraction / (1 - config.test_fraction)
+    _, val = group_split([labels[i] for i in rest], [groups[i] for i in rest], val_fraction, config.seed + 1)
+    for i in val:
+        rows[in_taxonomy[rest[i]]]["split"] = "val"
+    if config.cv_folds:
+        splitter = StratifiedGroupKFold(n_splits=config.cv_folds, shuffle=True, random_state=config.seed)
+        for fold, (_, held) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+            for i in held:
+                rows[in_taxonomy[i]]["fold"] = fold
+    return rows
+
+
+def check_no_leakage(rows: list[dict], within: int, held_out: str = "test", against: str = "train") -> None:
+    """Refuse when a `held_out` photo equals, or is a near duplicate (pHash) of, an `against` photo."""
+    a = [r for r in rows if r["split"] == held_out]
+    b = [r for r in rows if r["split"] == against]
+    if not a or not b:
+        return
+    shared_sha = {r["sha256"] for r in a} & {r["sha256"] for r in b}
+    close = np.argwhere(hamming_matrix([r["phash"] for r in a] + [r["phash"] for r in b])[: len(a), len(a):] <= within)
+    if shared_sha or len(close):
+        pairs = [(a[i]["path"], b[j]["path"]) for i, j in close[:3]]
+        raise LeakageError(
+            f"{len(close)} {held_out} photo(s) have an identical or near-identical photo in {against} "
+            f"(pHash distance <= {within}), e.g. {pairs}. Re-run curate so they share a cluster, then split again."
+        )
+
+
+def check_folds(rows: list[dict], within: int) -> None:
+    """Every cross-validation fold against the other folds."""
+    folds = sorted({r["fold"] for r in rows if r["fold"] != ""})
+    for fold in folds:
+        relabelled = [{**r, "split": "held" if r["fold"] == fold else ("rest" if r["fold"] != "" else "")} for r in rows]
+        check_no_leakage(relabelled, within, held_out="held", against="rest")
+
+
+def run(config: ExperimentConfig, force: bool = False) -> Path:
+    out = config.out / "split.csv"
+    if out.is_file() and not force:
+        print(f"split: {out} exists (use --force to redo)")
+        return out
+    rows = assign_splits(read_rows(config.out / "curated.csv"), config)
+    for held_out in ("test", "val"):
+        check_no_leakage(rows, config.cluster_distance, held_out=held_out)
+    check_folds(rows, config.cluster_distance)
+    write_rows(out, rows)
+    counts = {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test", "ood")}
+    print("split:", ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return out

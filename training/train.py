@@ -1,0 +1,150 @@
+"""Step 4, train: two-stage transfer learning.
+
+Stage 1 trains the head on a frozen ImageNet backbone; stage 2 unfreezes the
+backbone's last N layers at a low learning rate, BatchNorm staying in inference mode.
+Writes `model.keras` (with its augmentation layers), `history.csv` and checkpoints.
+"""
+
+import collections
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from training.backbones import build_classifier, load_imagenet_weights, recalibrate_batchnorm, set_trainable
+from training.config import ExperimentConfig, expand
+from training.data import dataset
+from training.tables import read_rows
+
+
+def class_names(rows: list[dict]) -> list[str]:
+    return sorted({r["target_class"] for r in rows if r["target_class"]})
+
+
+def augmentation(config: ExperimentConfig) -> keras.Sequential | None:
+    """Online augmentation layers, active only while training."""
+    layers = []
+    if config.flip:
+        layers.append(keras.layers.RandomFlip("horizontal_and_vertical", seed=config.seed))
+    if config.rotation:
+        layers.append(keras.layers.RandomRotation(config.rotation, fill_mode="reflect", seed=config.seed))
+    if config.zoom:
+        layers.append(keras.layers.RandomZoom(config.zoom, fill_mode="reflect", seed=config.seed))
+    if config.contrast:
+        layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=config.seed))
+    if config.brightness:
+        layers.append(keras.layers.RandomBrightness(config.brightness, value_range=(0, 255), seed=config.seed))
+    return keras.Sequential(layers, name="augmentation") if layers else None
+
+
+def new_model(config: ExperimentConfig, num_classes: int) -> keras.Model:
+    model = build_classifier(config.backbone, num_classes, config.image_size, augmentation=augmentation(config),
+                             dropout=config.dropout, alpha=config.alpha)
+    load_imagenet_weights(model, config.backbone, expand(config.imagenet_weights))
+    return model
+
+
+def balanced_class_weights(rows: list[dict], names: list[str]) -> dict[int, float]:
+    counts = collections.Counter(r["target_class"] for r in rows)
+    return {i: len(rows) / (len(names) * counts[name]) for i, name in enumerate(names)}
+
+
+def compile_for(model: keras.Model, config: ExperimentConfig, rate: float, num_classes: int) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                 keras.metrics.TopKCategoricalAccuracy(k=min(3, num_classes), name="top3")],
+    )
+
+
+def callbacks(config: ExperimentConfig, out: Path, stage: int) -> list:
+    return [
+        keras.callbacks.EarlyStopping(patience=config.early_stopping_patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(factor=0.3, patience=max(1, config.early_stopping_patience // 2)),
+        keras.callbacks.ModelCheckpoint(out / f"best_stage{stage}.keras", save_best_only=True),
+        keras.callbacks.CSVLogger(out / "history.csv", append=True),
+    ]
+
+
+def features(model: keras.Model, ds) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled backbone features (no augmentation) and labels of a dataset."""
+    pooled = keras.Model(model.inputs, model.get_layer("pool").output)
+    xs, ys = zip(*[(pooled(x, training=False).numpy(), y.numpy()) for x, y in ds])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def train_head_on_features(model, config, train_rows, val_ds, names, weights, out: Path) -> int:
+    """Stage 1 on features computed once: the frozen backbone's output does not change between
+    epochs, so each epoch costs milliseconds instead of a full pass over the photos.
+    Mirrored photos' features double the training set. Returns the epochs run."""
+    num_classes = model.output_shape[-1]
+    in_order = dataset(train_rows, names, config, shuffle=False)  # features and labels must stay paired
+    x_train, y_train = features(model, in_order)
+    x_mirror, _ = features(model, in_order.map(lambda x, y: (x[:, :, ::-1], y)))
+    x_val, y_val = features(model, val_ds)
+    head = keras.Sequential([keras.Input(x_train.shape[1:]), keras.layers.Dropout(config.dropout),
+                             keras.layers.Dense(num_classes, name="logits"), keras.layers.Activation("softmax")])
+    compile_for(head, config, config.head_learning_rate, num_classes)
+    history = head.fit(np.concatenate([x_train, x_mirror]), np.concatenate([y_train, y_train]),
+                       validation_data=(x_val, y_val), epochs=config.head_epochs, batch_size=config.batch_size,
+                       class_weight=weights, callbacks=callbacks(config, out, 1), verbose=0)
+    model.get_layer("logits").set_weights(head.get_layer("logits").get_weights())
+    return len(history.history["loss"])
+
+
+def fit(config: ExperimentConfig, train_rows: list[dict], val_rows: list[dict], names: list[str], out: Path,
+        verbose: int = 2) -> keras.Model:
+    """Train a fresh model on `train_rows`, early-stopped on `val_rows`; saves into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    model = new_model(config, len(names))
+    train_ds = dataset(train_rows, names, config, shuffle=True)
+    if config.imagenet_weights is None:
+        recalibrate_batchnorm(model, next(iter(train_ds))[0])
+    val_ds = dataset(val_rows, names, config, shuffle=False)
+    weights = balanced_class_weights(train_rows, names) if config.class_weights else None
+    (out / "history.csv").unlink(missing_ok=True)
+    set_trainable(model, 0)
+    if config.head_on_features:
+        print(f"stage 1: head on cached backbone features, up to {config.head_epochs} epochs")
+        epoch = train_head_on_features(model, config, train_rows, val_ds, names, weights, out)
+    else:
+        print(f"stage 1: head on the frozen backbone, up to {config.head_epochs} epochs")
+        compile_for(model, config, config.head_learning_rate, len(names))
+        epoch = len(model.fit(train_ds, validation_data=val_ds, epochs=config.head_epochs, class_weight=weights,
+                              callbacks=callbacks(config, out, 1), verbose=verbose).history["loss"])
+    if config.finetune_epochs > 0:
+        set_trainable(model, config.unfrozen)
+        print(f"stage 2: last {config.unfrozen} backbone layers unfrozen, up to {config.finetune_epochs} epochs")
+        compile_for(model, config, config.finetune_learning_rate, len(names))
+        model.fit(train_ds, validation_data=val_ds, epochs=epoch + config.finetune_epochs, initial_epoch=epoch,
+                  class_weight=weights, callbacks=callbacks(config, out, 2), verbose=verbose)
+    model.save(out / "model.keras")
+    return model
+
+
+def run(config: ExperimentConfig, force: bool = False) -> Path:
+    out = config.out / "train"
+    if (out / "model.keras").is_file() and not force:
+        print(f"train: {out / 'model.keras'} exists (use --force to redo)")
+        return out
+    rows = read_rows(config.out / "split.csv") + _augmented_rows(config)
+    names = class_names(rows)
+    fit(config, [r for r in rows if r["split"] == "train"], [r for r in rows if r["split"] == "val"], names, out)
+    return out
+
+
+def _augmented_rows(config: ExperimentConfig) -> list[dict]:
+    path = config.out / "augmented.csv"
+    return read_rows(path) if path.is_file() else []
+
+
+def predict_logits(model: keras.Model, pixels: np.ndarray, tta: bool = False, batch_size: int = 32) -> np.ndarray:
+    """Logits for uint8 pixels; with `tta`, averaged with the mirrored photos' logits."""
+    logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
+    logits = logits_model.predict(pixels.astype(np.float32), batch_size=batch_size, verbose=0)
+    if tta:
+        logits = (logits + logits_model.predict(pixels[:, :, ::-1].astype(np.float32), batch_size=batch_size,
+                                                verbose=0)) / 2
+    return logits

@@ -83,6 +83,7 @@ class TfKerasVisCam(CamMethod):
             CategoricalScore([class_index]),
             pixels,
             penultimate_layer=self.classifier.cam_layer,
+            seek_penultimate_conv_layer=False,  # explain the named layer itself, not the conv before it
             expand_cam=False,
             normalize_cam=False,
             **self.options,

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 
 from explain.errors import InputImageError
 
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG includes MPO (phone photos)
 ACCEPTED_HUMAN = "JPEG, PNG, WebP, BMP, GIF or TIFF"
 MIN_SIDE = 16
 MAX_ASPECT_RATIO = 10.0
@@ -61,10 +61,13 @@ def decode_photo(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise InputImageError(f"The image declares too many pixels to decode safely ({err}).") from err
+        raise InputImageError(
+            f"The image declares over {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, too many to decode safely; "
+            f"the limit is {max_pixels / 1e6:.0f} megapixels. Resize it and try again."
+        ) from err
     except Exception as err:  # Pillow raises many types for unreadable headers
         raise InputImageError(
-            f"This file is not a photo this app can read. Upload a {ACCEPTED_HUMAN} file."
+            f"This file is not a photo this app can read, or it is damaged. Upload a {ACCEPTED_HUMAN} file."
         ) from err
 
     width, height = image.size

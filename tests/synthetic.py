@@ -19,23 +19,24 @@ def make_photo(kind: str, rng: np.random.Generator, size: int = 128) -> Image.Im
     image = Image.fromarray(np.clip(tone + noise, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     red = tuple(int(c) for c in rng.uniform([150, 20, 20], [220, 70, 70]))
+    blue = tuple(int(c) for c in rng.uniform([30, 40, 150], [70, 90, 220]))
     if kind == "Dots":
-        for _ in range(int(rng.integers(8, 16))):
-            x, y, r = *rng.integers(8, size - 8, 2), int(rng.integers(3, 6))
+        for _ in range(int(rng.integers(14, 24))):
+            x, y, r = *rng.integers(8, size - 8, 2), int(rng.integers(4, 8))
             draw.ellipse((x - r, y - r, x + r, y + r), fill=red)
     elif kind == "Rings":
         for _ in range(int(rng.integers(1, 3))):
             x, y, r = *rng.integers(30, size - 30, 2), int(rng.integers(15, 28))
-            draw.ellipse((x - r, y - r, x + r, y + r), outline=red, width=5)
+            draw.ellipse((x - r, y - r, x + r, y + r), outline=blue, width=8)
     elif kind == "Stripes":
-        brown = tuple(int(c) for c in rng.uniform([90, 50, 30], [140, 90, 60]))
+        brown = tuple(int(c) for c in rng.uniform([60, 40, 20], [100, 70, 40]))
         offset = int(rng.integers(0, 20))
         for x in range(-size + offset, size, 20):
-            draw.line((x, 0, x + size, size), fill=brown, width=6)
+            draw.line((x, 0, x + size, size), fill=brown, width=8)
     return image
 
 
-def write_dataset(root: Path, per_class: int = 16, seed: int = 0) -> Path:
+def write_dataset(root: Path, per_class: int = 24, seed: int = 0) -> Path:
     """Class folders of JPEGs plus a taxonomy file (`taxonomy.json`) mapping them."""
     rng = np.random.default_rng(seed)
     for kind in (*CLASSES, OUT_OF_TAXONOMY):
@@ -55,8 +56,9 @@ def tiny_config(root: Path, out: Path, **overrides) -> Path:
         "model_name": "tiny-test-model",
         "sources": [{"name": "synthetic", "root": str(root / "photos"), "taxonomy": str(root / "taxonomy.json")}],
         "backbone": "mobilenet_v2", "alpha": 0.35, "image_size": 96, "imagenet_weights": None,
-        "batch_size": 16, "head_epochs": 40, "head_learning_rate": 0.01, "finetune_epochs": 1,
-        "unfreeze_layers": 5, "cv_folds": 2, "test_fraction": 0.2, "val_fraction": 0.2,
+        "batch_size": 16, "head_epochs": 20, "head_learning_rate": 0.01, "finetune_epochs": 12,
+        "finetune_learning_rate": 0.001,
+        "unfreeze_layers": 1000, "cv_folds": 2, "test_fraction": 0.2, "val_fraction": 0.2,
         "early_stopping_patience": 8, "rotation": 0.0, "zoom": 0.0,
         **overrides,
     }

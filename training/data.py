@@ -26,6 +26,11 @@ def blank_boxes(pixels: np.ndarray, boxes: list[list[float]]) -> np.ndarray:
     return pixels
 
 
+def box_mask(size: int, boxes: list[list[float]]) -> np.ndarray:
+    """Boolean (size, size) map of the pixels inside any box."""
+    return blank_boxes(np.zeros((size, size), dtype=np.float32), boxes) == BLANK
+
+
 def mask_boxes(config: ExperimentConfig, source: str) -> list[list[float]]:
     """The boxes to blank in a photo of `source` (all sources' boxes, by default)."""
     if config.blank_all_mask_boxes:

@@ -12,14 +12,22 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from explain import layers  # noqa: F401  (registers the preprocessing layers for loading)
+from explain.cams import DEFAULT_METHOD
+from explain.classifier import Classifier
+from explain.images import fit_to_model, load_photo
+from explain.model import LoadedModel, ModelConfig, ModelSource
+from explain.overlay import upsample
+from training.backbones import CAM_LAYERS
 from training import metrics, plots
 from training.config import ExperimentConfig, expand
 from training.curate import IMAGE_SUFFIXES
-from training.data import load_pixels
+from training.data import blank_boxes, box_mask, load_pixels
 from training.split import group_split
 from training.tables import read_rows
 from training.train import class_names, fit, predict_logits
+
+NON_SKIN_SKIMAGE = ("coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "colorwheel",
+                    "camera", "moon", "coins", "clock", "page", "text", "grass", "gravel", "brick", "retina")
 
 
 def labels_of(rows: list[dict], names: list[str]) -> np.ndarray:
@@ -94,15 +102,52 @@ def cross_source(config: ExperimentConfig, rows: list[dict], names: list[str]) -
     return result
 
 
+def skimage_photos(folder: Path) -> Path:
+    """scikit-image's bundled sample pictures that are not skin, written once as PNG files."""
+    import skimage.data
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in NON_SKIN_SKIMAGE:
+        if not (folder / f"{name}.png").is_file():
+            Image.fromarray(getattr(skimage.data, name)()).save(folder / f"{name}.png")
+    return folder
+
+
 def ood_photos(config: ExperimentConfig, rows: list[dict]) -> dict[str, list[dict]]:
-    """Out-of-distribution sets: out-of-taxonomy photos of each source, and the configured folders."""
+    """Out-of-distribution sets: out-of-taxonomy photos of each source, and the configured folders
+    ("skimage" stands for scikit-image's sample pictures that are not skin)."""
     sets = {}
     for source in sorted({r["source"] for r in rows if r["split"] == "ood"}):
         sets[f"{source} conditions outside the taxonomy"] = [r for r in rows if r["split"] == "ood" and r["source"] == source]
     for name, folder in config.ood_folders.items():
-        files = sorted(p for p in Path(expand(folder)).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        folder = skimage_photos(config.out / "ood_skimage") if folder == "skimage" else Path(expand(folder))
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         sets[name] = [{"path": str(p), "source": name} for p in files]
     return sets
+
+
+def watermark_check(config: ExperimentConfig, model: keras.Model, names: list[str], test_rows: list[dict]) -> dict | None:
+    """Share of the Grad-CAM map inside the blanked boxes, on test photos of the sources that
+    carry a watermark: with the watermark visible, and blanked as in training."""
+    marked = {s.name for s in config.sources if s.mask_boxes}
+    rows = [r for r in test_rows if r["source"] in marked]
+    if not rows:
+        return None
+    boxes = [box for s in config.sources for box in s.mask_boxes]
+    inside = box_mask(config.image_size, boxes)
+    model_config = ModelConfig(config.model_name, config.image_size, config.backbone, CAM_LAYERS[config.backbone])
+    gradcam = Classifier(LoadedModel(model, names, model_config, ModelSource("folder", str(config.out)), config.out)
+                         ).cam_method(DEFAULT_METHOD)
+    shares = {"visible": [], "blanked": []}
+    for row in rows:
+        visible = fit_to_model(load_photo(row["path"], 10**9, 10**9), config.image_size)
+        for key, pixels in (("visible", visible), ("blanked", blank_boxes(visible.copy(), boxes))):
+            cam = upsample(gradcam(pixels[None], None)[1], (config.image_size, config.image_size))
+            shares[key].append(float(cam[inside].sum() / max(cam.sum(), 1e-9)))
+    return {"n": len(rows), "box_area_share": float(inside.mean()),
+            "cam_share_logo_visible": float(np.mean(shares["visible"])),
+            "cam_share_blanked": float(np.mean(shares["blanked"]))}
 
 
 def abstention(config, model, temperature, val_probs, test_probs, test_labels, rows) -> dict:
@@ -158,13 +203,20 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
                                "Held-out test split")
     plots.training_curves_png(read_rows(config.out / "train" / "history.csv"), config.out / "training_curves.png")
     plots.reliability_png((before, test_labels), (after, test_labels), config.out / "reliability.png")
+    report["watermark"] = watermark_check(config, model, names, by_split["test"])
+    save(report, out)  # the long parts below resume from their saved predictions if interrupted
     if config.cv_folds:
         report["cross_validation"] = cross_validate(config, rows, names)
+        save(report, out)
     if config.cross_source:
         report["cross_source"] = cross_source(config, [r for r in rows if r["split"] != "ood"], names)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        save(report, out)
     _print_headline(report)
     return out
+
+
+def save(report: dict, path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 def _print_headline(report: dict) -> None:

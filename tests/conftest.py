@@ -1,0 +1,105 @@
+"""Shared fixtures: generated photos, a tiny model trained by the real pipeline, a launched app.
+
+The tiny model is a MobileNetV2 (alpha 0.35, 96x96) trained from scratch on generated
+photos by `python -m training all`; every library, API and browser test uses it.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic import tiny_config, write_dataset  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SKIN_SHARED_DIR", ROOT.parent / "shared"))
+ARTIFACTS = ROOT / "artifacts"  # screenshots and logs a person can look at after a run
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(synthetic_root) -> Path:
+    """Every pipeline step on the generated photos; returns the run folder."""
+    from training.__main__ import main
+
+    config = tiny_config(synthetic_root, synthetic_root / "run")
+    assert main(["all", "--config", str(config), "--dry-run"]) == 0
+    return synthetic_root / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(pipeline_run) -> Path:
+    return pipeline_run / "model"
+
+
+@pytest.fixture(scope="session")
+def classifier(tiny_model_dir):
+    from explain.classifier import Classifier
+    from explain.model import ModelSource, load_model_folder
+
+    return Classifier(load_model_folder(tiny_model_dir, ModelSource("folder", str(tiny_model_dir))))
+
+
+@pytest.fixture(scope="session")
+def test_photos(pipeline_run) -> list[tuple[str, str]]:
+    """(path, true class) of the tiny model's held-out test photos."""
+    from training.tables import read_rows
+
+    return [(r["path"], r["target_class"]) for r in read_rows(pipeline_run / "split.csv") if r["split"] == "test"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_app(env_overrides: dict, log_path: Path, timeout: float = 180) -> tuple[subprocess.Popen, str]:
+    """Start `python app.py` on a free 127.0.0.1 port and wait until it answers."""
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "SKIN_PORT": str(port), "SKIN_HOST": "127.0.0.1", **env_overrides}
+    log = open(log_path, "w")
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"app.py exited with {process.returncode}; see {log_path}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return process, url
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise TimeoutError(f"app.py did not answer within {timeout} s; see {log_path}")
+
+
+@pytest.fixture(scope="session")
+def app_url(tiny_model_dir, tmp_path_factory):
+    """The app, serving the tiny model, launched as a real process on 127.0.0.1."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    gradio_tmp = tmp_path_factory.mktemp("gradio_tmp")
+    process, url = launch_app({"SKIN_MODEL_DIR": str(tiny_model_dir), "GRADIO_TEMP_DIR": str(gradio_tmp)},
+                              ARTIFACTS / "app_under_test.log")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def photo_bytes(image, fmt: str = "JPEG", **save_args) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save_args)
+    return buffer.getvalue()

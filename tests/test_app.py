@@ -1,0 +1,82 @@
+"""The app launched as a real process on 127.0.0.1, called the way developers will call it."""
+
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from bad_inputs import CASES
+from conftest import ROOT
+
+PHOTO = str(ROOT / "examples" / "astronaut-face.jpg")
+
+
+def readme_snippets() -> list[str]:
+    """The Python blocks README marks with <!-- api-snippet -->, exactly as written there."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return re.findall(r"<!-- api-snippet -->\s*```python\n(.*?)```", text, flags=re.DOTALL)
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return Client(app_url, verbose=False)
+
+
+def test_readme_snippets_run_against_the_app(app_url):
+    snippets = readme_snippets()
+    assert len(snippets) == 2
+    for snippet in snippets:
+        code = snippet.replace("http://127.0.0.1:7860/", app_url)
+        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "Most likely" in result.stdout or "Uncertain" in result.stdout
+
+
+def test_predict_returns_top_k_label_data(client):
+    labels, verdict = client.predict(handle_file(PHOTO), 2, api_name="/predict")
+    assert len(labels["confidences"]) == 2
+    assert labels["label"] == labels["confidences"][0]["label"]
+    assert "Not a diagnosis" in verdict or "Uncertain" in verdict
+
+
+def test_probabilities_over_all_classes_sum_to_one(client):
+    labels, _ = client.predict(handle_file(PHOTO), 3, api_name="/predict")
+    assert {c["label"] for c in labels["confidences"]} == {"Dots", "Rings", "Stripes"}
+    assert sum(c["confidence"] for c in labels["confidences"]) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("method", ["Grad-CAM", "Score-CAM"])
+def test_explain_returns_a_png_overlay_of_the_photo(client, method):
+    labels, overlay_path, verdict = client.predict(handle_file(PHOTO), method, "Rings", 0.5, 3, api_name="/explain")
+    overlay = Image.open(overlay_path)
+    assert overlay.format == "PNG" and overlay.size == (512, 512)  # the 512x512 photo, at most 512 a side
+    assert f"what drove **Rings** ({method})" in verdict
+    assert len(labels["confidences"]) == 3
+
+
+def test_the_api_says_which_model_answers(app_url):
+    config = json.loads(urllib.request.urlopen(app_url + "config").read())
+    texts = " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"])
+    assert "tiny-test-model" in texts and "folder model at" in texts
+    assert "This is not a diagnosis" in texts
+
+
+@pytest.mark.parametrize("name,data,expected", [c for c in CASES if c[2]][:12], ids=[c[0] for c in CASES if c[2]][:12])
+def test_bad_uploads_get_their_message_and_the_server_keeps_serving(client, tmp_path, name, data, expected):
+    path = tmp_path / "upload.jpg"
+    path.write_bytes(data)
+    with pytest.raises(AppError, match=expected):
+        client.predict(handle_file(str(path)), 3, api_name="/predict")
+    labels, _ = client.predict(handle_file(PHOTO), 1, api_name="/predict")
+    assert len(labels["confidences"]) == 1
+
+
+def test_missing_photo_is_explained(client):
+    with pytest.raises(AppError, match="No photo yet"):
+        client.predict(None, 3, api_name="/predict")

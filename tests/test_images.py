@@ -1,0 +1,94 @@
+"""Decoding and validating uploads: every odd file is either read right or refused clearly."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from bad_inputs import CASES, _exif_rotated
+from conftest import photo_bytes
+from explain.errors import InputImageError
+from explain.images import decode_photo, fit_to_model, load_photo, read_bytes
+
+MAX_PIXELS = 40_000_000
+MAX_BYTES = 20_000_000
+
+
+def decode(data: bytes) -> Image.Image:
+    return load_photo(data, MAX_BYTES, MAX_PIXELS)
+
+
+@pytest.mark.parametrize("name,data,expected", CASES, ids=[c[0] for c in CASES])
+def test_each_odd_file_is_read_or_refused_with_its_reason(name, data, expected):
+    if expected is None:
+        photo = decode(data)
+        assert photo.mode == "RGB" and min(photo.size) >= 16
+    else:
+        with pytest.raises(InputImageError, match=expected):
+            decode(data)
+
+
+def test_the_corpus_is_large_enough():
+    assert len(CASES) >= 30
+
+
+def test_exif_orientation_is_applied():
+    photo = decode(_exif_rotated())
+    assert photo.size == (60, 120)  # stored 120x60 landscape, shown as portrait
+
+
+def test_first_frame_of_an_animation_is_used():
+    frames = [Image.new("RGB", (64, 64), (0, 0, 255)), Image.new("RGB", (64, 64), (255, 0, 0))]
+    data = photo_bytes(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert decode(data).getpixel((10, 10))[2] > 200  # blue, the first frame
+
+
+def test_transparency_is_composited_on_white():
+    clear = Image.new("RGBA", (32, 32), (255, 0, 0, 0))
+    assert decode(photo_bytes(clear, "PNG")).getpixel((5, 5)) == (255, 255, 255)
+
+
+def test_sixteen_bit_keeps_its_range():
+    pixels = np.full((32, 32), 65535, dtype=np.uint16)
+    assert decode(photo_bytes(Image.fromarray(pixels), "PNG")).getpixel((3, 3)) == (255, 255, 255)
+
+
+def test_byte_limit_is_checked_before_reading(tmp_path):
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff" * 2_000_001)
+    with pytest.raises(InputImageError, match="limit is 2 MB"):
+        read_bytes(big, max_bytes=2_000_000)
+
+
+def test_pixel_limit_is_configurable():
+    data = photo_bytes(Image.new("RGB", (400, 300)))
+    assert decode_photo(data, 120_000).size == (400, 300)
+    with pytest.raises(InputImageError, match="0.1 megapixels"):
+        decode_photo(data, 100_000)
+
+
+def test_missing_file_is_refused(tmp_path):
+    with pytest.raises(InputImageError, match="No file"):
+        load_photo(tmp_path / "gone.jpg", 10**6, 10**6)
+
+
+def test_resize_matches_training_input():
+    pixels = fit_to_model(Image.new("RGB", (300, 200), (10, 20, 30)), 96)
+    assert pixels.shape == (96, 96, 3) and pixels.dtype == np.float32
+    assert np.allclose(pixels[40, 40], (10, 20, 30))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(
+    st.binary(max_size=4096),
+    st.builds(lambda data, cut, junk: data[:cut] + junk,
+              st.sampled_from([c[1] for c in CASES if c[1]]), st.integers(0, 5000), st.binary(max_size=64)),
+))
+def test_fuzz_decode_returns_rgb_or_our_error(data):
+    try:
+        photo = decode(data)
+    except InputImageError:
+        return
+    pixels = fit_to_model(photo, 32)
+    assert photo.mode == "RGB" and pixels.shape == (32, 32, 3)

@@ -1,0 +1,170 @@
+"""Finding and loading a model folder: local, from a Hub on 127.0.0.1, from an offline cache."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import pytest
+
+from conftest import ROOT
+from explain import model as model_module
+from explain.errors import ModelFormatError, ModelNotConfiguredError
+from explain.model import ModelSource, load_model_folder, resolve_model
+from explain.settings import Settings
+from hub_server import FakeHub
+
+REPO = "skin-demo/tiny-model"
+
+
+def folder_files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def fetch(env: dict, repo: str, revision: str | None) -> dict:
+    """Run explain.hub.fetch_model_folder in a fresh process: huggingface_hub reads
+    HF_ENDPOINT and HF_HUB_OFFLINE when it is imported."""
+    code = (
+        "import json, sys\n"
+        "from explain.hub import fetch_model_folder\n"
+        "from explain.errors import ModelDownloadError\n"
+        "try:\n"
+        "    folder, commit = fetch_model_folder(sys.argv[1], sys.argv[2] or None)\n"
+        "    print(json.dumps({'folder': str(folder), 'commit': commit}))\n"
+        "except ModelDownloadError as err:\n"
+        "    print(json.dumps({'error': type(err).__name__, 'message': str(err)}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, repo, revision or ""], cwd=ROOT, capture_output=True,
+                            text=True, env={**os.environ, **env}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def hub(tiny_model_dir, tmp_path_factory):
+    """A Hub on 127.0.0.1 holding the tiny model at two commits: the first with other labels."""
+    server = FakeHub().start()
+    files = folder_files(tiny_model_dir)
+    first = server.commit(REPO, {**files, "labels.json": json.dumps(["Old1", "Old2", "Old3"]).encode()})
+    second = server.commit(REPO, files)
+    home = tmp_path_factory.mktemp("hf_home")
+    env = {"HF_ENDPOINT": server.url, "HF_HOME": str(home), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    yield server, env, first, second
+    server.stop()
+
+
+def test_loads_a_local_folder(tiny_model_dir):
+    loaded = load_model_folder(tiny_model_dir, ModelSource("folder", str(tiny_model_dir)))
+    assert loaded.labels == ["Dots", "Rings", "Stripes"]
+    assert loaded.config.image_size == 96 and loaded.keras_model.output_shape == (None, 3)
+    assert "not a diagnosis" in loaded.disclaimer.lower()
+
+
+def test_settings_pick_the_local_folder(tiny_model_dir):
+    loaded = resolve_model(Settings(model_dir=str(tiny_model_dir), model_repo="ignored/when-a-folder-is-set"))
+    assert loaded.source.kind == "folder"
+
+
+def test_no_model_anywhere_says_how_to_configure_one(monkeypatch, tmp_path):
+    monkeypatch.setattr(model_module, "BUNDLED_MODEL_DIR", tmp_path / "no_model_here")
+    with pytest.raises(ModelNotConfiguredError, match="SKIN_MODEL_DIR"):
+        resolve_model(Settings())
+
+
+@pytest.mark.parametrize("remove,expected", [("labels.json", "has no labels.json"), ("model.keras", "has no model.keras")])
+def test_incomplete_folder_is_refused(tiny_model_dir, tmp_path, remove, expected):
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    (copy / remove).unlink()
+    with pytest.raises(ModelFormatError, match=expected):
+        load_model_folder(copy, ModelSource("folder", str(copy)))
+
+
+def test_label_count_must_match_outputs(tiny_model_dir, tmp_path):
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    (copy / "labels.json").write_text(json.dumps(["A", "B"]))
+    with pytest.raises(ModelFormatError, match="3 outputs but labels.json names 2"):
+        load_model_folder(copy, ModelSource("folder", str(copy)))
+
+
+def test_truncated_model_file_is_refused(tiny_model_dir, tmp_path):
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    data = (copy / "model.keras").read_bytes()
+    (copy / "model.keras").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFormatError, match="damaged or truncated"):
+        load_model_folder(copy, ModelSource("folder", str(copy)))
+
+
+def test_a_model_with_python_code_is_refused(tiny_model_dir, tmp_path):
+    """A Lambda layer holds pickled Python code: loading it would run that code."""
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    inputs = keras.Input((96, 96, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x))
+    outputs = keras.layers.Activation("softmax")(keras.layers.Dense(3)(x))
+    keras.Model(inputs, outputs).save(copy / "model.keras")
+    with pytest.raises(ModelFormatError, match="contains Python code"):
+        load_model_folder(copy, ModelSource("folder", str(copy)))
+
+
+def test_hub_download_honours_a_pinned_revision(hub):
+    server, env, first, second = hub
+    latest = fetch(env, REPO, None)
+    pinned = fetch(env, REPO, first)
+    assert latest["commit"] == second and pinned["commit"] == first
+    assert json.loads((Path(pinned["folder"]) / "labels.json").read_text()) == ["Old1", "Old2", "Old3"]
+    loaded = load_model_folder(Path(latest["folder"]), ModelSource("hub", REPO, latest["commit"]))
+    assert loaded.labels == ["Dots", "Rings", "Stripes"]
+    assert f"revision {second}" in loaded.source.describe()
+    assert "/models--skin-demo--tiny-model/snapshots/" in latest["folder"]  # the standard cache
+
+
+@pytest.mark.parametrize("repo,revision,expected", [
+    ("skin-demo/no-such-model", None, "was not found on the Hub"),
+    (REPO, "0" * 40, "does not exist in skin-demo/tiny-model"),
+    (REPO, "no-such-branch", "does not exist in skin-demo/tiny-model"),
+])
+def test_hub_failures_name_the_repo_and_the_fix(hub, repo, revision, expected):
+    _, env, _, _ = hub
+    result = fetch(env, repo, revision)
+    assert result["error"] == "ModelDownloadError" and expected in result["message"]
+
+
+def test_a_repo_without_the_model_file_is_refused_at_load(hub, tiny_model_dir):
+    server, env, _, _ = hub
+    server.commit("skin-demo/incomplete", {"labels.json": b'["A"]', "config.json": b"{}"})
+    result = fetch(env, "skin-demo/incomplete", None)
+    with pytest.raises(ModelFormatError, match="Hub repo skin-demo/incomplete .* has no model.keras"):
+        load_model_folder(Path(result["folder"]), ModelSource("hub", "skin-demo/incomplete", result["commit"]))
+
+
+def test_offline_cache_serves_what_was_downloaded(hub):
+    server, env, first, second = hub
+    fetch(env, REPO, first)
+    fetch(env, REPO, None)
+    offline = {**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens there
+    assert fetch(offline, REPO, first)["commit"] == first
+    assert fetch(offline, REPO, None)["commit"] == second
+    missing = fetch(offline, "skin-demo/never-downloaded", None)
+    assert "not in the local Hugging Face cache" in missing["message"]
+
+
+def test_unreachable_hub_without_cache_fails_fast(hub, tmp_path):
+    _, env, _, _ = hub
+    unreachable = {**env, "HF_HOME": str(tmp_path), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    started = time.monotonic()
+    result = fetch(unreachable, REPO, None)
+    assert result["error"] == "ModelDownloadError" and REPO in result["message"]
+    assert time.monotonic() - started < 60
+
+
+def test_corrupted_cached_model_is_refused_with_a_fix(hub):
+    _, env, first, _ = hub
+    folder = Path(fetch(env, REPO, first)["folder"])
+    blob = (folder / "model.keras").resolve()
+    blob.write_bytes(blob.read_bytes()[:1000])
+    with pytest.raises(ModelFormatError, match="Hugging Face cache"):
+        load_model_folder(folder, ModelSource("hub", REPO, first))

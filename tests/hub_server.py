@@ -78,6 +78,8 @@ def _handler_for(hub: FakeHub):
                     return self._json({"error": "exists"}, 409)
                 hub.create_repo(repo_id)
                 return self._json({"url": f"{hub.url}/{repo_id}"})
+            if path == "/api/validate-yaml":  # model card metadata check before a README upload
+                return self._json({"errors": [], "warnings": []})
             match = re.fullmatch(r"/api/models/(.+?)/(preupload|commit)/(.+)", path)
             if not match or match.group(1) not in hub.repos:
                 return self._error(404, "RepoNotFound")

@@ -54,14 +54,14 @@ model-index:
 """
 
 
-def disclaimer(names: list[str]) -> str:
+def disclaimer(names: list[str], photos: int, sources: int) -> str:
+    libraries = "one image library" if sources == 1 else f"{sources} medical image libraries"
     return f"""## {DISCLAIMER_HEADING}
 **This is not a diagnosis.** This is a research demo: a computer program that guesses which of
 {len(names)} skin conditions ({", ".join(n.replace("_", " ") for n in names)}) a photo looks most like.
-It is often wrong, and it cannot tell you that your skin is healthy. It learned from about two
-thousand clinical photos from two medical image libraries; it has not been tested on every skin tone,
-body site or camera, and it knows nothing about conditions outside that list, so it may name one of
-them for something else entirely. The coloured overlay shows which parts of the photo drove the guess,
+It is often wrong, and it cannot tell you that your skin is healthy. It learned from {photos:,}
+photos from {libraries}; it has not been tested on every skin tone, body site or camera, and it knows
+nothing about conditions outside that list, so it may name one of them for something else entirely. The coloured overlay shows which parts of the photo drove the guess,
 not where a disease is. **If a skin problem worries you, is changing, bleeding, painful or not healing,
 see a doctor or dermatologist.** In an emergency, call your local emergency number.
 """
@@ -135,7 +135,7 @@ A {config.backbone} (ImageNet-pretrained, fine-tuned) classifier of clinical ski
 conditions, with Grad-CAM explanations. Generated on {datetime.date.today().isoformat()} by
 `python -m training publish` from the evaluation report; every figure below was measured.
 
-{disclaimer(names)}
+{disclaimer(names, sum(counts.values()), len(config.sources))}
 ## Intended use
 A public, educational demo of image classification with visual explanations, and a baseline for
 researchers. It shows which of its classes a photo resembles and where the model looked.
@@ -169,9 +169,9 @@ class weights {"on" if config.class_weights else "off"}, test-time mirror averag
 {evaluation(report, names)}
 
 ## Limitations
-- Small data: about two thousand photos from two libraries; several classes have fewer than 100.
-- Two sources with different cameras, framing and populations; the cross-source figures above show
-  how much accuracy drops on photos unlike the training set.
+- Small data: {sum(counts.values()):,} photos from {len(config.sources)} source(s); several classes have few photos.
+- Each source has its own cameras, framing and populations; the cross-source figures (where
+  present) show how much accuracy drops on photos unlike the training set.
 - Skin tone, age, sex and body site were not recorded, so fairness across skin types is unmeasured.
 - Similar-looking conditions (dermatitis, eczema, psoriasis, tinea) are often confused.
 - Grad-CAM shows what drove the score, at a coarse 7x7 resolution; it is not a lesion outline.

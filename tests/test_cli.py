@@ -1,0 +1,34 @@
+"""`python -m explain` for people without a browser."""
+
+import json
+import os
+import subprocess
+import sys
+
+from PIL import Image
+
+from conftest import ROOT
+
+
+def test_cli_prints_json_and_writes_overlays(tiny_model_dir, test_photos, tmp_path):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a photo")
+    photos = [p for p, _ in test_photos[:3]] + [str(bad)]
+    result = subprocess.run(
+        [sys.executable, "-m", "explain", *photos, "--json", "--top-k", "2", "--cam-out", str(tmp_path / "cams")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "SKIN_MODEL_DIR": str(tiny_model_dir)},
+    )
+    assert result.returncode == 1  # one photo failed, and the exit code says so
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 4
+    for line in lines[:3]:
+        assert len(line["top"]) == 2 and Image.open(line["overlay"]).format == "PNG"
+    assert "not a photo this app can read" in lines[3]["error"]
+    assert "photos: 100%" in result.stderr  # a progress bar for several files
+
+
+def test_cli_without_a_model_says_how_to_configure_one(tmp_path):
+    env = {**os.environ, "SKIN_MODEL_DIR": str(tmp_path / "missing")}
+    result = subprocess.run([sys.executable, "-m", "explain", str(ROOT / "examples" / "astronaut-face.jpg")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2 and "has no model.keras" in result.stderr

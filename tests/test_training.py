@@ -1,0 +1,150 @@
+"""The training pipeline, end to end on generated photos, and its safeguards."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import SHARED
+from explain.classifier import Classifier
+from explain.model import ModelSource, load_model_folder
+from hub_server import FakeHub
+from training.backbones import backbone_layers, build_classifier, set_trainable
+from training.config import ExperimentConfig
+from training.split import LeakageError, check_no_leakage
+from training.tables import read_rows
+
+WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_224_imagenet"
+
+
+def test_pipeline_writes_every_artifact(pipeline_run):
+    for name in ("config.json", "curated.csv", "curation_summary.csv", "split.csv", "train/model.keras",
+                 "train/history.csv", "report.json", "confusion_matrix.png", "training_curves.png",
+                 "reliability.png", "export/model.keras", "export/model_float32.tflite",
+                 "export/model_dynamic_range.tflite", "export/model.onnx", "model/README.md"):
+        assert (pipeline_run / name).is_file(), name
+
+
+def test_split_is_by_original_photo_with_out_of_taxonomy_kept_apart(pipeline_run):
+    rows = read_rows(pipeline_run / "split.csv")
+    assert {r["split"] for r in rows} == {"train", "val", "test", "ood"}
+    assert all(r["split"] == "ood" for r in rows if r["source_class"] == "Blank")
+    by_cluster = {}
+    for r in rows:
+        by_cluster.setdefault(r["cluster"], set()).add(r["split"])
+    assert all(len(splits) == 1 for splits in by_cluster.values())
+    assert {r["fold"] for r in rows if r["split"] != "ood"} == {"0", "1"}
+
+
+def test_leakage_check_catches_a_planted_duplicate(pipeline_run):
+    rows = read_rows(pipeline_run / "split.csv")
+    check_no_leakage(rows, within=6)  # the real split is clean
+    test_row = next(r for r in rows if r["split"] == "test")
+    planted = {**test_row, "path": "copy_of_a_test_photo.jpg", "split": "train"}
+    with pytest.raises(LeakageError, match="near-identical photo in train"):
+        check_no_leakage(rows + [planted], within=6)
+    almost = {**planted, "sha256": "different", "phash": format(int(test_row["phash"], 16) ^ 0b101, "016x")}
+    with pytest.raises(LeakageError):
+        check_no_leakage(rows + [almost], within=6)
+
+
+def test_report_has_test_cv_calibration_and_abstention(pipeline_run):
+    report = json.loads((pipeline_run / "report.json").read_text())
+    test = report["test"]
+    assert test["n"] == report["counts"]["test"] and 0.5 <= test["accuracy"] <= 1.0
+    assert set(test["per_class"]) == {"Dots", "Rings", "Stripes"}
+    assert np.array(test["confusion_matrix"]).sum() == test["n"]
+    assert report["cross_validation"]["folds"] == 2 and len(report["cross_validation"]["accuracy"]["folds"]) == 2
+    assert report["calibration"]["temperature"] > 0
+    assert 0 < report["abstention"]["threshold"] < 1
+    assert "synthetic conditions outside the taxonomy" in report["abstention"]["ood"]
+
+
+def test_exports_agree_with_the_keras_model(pipeline_run):
+    export = json.loads((pipeline_run / "report.json").read_text())["export"]
+    for name in ("keras", "tflite_float32", "onnx"):
+        assert export[name]["max_abs_diff"] < 1e-4 and export[name]["top1_agreement"] == 1.0, name
+    assert export["tflite_dynamic_range"]["size_mb"] < export["tflite_float32"]["size_mb"]
+    assert export["tflite_dynamic_range"]["top1_agreement"] >= 0.9
+
+
+def test_published_folder_loads_in_the_app_and_predicts(pipeline_run, test_photos):
+    folder = pipeline_run / "model"
+    loaded = load_model_folder(folder, ModelSource("folder", str(folder)))
+    config = json.loads((folder / "config.json").read_text())
+    assert config["cam_layer"] == "out_relu" and config["abstain_threshold"] is not None
+    assert not any("augmentation" in layer.name or "random" in layer.name for layer in loaded.keras_model.layers)
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\n") and "model-index:" in card and "## Disclaimer" in card
+    prediction = Classifier(loaded).predict(__import__("explain.images").images.load_photo(test_photos[0][0], 10**8, 10**8))
+    assert prediction.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_publish_uploads_to_a_hub_and_the_app_can_load_it_back(pipeline_run, monkeypatch):
+    from huggingface_hub import constants
+
+    from training import publish
+
+    hub = FakeHub().start()
+    try:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", "hf_test_token_for_the_local_hub")
+        config = ExperimentConfig.load(pipeline_run / "config.json", hub_repo="skin-demo/published")
+        publish.run(config, dry_run=False)
+        stored = hub.repos["skin-demo/published"]
+        files = stored["commits"][stored["refs"]["main"]]
+        assert set(files) >= {"model.keras", "labels.json", "config.json", "README.md"}
+        assert files["model.keras"] == (pipeline_run / "model" / "model.keras").read_bytes()
+    finally:
+        hub.stop()
+
+
+@pytest.mark.skipif(not WEIGHTS.is_dir(), reason=f"ImageNet .npy weights not found at {WEIGHTS}")
+def test_npy_converter_sets_every_backbone_variable():
+    from training.mobilenet_npy import load_npy_weights
+
+    model = build_classifier("mobilenet_v2", 4, 96)
+    before = [w.numpy().copy() for layer in backbone_layers(model) for w in layer.weights]
+    leftover = load_npy_weights(model, WEIGHTS)
+    after = [w.numpy() for layer in backbone_layers(model) for w in layer.weights]
+    assert leftover == {"Logits_Conv2d_1c_1x1_biases.npy"}
+    assert sum(int(np.prod(w.shape)) for w in after) == 2_257_984
+    changed = [not np.array_equal(b, a) for b, a in zip(before, after)]
+    assert all(changed[i] for i, (b, a) in enumerate(zip(before, after)) if b.std() > 0 or a.std() > 0)
+    first = np.load(WEIGHTS / "Conv_weights.npy")
+    assert np.array_equal(model.get_layer("Conv1").get_weights()[0], first)
+
+
+@pytest.mark.parametrize("backbone,size", [("mobilenet_v2", 64), ("resnet50", 64)])
+def test_backbones_build_train_a_step_and_reload_safely(backbone, size, tmp_path):
+    from training.config import ExperimentConfig
+    from training.train import augmentation
+
+    model = build_classifier(backbone, 3, size, augmentation=augmentation(ExperimentConfig()))
+    set_trainable(model, ExperimentConfig(backbone=backbone).unfrozen)
+    trainable_norms = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization) and l.trainable]
+    assert not trainable_norms  # BatchNorm stays in inference mode
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    x = np.random.default_rng(0).uniform(0, 255, (4, size, size, 3)).astype("float32")
+    y = keras.utils.to_categorical([0, 1, 2, 0], 3)
+    loss = model.train_on_batch(x, y)
+    assert np.isfinite(loss)
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True, compile=False)
+    assert np.allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_config_defaults_follow_the_backbone():
+    assert ExperimentConfig(backbone="resnet50").unfrozen == 50
+    assert ExperimentConfig(backbone="mobilenet_v2").unfrozen == 30
+    assert ExperimentConfig(unfreeze_layers=7).unfrozen == 7
+
+
+def test_rerun_skips_finished_steps(pipeline_run, capsys):
+    from training.__main__ import main
+
+    main(["split", "--config", str(pipeline_run / "config.json")])
+    assert "exists (use --force to redo)" in capsys.readouterr().out
+    assert os.path.getsize(pipeline_run / "split.csv") > 0

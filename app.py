@@ -54,7 +54,7 @@ def build_app(service: Service) -> gr.Blocks:
                    delete_cache=(service.settings.cache_sweep_seconds, service.settings.cache_max_age_seconds)) as demo:
         gr.Markdown("# Skin condition classifier, explained")
         gr.Markdown(service.disclaimer, elem_id="disclaimer")
-        gr.Markdown(service.model_status(), elem_id="model-status")
+        status = gr.Markdown(service.model_status(), elem_id="model-status")
         with gr.Row():
             with gr.Column():
                 photo = PhotoInput(label="Photo of the skin problem", sources=["upload", "clipboard", "webcam"],
@@ -71,6 +71,7 @@ def build_app(service: Service) -> gr.Blocks:
                 label = gr.Label(label="Most likely conditions", elem_id="label")
                 heatmap = gr.Image(label="Where the model looked", format="png", type="pil", elem_id="heatmap")
 
+        demo.load(service.model_status, None, status, api_name="model_info")
         button.click(explain, [photo, method, target, opacity, top_k], [label, heatmap, verdict], api_name="explain")
         top_k.release(predict, [photo, top_k], [label, verdict], api_name="predict")
         opacity.release(explain, [photo, method, target, opacity, top_k], [label, heatmap, verdict],

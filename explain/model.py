@@ -8,7 +8,7 @@ the bundled default model.
 
 import json
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import keras
@@ -30,14 +30,11 @@ class ModelConfig:
     cam_layer: str | None = None  # None: the last 4-D convolutional activation
     temperature: float = 1.0  # divides the logits (fitted on validation data)
     abstain_threshold: float | None = None  # below this top probability: "uncertain"
-    extra: dict = field(default_factory=dict)  # anything else the training run recorded
 
     @classmethod
     def from_json(cls, data: dict) -> "ModelConfig":
-        known = {k: data[k] for k in ("name", "image_size", "preprocessing", "cam_layer",
-                                      "temperature", "abstain_threshold") if k in data}
-        extra = {k: v for k, v in data.items() if k not in known}
-        return cls(**known, extra=extra)
+        """Reads the fields above; other keys (notes the training run recorded) are ignored."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from explain.cams import DEFAULT_METHOD
 from explain.card import FALLBACK_DISCLAIMER
-from explain.classifier import UNCERTAIN_MESSAGE, Classifier, Explanation, Prediction
+from explain.classifier import UNCERTAIN_MESSAGE, Classifier, Prediction
 from explain.errors import InputImageError, SkinExplainError
 from explain.images import ACCEPTED_FORMATS, load_photo
 from explain.model import ModelSource, load_model_folder, resolve_model
@@ -93,9 +93,6 @@ class Service:
         result = self._model().explain(picture, method, None if target in (None, "", TOP_CLASS) else target)
         note = self.verdict(result.prediction) + f" The heatmap shows what drove **{result.target}** ({result.method})."
         return result.prediction.top_k(int(top_k)), overlay(picture, result.cam, float(opacity)), note
-
-    def explain_result(self, photo, method: str = DEFAULT_METHOD, target: str | None = None) -> Explanation:
-        return self._model().explain(self.read(photo), method, target)
 
     def verdict(self, prediction: Prediction) -> str:
         top = f"{prediction.top_label.replace('_', ' ')} ({prediction.probabilities.max():.0%})"

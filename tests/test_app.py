@@ -60,7 +60,11 @@ def test_explain_returns_a_png_overlay_of_the_photo(client, method):
     assert len(labels["confidences"]) == 3
 
 
-def test_the_api_says_which_model_answers(app_url):
+def test_the_api_says_which_model_answers(app_url, client):
+    assert "tiny-test-model" in client.predict(api_name="/model_info")
+
+
+def test_the_page_carries_the_disclaimer_and_model(app_url):
     config = json.loads(urllib.request.urlopen(app_url + "config").read())
     texts = " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"])
     assert "tiny-test-model" in texts and "folder model at" in texts

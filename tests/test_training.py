@@ -148,3 +148,17 @@ def test_rerun_skips_finished_steps(pipeline_run, capsys):
     main(["split", "--config", str(pipeline_run / "config.json")])
     assert "exists (use --force to redo)" in capsys.readouterr().out
     assert os.path.getsize(pipeline_run / "split.csv") > 0
+
+
+def test_augment_balances_from_training_originals_only(pipeline_run, tmp_path):
+    from training.augment import balance
+
+    rows = read_rows(pipeline_run / "split.csv")
+    made = balance(rows, target=25, folder=tmp_path, seed=1)
+    train_paths = {r["path"] for r in rows if r["split"] == "train"}
+    assert made and all(r["augmented_from"] in train_paths and r["split"] == "train" for r in made)
+    counts = {c: sum(r["target_class"] == c and r["split"] == "train" for r in rows + made) for c in ("Dots", "Rings")}
+    assert all(n >= 25 for n in counts.values())
+    again = balance(rows, target=25, folder=tmp_path / "again", seed=1)
+    first, second = made[0]["path"], again[0]["path"]
+    assert open(first, "rb").read() == open(second, "rb").read()  # seeded: the same copies every run

@@ -1,0 +1,304 @@
+"""Benchmarks: `python -m benchmarks.bench {inprocess,api,startup,input,all}`; each prints a table.
+
+Ratios are taken within one run on one machine; absolute figures depend on the machine,
+which the header names. Models have random weights (speed does not depend on them).
+"""
+
+import argparse
+import datetime
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+CLASSES = [f"Class{i:02d}" for i in range(14)]
+
+
+def header() -> None:
+    import gradio
+    import keras
+    import tensorflow as tf
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    print(f"\n{datetime.date.today().isoformat()} | {cpu} | {os.cpu_count()} cores | Python {platform.python_version()}"
+          f" | TF {tf.__version__} | Keras {keras.__version__} | Gradio {gradio.__version__}\n")
+
+
+def table(header_row: list[str], rows: list[list]) -> None:
+    print("| " + " | ".join(header_row) + " |")
+    print("|" + "---|" * len(header_row))
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |")
+    print()
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def photo_jpeg(size: int = 448) -> bytes:
+    photo = Image.open(ROOT / "examples" / "astronaut-face.jpg").convert("RGB").resize((size, size))
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def model_folder(backbone: str, folder: Path) -> Path:
+    """A model folder with random weights, 14 classes, 224x224."""
+    from training.backbones import CAM_LAYERS, build_classifier
+
+    folder.mkdir(parents=True, exist_ok=True)
+    build_classifier(backbone, len(CLASSES), 224).save(folder / "model.keras")
+    (folder / "labels.json").write_text(json.dumps(CLASSES))
+    (folder / "config.json").write_text(json.dumps({"name": f"random-{backbone}", "image_size": 224,
+                                                    "preprocessing": backbone, "cam_layer": CAM_LAYERS[backbone]}))
+    return folder
+
+
+def inprocess(backbones: list[str], repeats: int) -> None:
+    import tensorflow as tf
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    from explain.cams import METHODS
+    from explain.classifier import Classifier
+    from explain.model import ModelSource, load_model_folder
+    from explain.service import Service
+    from explain.settings import Settings
+
+    data = photo_jpeg()
+    rows, method_rows = [], []
+    for backbone in backbones:
+        folder = model_folder(backbone, Path(tempfile.mkdtemp()) / backbone)
+        classifier = Classifier(load_model_folder(folder, ModelSource("folder", str(folder))))
+        classifier.warm_up()
+        service = Service(Settings(), classifier)
+        model = classifier.keras_model
+        x = classifier.pixels(service.read(data))
+        forward = tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec(x.shape, tf.float32)])
+
+        def whole_path():
+            _, heatmap, _ = service.explain(data)
+            heatmap.save(io.BytesIO(), "PNG")
+
+        vis = Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)
+
+        def naive():
+            index = int(np.argmax(model.predict(x, verbose=0)))
+            Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)(CategoricalScore([index]), x,
+                                                                          penultimate_layer=classifier.cam_layer)
+
+        slow_repeats = max(3, repeats // 6)
+        t = {
+            "forward": median_ms(lambda: forward(x), repeats),
+            "one pass": median_ms(lambda: classifier.cam_method("Grad-CAM")(x, None), repeats),
+            "path": median_ms(whole_path, repeats),
+            "predict": median_ms(lambda: model.predict(x, verbose=0), repeats),
+            "vis once": median_ms(lambda: vis(CategoricalScore([0]), x, penultimate_layer=classifier.cam_layer),
+                                  slow_repeats),
+            "naive": median_ms(naive, slow_repeats),
+        }
+        rows.append([backbone, *(f"{t[k]:.0f} ms" for k in t), f"{t['path'] / t['forward']:.2f}x",
+                     f"{t['naive'] / t['path']:.1f}x"])
+        for name in METHODS:
+            cost = median_ms(lambda: classifier.cam_method(name)(x, None), slow_repeats)
+            method_rows.append([backbone, name, f"{cost:.0f} ms", f"{cost / t['one pass']:.1f}x"])
+    print("In-process request path (448x448 JPEG in, overlay PNG out; batch 1, medians)\n")
+    table(["model", "compiled forward", "one pass: probs + Grad-CAM", "whole request path", "model.predict",
+           "tf-keras-vis Gradcam (built once)", "predict + new tf-keras-vis Gradcam", "path / forward",
+           "naive / path"], rows)
+    print("CAM methods (objects built once per process)\n")
+    table(["model", "method", "median", "x default"], method_rows)
+
+
+def launch(script: str, env: dict) -> tuple[subprocess.Popen, str, float]:
+    """Start a Gradio app; returns the process, its URL and seconds until it answered HTTP."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, script], cwd=ROOT, env={**os.environ, **env, "SKIN_PORT": str(port)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return process, url, time.perf_counter() - started
+        except OSError:
+            if process.poll() is not None or time.perf_counter() - started > 300:
+                raise RuntimeError(f"{script} did not start")
+            time.sleep(0.2)
+
+
+def round_trips(url: str, api_name: str, args_for, clients: int, per_client: int) -> tuple[list[float], float]:
+    """Latencies of `clients` concurrent gradio_client users, and requests per second."""
+    from gradio_client import Client
+
+    latencies, lock = [], threading.Lock()
+
+    def user():
+        client = Client(url, verbose=False)
+        client.predict(*args_for(), api_name=api_name)  # warm this client up
+        for _ in range(per_client):
+            start = time.perf_counter()
+            client.predict(*args_for(), api_name=api_name)
+            with lock:
+                latencies.append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=user) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, len(latencies) / (time.perf_counter() - started)
+
+
+def api(requests: int) -> None:
+    from gradio_client import handle_file
+
+    photo = Path(tempfile.mkdtemp()) / "photo.jpg"
+    photo.write_bytes(photo_jpeg())
+    folder = model_folder("mobilenet_v2", Path(tempfile.mkdtemp()) / "mobilenet_v2")
+    noop, noop_url, _ = launch("benchmarks/noop_app.py", {})
+    noop_ms = 1000 * statistics.median(round_trips(noop_url, "/noop", lambda: [handle_file(str(photo))], 1, requests)[0])
+    noop.terminate()
+
+    from explain.service import Service
+    from explain.settings import Settings
+
+    service = Service.start(Settings(model_dir=str(folder)))
+    path_ms = median_ms(lambda: service.explain(photo).__getitem__(1).save(io.BytesIO(), "PNG"), requests)
+    rows = []
+    for concurrency in (1, 2):
+        app, url, _ = launch("app.py", {"SKIN_MODEL_DIR": str(folder), "SKIN_CONCURRENCY": str(concurrency)})
+        for clients in (1, 4, 8):
+            latencies, throughput = round_trips(
+                url, "/explain", lambda: [handle_file(str(photo)), "Grad-CAM", "Most likely class", 0.45, 3],
+                clients, max(2, requests // clients))
+            p50, p95 = 1000 * np.percentile(latencies, 50), 1000 * np.percentile(latencies, 95)
+            rows.append([concurrency, clients, f"{p50:.0f} ms", f"{p95:.0f} ms", f"{throughput:.1f}/s"])
+        app.terminate()
+    print("Through the API with gradio_client on 127.0.0.1 (MobileNetV2, /explain, 448x448 JPEG)\n")
+    table(["do-nothing Gradio round trip", "in-process path", "budget: 1.2 x (sum)", "ours, 1 client (p50)",
+           "ratio to the sum"],
+          [[f"{noop_ms:.0f} ms", f"{path_ms:.0f} ms", f"{1.2 * (noop_ms + path_ms):.0f} ms", rows[0][2],
+            f"{float(rows[0][2].split()[0]) / (noop_ms + path_ms):.2f}"]])
+    table(["SKIN_CONCURRENCY", "clients", "p50", "p95", "throughput"], rows)
+
+
+def startup(requests: int) -> None:
+    """Process start to first answered API request, and peak resident memory of the app process."""
+    import psutil
+    from gradio_client import Client, handle_file
+
+    photo = ROOT / "examples" / "astronaut-face.jpg"
+    rows = []
+    setups = [("bundled default model", {})] if (ROOT / "default_model" / "model.keras").is_file() else []
+    setups += [(f"random {b}", {"SKIN_MODEL_DIR": str(model_folder(b, Path(tempfile.mkdtemp()) / b))})
+               for b in ("mobilenet_v2", "resnet50")]
+    for name, env in setups:
+        started = time.perf_counter()
+        process, url, _ = launch("app.py", env)
+        peak, stop = [0], threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                try:
+                    peak[0] = max(peak[0], psutil.Process(process.pid).memory_info().rss)
+                except psutil.Error:
+                    pass
+                time.sleep(0.05)
+
+        threading.Thread(target=watch, daemon=True).start()
+        client = Client(url, verbose=False)
+        client.predict(handle_file(str(photo)), 3, api_name="/predict")
+        cold = time.perf_counter() - started
+        for _ in range(requests):
+            client.predict(handle_file(str(photo)), "Grad-CAM", "Most likely class", 0.45, 3, api_name="/explain")
+        stop.set()
+        process.terminate()
+        rows.append([name, f"{cold:.1f} s", f"{peak[0] / 2**30:.2f} GB"])
+    print(f"Cold start (process start to first answered /predict) and peak RSS over {requests} /explain calls\n")
+    table(["model", "cold start", "peak resident memory"], rows)
+
+
+def training_input(batches: int) -> None:
+    """Images per second of the tf.data input alone against one training step alone."""
+    import keras
+
+    from training.config import ExperimentConfig, Source
+    from training.data import dataset
+    from training.train import new_model
+
+    folder = Path(tempfile.mkdtemp())
+    rng = np.random.default_rng(0)
+    rows_ = []
+    for i in range(64 * 4):
+        path = folder / f"{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (336, 448, 3), dtype=np.uint8)).save(path, quality=90)
+        rows_.append({"path": str(path), "source": "bench", "target_class": CLASSES[i % 3]})
+    config = ExperimentConfig(sources=[Source("bench", str(folder), "")], imagenet_weights=None, batch_size=32)
+    names = CLASSES[:3]
+    ds = dataset(rows_, names, config, shuffle=True)
+    for _ in ds:  # first epoch decodes and fills the cache
+        pass
+    start = time.perf_counter()
+    seen = sum(int(x.shape[0]) for x, _ in ds.repeat().take(batches))
+    cached_rate = seen / (time.perf_counter() - start)
+    fresh = dataset(rows_, names, config, shuffle=True)
+    start = time.perf_counter()
+    seen = sum(int(x.shape[0]) for x, _ in fresh.take(batches))
+    first_rate = seen / (time.perf_counter() - start)
+    model = new_model(config, len(names))
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    x, y = next(iter(ds))
+    step_ms = median_ms(lambda: model.train_on_batch(x, y), 5)
+    step_rate = 32 / (step_ms / 1000)
+    print("Training input (MobileNetV2, 224x224, batch 32, online augmentation in the model)\n")
+    table(["tf.data, first epoch (decode)", "tf.data, cached epochs", "training step alone", "input starves the model?"],
+          [[f"{first_rate:.0f} img/s", f"{cached_rate:.0f} img/s", f"{step_rate:.0f} img/s",
+            "no" if min(first_rate, cached_rate) > step_rate else "yes"]])
+    keras.backend.clear_session()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("what", choices=["inprocess", "api", "startup", "input", "all"])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--backbones", nargs="+", default=["mobilenet_v2", "resnet50"])
+    args = parser.parse_args()
+    header()
+    if args.what in ("inprocess", "all"):
+        inprocess(args.backbones, args.repeats)
+    if args.what in ("api", "all"):
+        api(args.repeats)
+    if args.what in ("startup", "all"):
+        startup(20)
+    if args.what in ("input", "all"):
+        training_input(20)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The model the app ships with: it loads, it is small, and it answers real photos sensibly."""
+
+import random
+
+import numpy as np
+import pytest
+
+from conftest import ARTIFACTS, ROOT, SHARED, launch_app
+from explain.service import Service
+from explain.settings import BUNDLED_MODEL_DIR, Settings
+
+pytestmark = pytest.mark.skipif(not (BUNDLED_MODEL_DIR / "model.keras").is_file(),
+                                reason="no bundled model in default_model/ yet")
+DERMNET = SHARED / "data" / "dermnetnz-subset"
+SD198 = SHARED / "data" / "sd198-subset"
+
+
+@pytest.fixture(scope="module")
+def service():
+    return Service.start(Settings())
+
+
+def test_bundled_model_is_the_default_and_fits_in_a_space_repo(service):
+    assert service.classifier.loaded.source.kind == "bundled"
+    assert (BUNDLED_MODEL_DIR / "model.keras").stat().st_size < 10 * 1024 * 1024
+    assert len(service.labels) == 12 and "Skin_Tag" not in service.labels and "Healthy" not in service.labels
+    card = (ROOT / "model_card.md").read_text()
+    assert card == (BUNDLED_MODEL_DIR / "README.md").read_text()
+    assert "## Disclaimer" in card and "CC BY-NC-ND" in card and "research and academic use" in card
+
+
+def test_non_skin_photo_is_flagged_uncertain(service):
+    labels, verdict = service.predict(ROOT / "examples" / "coffee-cup-not-skin.jpg")
+    assert "Uncertain" in verdict and sum(labels.values()) <= 1.0 + 1e-6
+
+
+@pytest.mark.skipif(not DERMNET.is_dir() or not SD198.is_dir(), reason=f"clinical photos not found under {SHARED}")
+def test_held_out_clinical_photos_are_classified_well_above_chance(service, tmp_path):
+    """The shipped model's own held-out test photos: curate and split are seeded, so they are
+    recomputed here exactly as in training. Photos go through the app's path (watermark left in)."""
+    from training import curate, split
+    from training.config import ExperimentConfig
+    from training.tables import read_rows
+
+    config = ExperimentConfig.load(ROOT / "configs" / "default_model.json", output_dir=str(tmp_path))
+    curate.run(config)
+    split.run(config)
+    test = [r for r in read_rows(tmp_path / "split.csv") if r["split"] == "test"]
+    photos = random.Random(0).sample(test, 80)
+    correct = [service.classifier.predict(service.read(r["path"])).top_label == r["target_class"] for r in photos]
+    assert np.mean(correct) >= 0.3  # twelve classes: chance is about 0.08
+
+
+def test_app_serves_the_bundled_model_end_to_end(tmp_path):
+    from gradio_client import Client, handle_file
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    process, url = launch_app({"SKIN_MODEL_DIR": "", "SKIN_MODEL_REPO": ""}, ARTIFACTS / "app_bundled.log")
+    try:
+        client = Client(url, verbose=False)
+        assert "bundled model" in client.predict(api_name="/model_info")
+        labels, heatmap, verdict = client.predict(handle_file(str(ROOT / "examples" / "astronaut-face.jpg")),
+                                                  "Grad-CAM", "Most likely class", 0.45, 12, api_name="/explain")
+        assert len(labels["confidences"]) == 12
+        assert sum(c["confidence"] for c in labels["confidences"]) == pytest.approx(1.0, abs=1e-4)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_fallback_to_the_bundled_model_is_said_on_the_page(tmp_path):
+    broken = Settings(model_dir=str(tmp_path / "not-a-model"), fallback_to_bundled=True)
+    service = Service.start(broken)
+    assert service.classifier.loaded.source.kind == "bundled"
+    assert "could not be loaded, so the bundled model answers instead" in service.model_status()
+    assert Service.start(Settings(model_dir=str(tmp_path / "not-a-model"))).classifier is None

@@ -16,13 +16,14 @@ STEPS = {
     "publish": publish.run,
 }
 
+ALL_DOC = "Every step in order (augment only when balance_to is set); finished steps are skipped unless --force."
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="step", required=True)
     for name in [*STEPS, "all"]:
-        doc = (STEPS[name].__module__ and sys.modules[STEPS[name].__module__].__doc__) if name in STEPS else \
-            "Every step in order; finished steps are skipped unless --force."
+        doc = sys.modules[STEPS[name].__module__].__doc__ if name in STEPS else ALL_DOC
         step = sub.add_parser(name, help=doc.strip().splitlines()[0], description=doc)
         step.add_argument("--config", required=True, help="experiment JSON (see configs/)")
         step.add_argument("--output-dir", help="override the config's output_dir")

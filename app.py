@@ -6,12 +6,17 @@ environment variables; see README, 'Choosing the model'.
 
 import argparse
 import functools
+import hashlib
 import logging
+from pathlib import Path
 
 import gradio as gr
+from gradio.data_classes import ImageData
+from PIL import Image
 
 from explain.cams import DEFAULT_METHOD, METHODS
 from explain.errors import SkinExplainError
+from explain.overlay import png_bytes
 from explain.service import TOP_CLASS, Service, example_name
 from explain.settings import Settings
 
@@ -27,6 +32,21 @@ class PhotoInput(gr.Image):
 
     def preprocess(self, payload):
         return None if payload is None else payload.path
+
+
+class HeatmapOutput(gr.Image):
+    """gr.Image output written as a fast PNG (see explain.overlay.png_bytes) into Gradio's cache."""
+
+    is_template = True
+
+    def postprocess(self, value):
+        if not isinstance(value, Image.Image):
+            return super().postprocess(value)
+        data = png_bytes(value)
+        path = Path(self.GRADIO_CACHE) / hashlib.sha256(data).hexdigest()[:32] / "heatmap.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return ImageData(path=str(path), orig_name=path.name)
 
 
 def shown_to_user(fn):
@@ -69,7 +89,7 @@ def build_app(service: Service) -> gr.Blocks:
             with gr.Column():
                 verdict = gr.Markdown(elem_id="verdict")
                 label = gr.Label(label="Most likely conditions", elem_id="label")
-                heatmap = gr.Image(label="Where the model looked", format="png", type="pil", elem_id="heatmap")
+                heatmap = HeatmapOutput(label="Where the model looked", format="png", type="pil", elem_id="heatmap")
 
         demo.load(service.model_status, None, status, api_name="model_info")
         button.click(explain, [photo, method, target, opacity, top_k], [label, heatmap, verdict], api_name="explain")

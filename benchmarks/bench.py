@@ -10,6 +10,7 @@ import io
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -83,6 +84,7 @@ def inprocess(backbones: list[str], repeats: int) -> None:
 
     from explain.cams import METHODS
     from explain.classifier import Classifier
+    from explain.overlay import png_bytes
     from explain.model import ModelSource, load_model_folder
     from explain.service import Service
     from explain.settings import Settings
@@ -100,7 +102,7 @@ def inprocess(backbones: list[str], repeats: int) -> None:
 
         def whole_path():
             _, heatmap, _ = service.explain(data)
-            heatmap.save(io.BytesIO(), "PNG")
+            png_bytes(heatmap)  # as the app's HeatmapOutput writes it
 
         vis = Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)
 
@@ -134,9 +136,9 @@ def inprocess(backbones: list[str], repeats: int) -> None:
 
 def launch(script: str, env: dict) -> tuple[subprocess.Popen, str, float]:
     """Start a Gradio app; returns the process, its URL and seconds until it answered HTTP."""
-    from tests.conftest import free_port
-
-    port = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, script], cwd=ROOT, env={**os.environ, **env, "SKIN_PORT": str(port)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -185,11 +187,12 @@ def api(requests: int) -> None:
     noop_ms = 1000 * statistics.median(round_trips(noop_url, "/noop", lambda: [handle_file(str(photo))], 1, requests)[0])
     noop.terminate()
 
+    from explain.overlay import png_bytes
     from explain.service import Service
     from explain.settings import Settings
 
     service = Service.start(Settings(model_dir=str(folder)))
-    path_ms = median_ms(lambda: service.explain(photo).__getitem__(1).save(io.BytesIO(), "PNG"), requests)
+    path_ms = median_ms(lambda: png_bytes(service.explain(photo)[1]), requests)
     rows = []
     for concurrency in (1, 2):
         app, url, _ = launch("app.py", {"SKIN_MODEL_DIR": str(folder), "SKIN_CONCURRENCY": str(concurrency)})

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from explain.cams import DEFAULT_METHOD, METHODS
 from explain.errors import SkinExplainError
+from explain.overlay import png_bytes
 from explain.service import Service
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             result.update(top=top, verdict=verdict.replace("**", ""))
             if args.cam_out:
                 result["overlay"] = str(args.cam_out / f"{path.stem}_{args.method.lower().replace('+', 'p')}.png")
-                heatmap.save(result["overlay"])
+                Path(result["overlay"]).write_bytes(png_bytes(heatmap))
         except SkinExplainError as err:
             failures += 1
             result["error"] = str(err)

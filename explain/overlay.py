@@ -5,6 +5,7 @@ table instead of calling the colormap per pixel), so the overlay costs a few
 milliseconds rather than a second model pass.
 """
 
+import io
 from functools import lru_cache
 
 import matplotlib
@@ -42,3 +43,10 @@ def overlay(photo: Image.Image, cam: np.ndarray, opacity: float = 0.45, colormap
     levels = np.round(upsample(cam, size) * 255).astype(np.uint8)
     heat = Image.fromarray(colour_table(colormap)[levels], "RGB")
     return Image.blend(base, heat, float(opacity))
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """PNG with zlib level 1: about 3x faster to write than level 6 for ~10% more bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()

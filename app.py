@@ -8,6 +8,8 @@ import argparse
 import functools
 import hashlib
 import logging
+import os
+import uuid
 from pathlib import Path
 
 import gradio as gr
@@ -44,8 +46,11 @@ class HeatmapOutput(gr.Image):
             return super().postprocess(value)
         data = png_bytes(value)
         path = Path(self.GRADIO_CACHE) / hashlib.sha256(data).hexdigest()[:32] / "heatmap.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        if not path.is_file():  # identical answers share one file; never rewrite one being served
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{uuid.uuid4().hex}.partial")
+            partial.write_bytes(data)
+            os.replace(partial, path)
         return ImageData(path=str(path), orig_name=path.name)
 
 

@@ -26,7 +26,7 @@ class Settings:
     share: bool = False  # SKIN_SHARE=1: ask Gradio for a public link
     concurrency: int = 1  # SKIN_CONCURRENCY: requests computed at once (see README, Performance)
     queue_size: int = 32  # SKIN_QUEUE_SIZE: waiting requests beyond this are told "busy, try again"
-    cache_sweep_seconds: int = 60  # uploads and outputs are deleted this often...
+    cache_sweep_seconds: int = 60  # SKIN_CACHE_SWEEP: uploads and outputs are deleted this often...
     cache_max_age_seconds: int = 120  # ...once older than this (SKIN_CACHE_MAX_AGE)
 
     @classmethod
@@ -45,6 +45,7 @@ class Settings:
             share=_flag(env.get("SKIN_SHARE")),
             concurrency=int(env.get("SKIN_CONCURRENCY", cls.concurrency)),
             queue_size=int(env.get("SKIN_QUEUE_SIZE", cls.queue_size)),
+            cache_sweep_seconds=int(env.get("SKIN_CACHE_SWEEP", cls.cache_sweep_seconds)),
             cache_max_age_seconds=int(env.get("SKIN_CACHE_MAX_AGE", cls.cache_max_age_seconds)),
         )
 

@@ -12,7 +12,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from bad_inputs import CASES
-from conftest import ARTIFACTS, launch_app
+from conftest import ARTIFACTS, ROOT, launch_app
 
 BAD = [(name, data, expected) for name, data, expected in CASES if expected]
 
@@ -66,7 +66,7 @@ def test_uploads_and_heatmaps_are_not_kept(app, tmp_path):
 @pytest.mark.parametrize("app", [{"SKIN_QUEUE_SIZE": "1"}], indirect=True)
 def test_a_full_queue_says_busy_instead_of_hanging(app):
     _, url, _ = app
-    photo = str(__import__("conftest").ROOT / "examples" / "astronaut-face.jpg")
+    photo = str(ROOT / "examples" / "astronaut-face.jpg")
     outcomes, lock = [], threading.Lock()
 
     def user():

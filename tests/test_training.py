@@ -9,6 +9,7 @@ import pytest
 
 from conftest import SHARED
 from explain.classifier import Classifier
+from explain.images import load_photo
 from explain.model import ModelSource, load_model_folder
 from hub_server import FakeHub
 from training.backbones import backbone_layers, build_classifier, set_trainable
@@ -78,7 +79,7 @@ def test_published_folder_loads_in_the_app_and_predicts(pipeline_run, test_photo
     assert not any("augmentation" in layer.name or "random" in layer.name for layer in loaded.keras_model.layers)
     card = (folder / "README.md").read_text()
     assert card.startswith("---\n") and "model-index:" in card and "## Disclaimer" in card
-    prediction = Classifier(loaded).predict(__import__("explain.images").images.load_photo(test_photos[0][0], 10**8, 10**8))
+    prediction = Classifier(loaded).predict(load_photo(test_photos[0][0], 10**8, 10**8))
     assert prediction.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
 
 

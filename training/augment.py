@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image, ImageEnhance
 from tqdm import tqdm
 
-from explain.images import load_photo
 from training.config import ExperimentConfig
+from training.data import read_photo
 from training.tables import read_rows, write_rows
 
 
@@ -46,7 +46,7 @@ def balance(rows: list[dict], target: int, folder: Path, seed: int) -> list[dict
             original = originals[i % len(originals)]
             path = folder / name / f"{Path(original['path']).stem}_aug{i:04d}.jpg"
             path.parent.mkdir(parents=True, exist_ok=True)
-            augmented_copy(load_photo(original["path"], 10**9, 10**9), rng).save(path, quality=92)
+            augmented_copy(read_photo(original["path"]), rng).save(path, quality=92)
             made.append({**original, "path": str(path), "augmented_from": original["path"]})
     return made
 

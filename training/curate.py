@@ -14,13 +14,12 @@ import numpy as np
 from tqdm import tqdm
 
 from explain.errors import InputImageError
-from explain.images import load_photo
 from training.config import ExperimentConfig, Source, expand
+from training.data import read_photo
 from training.tables import print_table, read_rows, write_rows
 
 OUT_OF_TAXONOMY = ""  # target class of a photo kept only for out-of-distribution checks
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-MAX_BYTES, MAX_PIXELS = 100 * 1024 * 1024, 100_000_000
 
 
 def list_photos(source: Source) -> list[tuple[Path, str, str]]:
@@ -83,7 +82,7 @@ def curate(config: ExperimentConfig) -> list[dict]:
                     "add it there, mapped to a product class or to null (out of taxonomy)."
                 )
             try:
-                photo = load_photo(path, MAX_BYTES, MAX_PIXELS)
+                photo = read_photo(path)
             except InputImageError:
                 dropped["unreadable"] += 1
                 continue

@@ -7,10 +7,12 @@ then shuffled, batched and prefetched so the model never waits for input.
 import numpy as np
 import tensorflow as tf
 
+from PIL import Image
+
 from explain.images import fit_to_model, load_photo
 from training.config import ExperimentConfig
 
-MAX_BYTES, MAX_PIXELS = 100 * 1024 * 1024, 100_000_000
+MAX_BYTES, MAX_PIXELS = 100 * 1024 * 1024, 100_000_000  # curated data, not uploads: generous limits
 BLANK = 127.5  # the middle grey every blanked box gets, in every photo alike
 
 
@@ -38,9 +40,14 @@ def mask_boxes(config: ExperimentConfig, source: str) -> list[list[float]]:
     return [box for s in config.sources if s.name == source for box in s.mask_boxes]
 
 
+def read_photo(path: str) -> Image.Image:
+    """A dataset photo through the app's own decoder (orientation, mode), with training's limits."""
+    return load_photo(path, MAX_BYTES, MAX_PIXELS)
+
+
 def photo_pixels(path: str, image_size: int, boxes: list[list[float]]) -> np.ndarray:
     """float32 [0, 255] model input for one photo file, boxes blanked."""
-    pixels = fit_to_model(load_photo(path, MAX_BYTES, MAX_PIXELS), image_size)
+    pixels = fit_to_model(read_photo(path), image_size)
     return blank_boxes(pixels, boxes)
 
 

@@ -14,14 +14,14 @@ import numpy as np
 
 from explain.cams import DEFAULT_METHOD
 from explain.classifier import Classifier
-from explain.images import fit_to_model, load_photo
+from explain.images import fit_to_model
 from explain.model import LoadedModel, ModelConfig, ModelSource
 from explain.overlay import upsample
 from training.backbones import CAM_LAYERS
 from training import metrics, plots
 from training.config import ExperimentConfig, expand
 from training.curate import IMAGE_SUFFIXES
-from training.data import blank_boxes, box_mask, load_pixels
+from training.data import blank_boxes, box_mask, load_pixels, read_photo
 from training.split import group_split
 from training.tables import read_rows
 from training.train import class_names, fit, predict_logits
@@ -141,7 +141,7 @@ def watermark_check(config: ExperimentConfig, model: keras.Model, names: list[st
                          ).cam_method(DEFAULT_METHOD)
     shares = {"visible": [], "blanked": []}
     for row in rows:
-        visible = fit_to_model(load_photo(row["path"], 10**9, 10**9), config.image_size)
+        visible = fit_to_model(read_photo(row["path"]), config.image_size)
         for key, pixels in (("visible", visible), ("blanked", blank_boxes(visible.copy(), boxes))):
             cam = upsample(gradcam(pixels[None], None)[1], (config.image_size, config.image_size))
             shares[key].append(float(cam[inside].sum() / max(cam.sum(), 1e-9)))

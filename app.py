@@ -18,7 +18,7 @@ from PIL import Image
 
 from explain.cams import DEFAULT_METHOD, METHODS
 from explain.errors import SkinExplainError
-from explain.overlay import png_bytes
+from explain.overlay import jpeg_bytes
 from explain.service import TOP_CLASS, Service, example_name
 from explain.settings import Settings
 
@@ -37,15 +37,15 @@ class PhotoInput(gr.Image):
 
 
 class HeatmapOutput(gr.Image):
-    """gr.Image output written as a fast PNG (see explain.overlay.png_bytes) into Gradio's cache."""
+    """gr.Image output written as JPEG (see explain.overlay.jpeg_bytes) into Gradio's cache, once and atomically."""
 
     is_template = True
 
     def postprocess(self, value):
         if not isinstance(value, Image.Image):
             return super().postprocess(value)
-        data = png_bytes(value)
-        path = Path(self.GRADIO_CACHE) / hashlib.sha256(data).hexdigest()[:32] / "heatmap.png"
+        data = jpeg_bytes(value)
+        path = Path(self.GRADIO_CACHE) / hashlib.sha256(data).hexdigest()[:32] / "heatmap.jpg"
         if not path.is_file():  # identical answers share one file; never rewrite one being served
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_name(f"{uuid.uuid4().hex}.partial")
@@ -94,7 +94,7 @@ def build_app(service: Service) -> gr.Blocks:
             with gr.Column():
                 verdict = gr.Markdown(elem_id="verdict")
                 label = gr.Label(label="Most likely conditions", elem_id="label")
-                heatmap = HeatmapOutput(label="Where the model looked", format="png", type="pil", elem_id="heatmap")
+                heatmap = HeatmapOutput(label="Where the model looked", format="jpeg", type="pil", elem_id="heatmap")
 
         demo.load(service.model_status, None, status, api_name="model_info")
         button.click(explain, [photo, method, target, opacity, top_k], [label, heatmap, verdict], api_name="explain")

@@ -9,7 +9,7 @@ RESULT = Image.new("RGB", (448, 448), (200, 120, 100))
 
 with gr.Blocks(analytics_enabled=False) as demo:
     photo = gr.Image(type="filepath")
-    out = gr.Image(format="png", type="pil")
+    out = gr.Image(format="jpeg", type="pil")
     gr.Button().click(lambda p: RESULT, photo, out, api_name="noop")
 
 if __name__ == "__main__":

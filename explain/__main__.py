@@ -1,7 +1,7 @@
 """`python -m explain PHOTO... [--top-k K] [--method M] [--cam-out DIR] [--json]`
 
 Classify photos from the command line with the same model and code as the app: a table
-(or JSON) of the most likely conditions per photo, and Grad-CAM overlays as PNG files.
+(or JSON) of the most likely conditions per photo, and Grad-CAM overlays as JPEG files.
 """
 
 import argparse
@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from explain.cams import DEFAULT_METHOD, METHODS
 from explain.errors import SkinExplainError
-from explain.overlay import png_bytes
+from explain.overlay import jpeg_bytes
 from explain.service import Service
 
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("photos", nargs="+", type=Path, help="photo files (JPEG, PNG, WebP, ...)")
     parser.add_argument("--top-k", type=int, default=3, help="how many conditions to list (default 3)")
     parser.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, help="CAM method")
-    parser.add_argument("--cam-out", type=Path, help="write a heatmap overlay PNG per photo into this folder")
+    parser.add_argument("--cam-out", type=Path, help="write a heatmap overlay JPEG per photo into this folder")
     parser.add_argument("--opacity", type=float, default=0.45, help="heatmap opacity, 0..1")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     args = parser.parse_args(argv)
@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             top, heatmap, verdict = service.explain(path, args.method, None, args.opacity, args.top_k)
             result.update(top=top, verdict=verdict.replace("**", ""))
             if args.cam_out:
-                result["overlay"] = str(args.cam_out / f"{path.stem}_{args.method.lower().replace('+', 'p')}.png")
-                Path(result["overlay"]).write_bytes(png_bytes(heatmap))
+                result["overlay"] = str(args.cam_out / f"{path.stem}_{args.method.lower().replace('+', 'p')}.jpg")
+                Path(result["overlay"]).write_bytes(jpeg_bytes(heatmap))
         except SkinExplainError as err:
             failures += 1
             result["error"] = str(err)

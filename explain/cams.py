@@ -1,9 +1,9 @@
 """Class activation maps: which pixels drove a class's score.
 
-`CamMethod` does the plumbing (probabilities, the target class, normalisation); each
+`CamMethod` does the plumbing (the prediction, the target class, normalisation); each
 method is a small subclass that overrides `cam`. Grad-CAM, the default, overrides the
-whole call instead: one compiled forward+backward pass yields the probabilities and
-the map together. The other methods come from tf-keras-vis, whose objects are built
+whole call instead: one compiled forward+backward pass yields the prediction and the
+map together. The other methods come from tf-keras-vis, whose objects are built
 once per classifier, never per request.
 """
 
@@ -24,17 +24,17 @@ def normalize(cam: np.ndarray) -> np.ndarray:
 
 
 class CamMethod:
-    """Base: probabilities and a [0, 1] map at the CAM layer's resolution for one image."""
+    """Base: the prediction and a [0, 1] map at the CAM layer's resolution for one image."""
 
     name = ""
 
     def __init__(self, classifier):
         self.classifier = classifier
 
-    def __call__(self, pixels: np.ndarray, class_index: int | None) -> tuple[np.ndarray, np.ndarray]:
-        probabilities = self.classifier.probabilities(pixels)
-        target = int(np.argmax(probabilities)) if class_index is None else class_index
-        return probabilities, normalize(self.cam(pixels, target))
+    def __call__(self, pixels: np.ndarray, class_index: int | None) -> tuple:
+        prediction = self.classifier.predict_pixels(pixels)
+        target = prediction.top_index if class_index is None else class_index
+        return prediction, normalize(self.cam(pixels, target))
 
     def cam(self, pixels: np.ndarray, class_index: int) -> np.ndarray:
         raise NotImplementedError
@@ -48,22 +48,22 @@ class GradCam(CamMethod):
     def __init__(self, classifier):
         super().__init__(classifier)
         spec = tf.TensorSpec(classifier.input_shape, tf.float32)
-        self._pass = tf.function(self._probabilities_and_cam, input_signature=[spec, tf.TensorSpec([], tf.int32)])
+        self._pass = tf.function(self._prediction_and_cam, input_signature=[spec, tf.TensorSpec([], tf.int32)])
 
     def __call__(self, pixels, class_index):
-        probabilities, cam = self._pass(pixels, tf.constant(-1 if class_index is None else class_index))
-        return probabilities.numpy(), normalize(cam.numpy())
+        probabilities, abstain_score, cam = self._pass(pixels, tf.constant(-1 if class_index is None else class_index))
+        return self.classifier.prediction(probabilities, abstain_score), normalize(cam.numpy())
 
-    def _probabilities_and_cam(self, pixels, class_index):
+    def _prediction_and_cam(self, pixels, class_index):
         with tf.GradientTape() as tape:
             activations, logits = self.classifier.activations_and_logits(pixels, training=False)
-            probabilities = tf.nn.softmax(logits / self.classifier.temperature)[0]
+            probabilities, abstain_score = self.classifier.read_out(activations, logits)
             target = tf.where(class_index < 0, tf.argmax(probabilities, output_type=tf.int32), class_index)
             score = logits[0, target]
         grads = tape.gradient(score, activations)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(activations * weights, axis=-1))[0]
-        return probabilities, cam
+        return probabilities, abstain_score, cam
 
 
 class TfKerasVisCam(CamMethod):

@@ -23,6 +23,7 @@ class Prediction:
     labels: list[str]
     probabilities: np.ndarray  # over all classes, sums to 1
     abstain_threshold: float | None
+    abstain_score: float | None = None  # None: the top probability (see ModelConfig.abstain_score)
 
     @property
     def top_index(self) -> int:
@@ -34,8 +35,9 @@ class Prediction:
 
     @property
     def uncertain(self) -> bool:
-        """True when the top probability is under the model's abstention threshold."""
-        return self.abstain_threshold is not None and float(self.probabilities.max()) < self.abstain_threshold
+        """True when the abstention score is under the model's threshold."""
+        score = self.probabilities.max() if self.abstain_score is None else self.abstain_score
+        return self.abstain_threshold is not None and float(score) < self.abstain_threshold
 
     def top_k(self, k: int) -> dict[str, float]:
         """The k most likely classes with their probabilities, most likely first."""
@@ -64,19 +66,22 @@ class Classifier:
             self.keras_model.inputs,
             [self.keras_model.get_layer(self.cam_layer).output, self.keras_model.layers[-1].input],
         )
+        means = loaded.class_means
+        self.class_means = None if means is None else tf.constant(means / np.linalg.norm(means, axis=1, keepdims=True))
         spec = tf.TensorSpec(self.input_shape, tf.float32)
-        self._probabilities = tf.function(self._forward, input_signature=[spec])
+        self._forward = tf.function(lambda pixels: self.read_out(*self.activations_and_logits(pixels, training=False)),
+                                    input_signature=[spec])
         self._cams: dict[str, CamMethod] = {}
 
     def pixels(self, photo: Image.Image) -> np.ndarray:
         """The model's input batch of one, resized as in training."""
         return fit_to_model(photo, self.config.image_size)[None]
 
-    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        return self._probabilities(pixels).numpy()
+    def predict_pixels(self, pixels: np.ndarray) -> Prediction:
+        return self.prediction(*self._forward(pixels))
 
     def predict(self, photo: Image.Image) -> Prediction:
-        return self._prediction(self.probabilities(self.pixels(photo)))
+        return self.predict_pixels(self.pixels(photo))
 
     def explain(self, photo: Image.Image, method: str = DEFAULT_METHOD, target: str | None = None) -> Explanation:
         """Probabilities and a CAM for `target` (default: the most likely class)."""
@@ -85,8 +90,7 @@ class Classifier:
         if target is not None and target not in self.labels:
             raise ValueError(f"Unknown class {target!r}; this model knows {', '.join(self.labels)}.")
         class_index = None if target is None else self.labels.index(target)
-        probabilities, cam = self.cam_method(method)(self.pixels(photo), class_index)
-        prediction = self._prediction(probabilities)
+        prediction, cam = self.cam_method(method)(self.pixels(photo), class_index)
         return Explanation(prediction, cam, method, target or prediction.top_label)
 
     def cam_method(self, name: str) -> CamMethod:
@@ -101,12 +105,16 @@ class Classifier:
         self.explain(blank)
         self.predict(blank)
 
-    def _forward(self, pixels):
-        _, logits = self.activations_and_logits(pixels, training=False)
-        return tf.nn.softmax(logits / self.temperature)[0]
+    def read_out(self, activations, logits) -> tuple[tf.Tensor, tf.Tensor]:
+        """Probabilities and the abstention score from one pass (traced inside tf.function)."""
+        probabilities = tf.nn.softmax(logits / self.temperature)[0]
+        if self.class_means is None:
+            return probabilities, tf.reduce_max(probabilities)
+        features = tf.math.l2_normalize(tf.reduce_mean(activations, axis=(1, 2)), axis=-1)  # = the pooled features
+        return probabilities, tf.reduce_max(tf.matmul(features, self.class_means, transpose_b=True))
 
-    def _prediction(self, probabilities: np.ndarray) -> Prediction:
-        return Prediction(self.labels, probabilities, self.config.abstain_threshold)
+    def prediction(self, probabilities, score) -> Prediction:
+        return Prediction(self.labels, np.asarray(probabilities), self.config.abstain_threshold, float(score))
 
 
 def find_cam_layer(model: keras.Model) -> str:

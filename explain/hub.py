@@ -17,7 +17,7 @@ from huggingface_hub.errors import (
 
 from explain.errors import ModelDownloadError
 
-MODEL_FILES = ["model.keras", "labels.json", "config.json", "README.md", "examples/*"]
+MODEL_FILES = ["model.keras", "labels.json", "config.json", "class_means.npy", "README.md", "examples/*"]
 
 
 def fetch_model_folder(repo_id: str, revision: str | None) -> tuple[Path, str]:

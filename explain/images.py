@@ -48,12 +48,14 @@ def read_bytes(source: str | os.PathLike | bytes, max_bytes: int) -> bytes:
     return data
 
 
-def decode_photo(data: bytes, max_pixels: int) -> Image.Image:
+def decode_photo(data: bytes, max_pixels: int, at_least: int | None = None) -> Image.Image:
     """Decode image bytes into an upright RGB picture.
 
     Refuses non-images, unsupported kinds, decompression bombs, damaged files and
     pictures too small or too elongated to be a photo of skin. Takes the first frame
-    of animated or multi-page files and applies the EXIF orientation.
+    of animated or multi-page files and applies the EXIF orientation. With `at_least`,
+    a JPEG is scaled down by 2, 4 or 8 while decoding, keeping both sides at least that
+    long: a 12-megapixel phone photo then decodes in a fraction of the time.
     """
     _refuse_known_non_photos(data)
     try:
@@ -89,6 +91,8 @@ def decode_photo(data: bytes, max_pixels: int) -> Image.Image:
 
     try:
         image.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
+        if at_least:
+            image.draft("RGB", (at_least, at_least))  # JPEG only; other formats ignore it
         image.load()
     except Exception as err:
         raise InputImageError(
@@ -108,9 +112,10 @@ def fit_to_model(photo: Image.Image, image_size: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.float32)
 
 
-def load_photo(source: str | os.PathLike | bytes, max_bytes: int, max_pixels: int) -> Image.Image:
+def load_photo(source: str | os.PathLike | bytes, max_bytes: int, max_pixels: int,
+               at_least: int | None = None) -> Image.Image:
     """Read and decode an upload: `read_bytes` then `decode_photo`."""
-    return decode_photo(read_bytes(source, max_bytes), max_pixels)
+    return decode_photo(read_bytes(source, max_bytes), max_pixels, at_least)
 
 
 def _refuse_known_non_photos(data: bytes) -> None:

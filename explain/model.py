@@ -1,7 +1,8 @@
 """Finding and loading the model folder, once per process.
 
 A model folder holds `model.keras`, `labels.json` (class names in output order),
-`config.json` (see `ModelConfig`) and `README.md` (the model card). It comes from, in
+`config.json` (see `ModelConfig`), `README.md` (the model card) and optionally
+`class_means.npy` (for the "uncertain" answer, see `ModelConfig.abstain_score`). It comes from, in
 this order: `SKIN_MODEL_DIR`, `SKIN_MODEL_REPO`[@`SKIN_MODEL_REVISION`] on the Hub, or
 the bundled default model.
 """
@@ -12,12 +13,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from explain import layers  # noqa: F401  (registers the preprocessing layers for loading)
 from explain.card import disclaimer
 from explain.errors import ModelFormatError, ModelNotConfiguredError
 from explain.hub import fetch_model_folder
 from explain.settings import BUNDLED_MODEL_DIR, Settings
+
+ABSTAIN_SCORES = ("max_probability", "feature_similarity")
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,12 @@ class ModelConfig:
     preprocessing: str  # which layer of explain.layers.PREPROCESSING the model contains
     cam_layer: str | None = None  # None: the last 4-D convolutional activation
     temperature: float = 1.0  # divides the logits (fitted on validation data)
-    abstain_threshold: float | None = None  # below this top probability: "uncertain"
+    # "uncertain" when the abstention score is below the threshold. The score is "max_probability"
+    # (the top class's probability) or "feature_similarity": cosine similarity of the photo's
+    # pooled CAM-layer features to the nearest row of class_means.npy (each class's mean over
+    # its training photos), which separates unfamiliar photos far better on the default model.
+    abstain_threshold: float | None = None
+    abstain_score: str = "max_probability"
 
     @classmethod
     def from_json(cls, data: dict) -> "ModelConfig":
@@ -58,6 +67,7 @@ class LoadedModel:
     config: ModelConfig
     source: ModelSource
     folder: Path
+    class_means: np.ndarray | None = None  # (classes, CAM-layer channels), unit rows
 
     @property
     def disclaimer(self) -> str:
@@ -79,8 +89,12 @@ def load_model_folder(folder: Path, source: ModelSource) -> LoadedModel:
     except (ValueError, TypeError) as err:
         raise ModelFormatError(f"labels.json or config.json of {source.describe()} is invalid: {err}") from err
     keras_model = _load_keras_file(folder / "model.keras", source)
+    class_means = _load_class_means(folder, config, source)
     _check_contract(keras_model, labels, config, source)
-    return LoadedModel(keras_model, labels, config, source, folder)
+    if class_means is not None and class_means.shape[0] != len(labels):
+        raise ModelFormatError(f"class_means.npy of {source.describe()} has {class_means.shape[0]} rows "
+                               f"but labels.json names {len(labels)} classes.")
+    return LoadedModel(keras_model, labels, config, source, folder, class_means)
 
 
 def resolve_model(settings: Settings) -> LoadedModel:
@@ -96,6 +110,19 @@ def resolve_model(settings: Settings) -> LoadedModel:
         "No model is configured: set SKIN_MODEL_DIR to a model folder or SKIN_MODEL_REPO to a "
         "Hugging Face model repo (see README, 'Choosing the model')."
     )
+
+
+def _load_class_means(folder: Path, config: ModelConfig, source: ModelSource) -> np.ndarray | None:
+    if config.abstain_score not in ABSTAIN_SCORES:
+        raise ModelFormatError(f"config.json of {source.describe()} names abstain_score {config.abstain_score!r}; "
+                               f"use one of {', '.join(ABSTAIN_SCORES)}.")
+    if config.abstain_score != "feature_similarity":
+        return None
+    try:
+        return np.load(folder / "class_means.npy", allow_pickle=False).astype(np.float32)
+    except (OSError, ValueError) as err:
+        raise ModelFormatError(f"{source.describe()} uses abstain_score feature_similarity but its "
+                               f"class_means.npy is missing or unreadable: {err}") from err
 
 
 def _load_keras_file(path: Path, source: ModelSource) -> keras.Model:

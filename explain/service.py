@@ -18,7 +18,7 @@ from explain.classifier import UNCERTAIN_MESSAGE, Classifier, Prediction
 from explain.errors import InputImageError, SkinExplainError
 from explain.images import ACCEPTED_FORMATS, load_photo
 from explain.model import ModelSource, load_model_folder, resolve_model
-from explain.overlay import overlay
+from explain.overlay import MAX_SIDE, overlay
 from explain.settings import BUNDLED_MODEL_DIR, EXAMPLES_DIR, Settings
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,9 @@ class Service:
     def read(self, photo: str | os.PathLike | bytes | None) -> Image.Image:
         if photo is None:
             raise InputImageError("No photo yet: upload, paste or take a photo first.")
-        return load_photo(photo, self.settings.max_upload_bytes, self.settings.max_pixels)
+        # decoded no larger than the heatmap and the model need
+        needed = max(MAX_SIDE, self.classifier.config.image_size if self.classifier else 0)
+        return load_photo(photo, self.settings.max_upload_bytes, self.settings.max_pixels, at_least=needed)
 
     def predict(self, photo, top_k: int = 3) -> tuple[dict[str, float], str]:
         """Top-k label data and a one-line verdict."""

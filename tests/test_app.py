@@ -52,10 +52,10 @@ def test_probabilities_over_all_classes_sum_to_one(client):
 
 
 @pytest.mark.parametrize("method", ["Grad-CAM", "Score-CAM"])
-def test_explain_returns_a_png_overlay_of_the_photo(client, method):
+def test_explain_returns_a_jpeg_overlay_of_the_photo(client, method):
     labels, overlay_path, verdict = client.predict(handle_file(PHOTO), method, "Rings", 0.5, 3, api_name="/explain")
     overlay = Image.open(overlay_path)
-    assert overlay.format == "PNG" and overlay.size == (512, 512)  # the 512x512 photo, at most 512 a side
+    assert overlay.format == "JPEG" and overlay.size == (512, 512)  # the 512x512 photo, at most 512 a side
     assert f"what drove **Rings** ({method})" in verdict
     assert len(labels["confidences"]) == 3
 

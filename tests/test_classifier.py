@@ -1,5 +1,7 @@
 """The classifier and its explanations, on the tiny model trained by the pipeline."""
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -9,8 +11,10 @@ from tf_keras_vis.utils.scores import CategoricalScore
 
 from explain.cams import METHODS, normalize
 from explain.classifier import Prediction, find_cam_layer
-from explain.images import load_photo
-from explain.overlay import overlay
+from explain.images import decode_photo, fit_to_model, load_photo
+import matplotlib
+
+from explain.overlay import heat_image, jpeg_bytes, overlay, upsample
 
 
 def photo(path: str) -> Image.Image:
@@ -35,8 +39,8 @@ def test_fast_gradcam_matches_tf_keras_vis(classifier, test_photos):
     reference = Gradcam(classifier.keras_model, model_modifier=ReplaceToLinear(), clone=True)
     for path, _ in test_photos[:4]:
         pixels = classifier.pixels(photo(path))
-        probabilities, fast = classifier.cam_method("Grad-CAM")(pixels, None)
-        slow = reference(CategoricalScore([int(np.argmax(probabilities))]), pixels,
+        prediction, fast = classifier.cam_method("Grad-CAM")(pixels, None)
+        slow = reference(CategoricalScore([prediction.top_index]), pixels,
                          penultimate_layer=classifier.cam_layer, seek_penultimate_conv_layer=False, expand_cam=False)
         slow = normalize(np.asarray(slow)[0])
         assert fast.shape == slow.shape == (3, 3)
@@ -44,13 +48,21 @@ def test_fast_gradcam_matches_tf_keras_vis(classifier, test_photos):
             assert np.corrcoef(fast.ravel(), slow.ravel())[0, 1] >= 0.99
 
 
-def test_fast_path_probabilities_equal_the_plain_forward_pass(classifier, test_photos):
+def test_fast_path_prediction_equals_the_plain_forward_pass(classifier, test_photos):
     pixels = classifier.pixels(photo(test_photos[1][0]))
-    probabilities, _ = classifier.cam_method("Grad-CAM")(pixels, None)
-    logits = classifier.activations_and_logits(pixels)[1].numpy()[0] / classifier.temperature
+    prediction, _ = classifier.cam_method("Grad-CAM")(pixels, None)
+    activations, logits = (t.numpy()[0] for t in classifier.activations_and_logits(pixels))
+    logits = logits / classifier.temperature
     expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-    assert np.allclose(probabilities, expected, atol=1e-5)
-    assert np.allclose(probabilities, classifier.probabilities(pixels), atol=1e-6)
+    assert np.allclose(prediction.probabilities, expected, atol=1e-5)
+    # the abstention score: cosine similarity of the pooled features to the nearest class mean
+    means = classifier.loaded.class_means
+    features = activations.mean(axis=(0, 1))
+    similarity = (means @ features / np.linalg.norm(means, axis=1) / np.linalg.norm(features)).max()
+    assert prediction.abstain_score == pytest.approx(similarity, abs=1e-5)
+    plain = classifier.predict_pixels(pixels)
+    assert np.allclose(prediction.probabilities, plain.probabilities, atol=1e-6)
+    assert plain.abstain_score == pytest.approx(prediction.abstain_score, abs=1e-6)
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -66,7 +78,7 @@ def test_requests_reuse_the_compiled_pass(classifier, test_photos):
         classifier.explain(photo(path))
         classifier.explain(photo(path), target="Dots")
     assert gradcam._pass.experimental_get_tracing_count() == 1
-    assert classifier._probabilities.experimental_get_tracing_count() == 1
+    assert classifier._forward.experimental_get_tracing_count() == 1
     assert classifier.cam_method("LayerCAM") is classifier.cam_method("LayerCAM")
 
 
@@ -86,6 +98,9 @@ def test_uncertain_when_top_probability_is_below_threshold():
     assert Prediction(labels, np.array([0.5, 0.3, 0.2]), 0.6).uncertain
     assert not Prediction(labels, np.array([0.7, 0.2, 0.1]), 0.6).uncertain
     assert not Prediction(labels, np.array([0.4, 0.3, 0.3]), None).uncertain
+    # with a feature-similarity score, that score decides, not the top probability
+    assert Prediction(labels, np.array([0.9, 0.05, 0.05]), 0.6, abstain_score=0.4).uncertain
+    assert not Prediction(labels, np.array([0.4, 0.3, 0.3]), 0.6, abstain_score=0.8).uncertain
 
 
 def test_overlay_keeps_the_photo_shape_and_blends():
@@ -97,3 +112,35 @@ def test_overlay_keeps_the_photo_shape_and_blends():
     assert result.getpixel((500, 5)) != result.getpixel((5, 335))  # hot corner differs from cold corner
     with pytest.raises(ValueError, match="opacity"):
         overlay(picture, cam, opacity=1.5)
+
+
+def test_palette_heatmap_matches_calling_the_colormap_per_pixel():
+    cam = np.random.default_rng(0).random((7, 7)).astype(np.float32)
+    fast = np.asarray(heat_image(cam, (448, 300)), dtype=int)
+    reference = np.round(matplotlib.colormaps["jet"](upsample(cam, (448, 300)))[..., :3] * 255).astype(int)
+    difference = np.abs(fast - reference)
+    assert fast.shape == reference.shape == (300, 448, 3)
+    # levels quantised before stretching, and matplotlib floors where the table rounds: at most
+    # two of 256 levels apart, about 5 RGB units each where jet is steepest
+    assert difference.max() <= 12 and difference.mean() < 1.0
+
+
+def test_overlay_is_sent_as_a_faithful_jpeg():
+    picture = Image.new("RGB", (448, 448), (90, 60, 40))
+    heatmap = overlay(picture, np.random.default_rng(1).random((7, 7)))
+    decoded = Image.open(io.BytesIO(jpeg_bytes(heatmap)))
+    assert decoded.format == "JPEG" and decoded.size == heatmap.size
+    assert np.abs(np.asarray(decoded, dtype=int) - np.asarray(heatmap, dtype=int)).mean() < 3
+
+
+def test_a_large_jpeg_is_decoded_smaller_into_nearly_the_same_model_input(test_photos):
+    small = photo(test_photos[0][0])
+    big = small.resize((small.width * 12, small.height * 12), Image.Resampling.BILINEAR)
+    data = io.BytesIO()
+    big.save(data, "JPEG", quality=95)
+    full = decode_photo(data.getvalue(), 10**9)
+    quick = decode_photo(data.getvalue(), 10**9, at_least=512)
+    assert full.size == big.size
+    assert min(quick.size) >= 512 and quick.width * quick.height <= full.width * full.height / 4
+    # the shipped model's answers on real photos: tests/test_shipped_model.py
+    assert np.abs(fit_to_model(full, 224) - fit_to_model(quick, 224)).mean() < 1.0  # of 255 levels

@@ -22,7 +22,7 @@ def test_cli_prints_json_and_writes_overlays(tiny_model_dir, test_photos, tmp_pa
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 4
     for line in lines[:3]:
-        assert len(line["top"]) == 2 and Image.open(line["overlay"]).format == "PNG"
+        assert len(line["top"]) == 2 and Image.open(line["overlay"]).format == "JPEG"
     assert "not a photo this app can read" in lines[3]["error"]
     assert "photos: 100%" in result.stderr  # a progress bar for several files
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 from conftest import ROOT
@@ -87,6 +88,25 @@ def test_label_count_must_match_outputs(tiny_model_dir, tmp_path):
     copy = shutil.copytree(tiny_model_dir, tmp_path / "model")
     (copy / "labels.json").write_text(json.dumps(["A", "B"]))
     with pytest.raises(ModelFormatError, match="3 outputs but labels.json names 2"):
+        load_model_folder(copy, ModelSource("folder", str(copy)))
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"abstain_score": "vibes"}, "use one of max_probability, feature_similarity"),
+    ({"remove_means": True}, "class_means.npy is missing or unreadable"),
+    ({"means_rows": 2}, "class_means.npy .* has 2 rows but labels.json names 3"),
+])
+def test_abstention_settings_are_checked(tiny_model_dir, tmp_path, change, expected):
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    config = json.loads((copy / "config.json").read_text())
+    assert config["abstain_score"] == "feature_similarity"  # what the pipeline publishes by default
+    if "abstain_score" in change:
+        (copy / "config.json").write_text(json.dumps({**config, "abstain_score": change["abstain_score"]}))
+    if change.get("remove_means"):
+        (copy / "class_means.npy").unlink()
+    if "means_rows" in change:
+        np.save(copy / "class_means.npy", np.load(copy / "class_means.npy")[: change["means_rows"]])
+    with pytest.raises(ModelFormatError, match=expected):
         load_model_folder(copy, ModelSource("folder", str(copy)))
 
 

@@ -1,9 +1,11 @@
 """The model the app ships with: it loads, it is small, and it answers real photos sensibly."""
 
+import io
 import random
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import ARTIFACTS, ROOT, SHARED, launch_app
 from explain.service import Service
@@ -49,6 +51,25 @@ def test_held_out_clinical_photos_are_classified_well_above_chance(service, tmp_
     photos = random.Random(0).sample(test, 80)
     correct = [service.classifier.predict(service.read(r["path"])).top_label == r["target_class"] for r in photos]
     assert np.mean(correct) >= 0.3  # twelve classes: chance is about 0.08
+
+
+@pytest.mark.skipif(not SD198.is_dir(), reason=f"clinical photos not found under {SHARED}")
+def test_phone_size_photos_decoded_smaller_get_the_same_answer(service):
+    """Uploads are decoded at reduced scale (JPEG DCT scaling) down to what the model and the
+    heatmap need; on real photos enlarged 4x, the answers match decoding them in full."""
+    from explain.images import decode_photo
+
+    paths = sorted(SD198.glob("images/*/*.jpg"))[::40][:12]
+    agree, biggest_change = [], 0.0
+    for path in paths:
+        photo = Image.open(path).convert("RGB")
+        big = io.BytesIO()
+        photo.resize((photo.width * 4, photo.height * 4), Image.Resampling.BICUBIC).save(big, "JPEG", quality=92)
+        full = service.classifier.predict(decode_photo(big.getvalue(), 10**9)).probabilities
+        quick = service.classifier.predict(service.read(big.getvalue())).probabilities
+        agree.append(full.argmax() == quick.argmax())
+        biggest_change = max(biggest_change, float(np.abs(full - quick).max()))
+    assert np.mean(agree) >= 0.9 and biggest_change < 0.05
 
 
 def test_app_serves_the_bundled_model_end_to_end(tmp_path):

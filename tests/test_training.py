@@ -12,6 +12,7 @@ from explain.classifier import Classifier
 from explain.images import load_photo
 from explain.model import ModelSource, load_model_folder
 from hub_server import FakeHub
+from training import ablate
 from training.backbones import backbone_layers, build_classifier, set_trainable
 from training.config import ExperimentConfig
 from training.split import LeakageError, check_no_leakage
@@ -60,7 +61,8 @@ def test_report_has_test_cv_calibration_and_abstention(pipeline_run):
     assert report["cross_validation"]["folds"] == 2 and len(report["cross_validation"]["accuracy"]["folds"]) == 2
     assert report["calibration"]["temperature"] > 0
     assert 0 < report["abstention"]["threshold"] < 1
-    assert "synthetic conditions outside the taxonomy" in report["abstention"]["ood"]
+    ood = report["abstention"]["ood"]["synthetic conditions outside the taxonomy"]
+    assert len(ood["auroc_by_score"]) == 3 and ood["auroc"] in ood["auroc_by_score"].values()
 
 
 def test_exports_agree_with_the_keras_model(pipeline_run):
@@ -76,6 +78,7 @@ def test_published_folder_loads_in_the_app_and_predicts(pipeline_run, test_photo
     loaded = load_model_folder(folder, ModelSource("folder", str(folder)))
     config = json.loads((folder / "config.json").read_text())
     assert config["cam_layer"] == "out_relu" and config["abstain_threshold"] is not None
+    assert config["abstain_score"] == "feature_similarity" and loaded.class_means.shape == (3, 1280)
     assert not any("augmentation" in layer.name or "random" in layer.name for layer in loaded.keras_model.layers)
     card = (folder / "README.md").read_text()
     assert card.startswith("---\n") and "model-index:" in card and "## Disclaimer" in card
@@ -163,3 +166,34 @@ def test_augment_balances_from_training_originals_only(pipeline_run, tmp_path):
     again = balance(rows, target=25, folder=tmp_path / "again", seed=1)
     first, second = made[0]["path"], again[0]["path"]
     assert open(first, "rb").read() == open(second, "rb").read()  # seeded: the same copies every run
+
+
+@pytest.mark.skipif(not WEIGHTS.is_dir(), reason="needs ImageNet MobileNetV2 weights from ../shared/weights")
+def test_ablation_scores_each_variant_on_the_same_folds_and_reaches_the_card(pipeline_run, tmp_path, capsys):
+    from training.__main__ import main
+    from training.card import render_card
+
+    config = json.loads((pipeline_run / "config.json").read_text())
+    with pytest.raises(ValueError, match="pretrained"):  # frozen random features would compare nothing
+        ablate.run(ExperimentConfig(**{**config, "sources": [], "imagenet_weights": None}))
+    config.update(output_dir=str(tmp_path), alpha=1.0, imagenet_weights=str(WEIGHTS), ablations={
+        "as configured": {}, "no label smoothing": {"label_smoothing": 0.0}, "image size 64": {"image_size": 64},
+        "2 augmented copies per photo": {"head_augmented_copies": 2},
+        "fine-tuned briefly": {"fine_tune": True, "head_epochs": 2, "finetune_epochs": 1, "unfreeze_layers": 5}})
+    (tmp_path / "split.csv").write_bytes((pipeline_run / "split.csv").read_bytes())
+    (tmp_path / "ablate.json").write_text(json.dumps(config))
+    assert main(["ablate", "--config", str(tmp_path / "ablate.json")]) == 0
+    ablation = json.loads((tmp_path / "ablation.json").read_text())
+    assert list(ablation["variants"]) == list(config["ablations"])
+    for result in ablation["variants"].values():
+        assert len(result["accuracy"]["folds"]) == 2 and 0.0 <= result["accuracy"]["mean"] <= 1.0
+    assert ablation["variants"]["as configured"]["accuracy"]["mean"] >= 0.5  # three easy classes; chance 0.33
+    assert len(list((tmp_path / "ablation" / "features").glob("64px_aug0/view*.npy"))) == 2
+    assert len(list((tmp_path / "ablation" / "features").glob("96px_aug2/view*.npy"))) == 4
+    assert len(list((tmp_path / "ablation" / "fine_tuned_briefly" / "cv").glob("fold*/logits.npy"))) == 2
+    capsys.readouterr()
+    main(["ablate", "--config", str(tmp_path / "ablate.json")])  # finished variants are read back, not redone
+    assert "features of" not in capsys.readouterr().out
+    report = json.loads((pipeline_run / "report.json").read_text())
+    card = render_card(ExperimentConfig.load(tmp_path / "ablate.json"), report, ablation)
+    assert "What each setting is worth" in card and "| no label smoothing |" in card

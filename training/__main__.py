@@ -1,9 +1,10 @@
-"""`python -m training <step> --config FILE`: curate, split, augment, train, evaluate, export, publish, or all."""
+"""`python -m training <step> --config FILE`: curate, split, augment, train, evaluate, export, publish, or all;
+ablate compares settings."""
 
 import argparse
 import sys
 
-from training import augment, curate, evaluate, export, publish, split, train
+from training import ablate, augment, curate, evaluate, export, publish, split, train
 from training.config import ExperimentConfig
 
 STEPS = {
@@ -14,7 +15,9 @@ STEPS = {
     "evaluate": evaluate.run,
     "export": export.run,
     "publish": publish.run,
+    "ablate": ablate.run,
 }
+IN_ALL = [name for name in STEPS if name != "ablate"]  # ablate is a study, not a step toward the model
 
 ALL_DOC = "Every step in order (augment only when balance_to is set); finished steps are skipped unless --force."
 
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     config = ExperimentConfig.load(args.config, output_dir=args.output_dir,
                                    hub_repo=getattr(args, "repo", None))
     print(f"config saved to {config.save()}")
-    for name in STEPS if args.step == "all" else [args.step]:
+    for name in IN_ALL if args.step == "all" else [args.step]:
         if name == "augment" and not config.balance_to:
             continue
         if name == "publish":

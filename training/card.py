@@ -72,6 +72,26 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
+def per_class_cell(r: dict | None) -> str:
+    if not r or not r["support"]:
+        return "no photos"
+    return f"F1 {pct(r['f1'])}, recall {pct(r['recall'])} (n={r['support']})"
+
+
+def ablation_section(ablation: dict | None) -> str:
+    """The `ablate` step's table: each setting changed alone, frozen backbone, same grouped CV."""
+    if not ablation:
+        return ""
+    rows = [[name, pm(r["accuracy"]), pm(r["top3_accuracy"]), pm(r["macro_f1"])]
+            for name, r in ablation["variants"].items()]
+    lines = ["### What each setting is worth (`python -m training ablate`)\n",
+             "Each row changes one setting of the configuration above and is scored on the same grouped folds. "
+             "To make the comparison affordable on a CPU, rows not marked fine-tuned keep the backbone frozen "
+             "and train only the head.\n",
+             table(["variant", "top-1", "top-3", "macro-F1"], rows)]
+    return "\n".join(lines) + "\n"
+
+
 def evaluation(report: dict, names: list[str]) -> str:
     test, parts = report["test"], []
     parts.append(f"### Held-out test split ({test['n']} photos, grouped by near-duplicate cluster)\n")
@@ -97,6 +117,11 @@ def evaluation(report: dict, names: list[str]) -> str:
         parts.append(table(["train -> test", "n", "top-1", "top-3", "macro-F1"],
                            [[k, r["n"], pct(r["accuracy"]), pct(r.get("top3_accuracy", 0)), pct(r["macro_f1"])]
                             for k, r in report["cross_source"].items()]))
+        directions = list(report["cross_source"])
+        parts.append("\nPer class (F1, and recall; n = test photos of that class):\n")
+        parts.append(table(["class", *directions], [
+            [name, *(per_class_cell(report["cross_source"][d]["per_class"].get(name)) for d in directions)]
+            for name in names]))
     cal = report["calibration"]
     parts.append(f"\n### Calibration\nTemperature fitted on validation: {cal['temperature']:.2f}. Expected calibration "
                  f"error on test: {cal['test_ece_before']:.3f} before, {cal['test_ece_after']:.3f} after.\n")
@@ -107,6 +132,12 @@ def evaluation(report: dict, names: list[str]) -> str:
                  "top-1 accuracy on those.\n")
     parts.append(table(["photos the model must not know", "n", "AUROC vs test", "flagged uncertain"],
                        [[k, r["n"], f"{r['auroc']:.3f}", pct(r["share_flagged_uncertain"])] for k, r in ab["ood"].items()]))
+    scores = list(next(iter(ab["ood"].values()), {}).get("auroc_by_score", {}))
+    if scores:
+        parts.append("\nThe scores compared (AUROC, test split against each set; the threshold is only ever "
+                     "chosen on validation):\n")
+        parts.append(table(["photos the model must not know", *scores],
+                           [[k, *(f"{r['auroc_by_score'][n]:.3f}" for n in scores)] for k, r in ab["ood"].items()]))
     parts.append("\n" + table(["coverage", "top-1 accuracy"],
                               [[pct(r["coverage"]), pct(r["accuracy"])] for r in ab["accuracy_at_coverage"]]))
     wm = report.get("watermark")
@@ -124,7 +155,7 @@ def evaluation(report: dict, names: list[str]) -> str:
     return "\n".join(parts)
 
 
-def render_card(config: ExperimentConfig, report: dict) -> str:
+def render_card(config: ExperimentConfig, report: dict, ablation: dict | None = None) -> str:
     names = report["classes"]
     data_rows = [[s.name, *DATA_LICENCES.get(s.name, (s.root, "see the source"))] for s in config.sources]
     counts = report["counts"]
@@ -167,7 +198,7 @@ class weights {"on" if config.class_weights else "off"}, test-time mirror averag
 
 ## Evaluation
 {evaluation(report, names)}
-
+{ablation_section(ablation)}
 ## Limitations
 - Small data: {sum(counts.values()):,} photos from {len(config.sources)} source(s); several classes have few photos.
 - Each source has its own cameras, framing and populations; the cross-source figures (where

@@ -54,7 +54,8 @@ class ExperimentConfig:
     brightness: float = 0.15
     # training
     batch_size: int = 32
-    head_on_features: bool = True  # stage 1 on features computed once (fast; no augmentation)
+    head_on_features: bool = True  # stage 1 on features computed once (fast)
+    head_augmented_copies: int = 0  # stage 1 on features: randomly augmented copies per photo (besides its mirror)
     head_epochs: int = 10
     head_learning_rate: float = 1e-3
     finetune_epochs: int = 10
@@ -67,8 +68,21 @@ class ExperimentConfig:
     top_k: list[int] = field(default_factory=lambda: [3])
     tta: bool = False  # average the prediction with the mirrored photo's
     cross_source: bool = False  # also train on each source alone and test on the other
+    abstain_score: str = "feature_similarity"  # or max_probability (see training.metrics.ABSTAIN_SCORES)
     abstain_coverage: float = 0.9  # threshold keeps this share of validation photos
     ood_folders: dict[str, str] = field(default_factory=dict)  # name -> folder of photos the model must not know
+    # ablate: variant name -> the settings it changes (see training/ablate.py)
+    ablations: dict[str, dict] = field(default_factory=lambda: {
+        "as configured": {},
+        "image size 288": {"image_size": 288},
+        "image size 352": {"image_size": 352},
+        "no label smoothing": {"label_smoothing": 0.0},
+        "no class weights": {"class_weights": False},
+        "test-time mirroring": {"tta": True},
+        "4 augmented copies per photo": {"head_augmented_copies": 4},
+        "fine-tuned, as configured": {"fine_tune": True},
+        "fine-tuned, last 60 layers unfrozen": {"fine_tune": True, "unfreeze_layers": 60},
+    })
     # publish
     model_name: str = "skin-condition-classifier"
     hub_repo: str | None = None  # "org/name"; publish uploads there unless --dry-run

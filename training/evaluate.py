@@ -24,7 +24,7 @@ from training.curate import IMAGE_SUFFIXES
 from training.data import blank_boxes, box_mask, load_pixels, read_photo
 from training.split import group_split
 from training.tables import read_rows
-from training.train import class_names, fit, predict_logits
+from training.train import class_names, fit, predict
 
 NON_SKIN_SKIMAGE = ("coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "colorwheel",
                     "camera", "moon", "coins", "clock", "page", "text", "grass", "gravel", "brick", "retina")
@@ -38,15 +38,19 @@ def train_and_predict(config: ExperimentConfig, train_rows: list[dict], eval_row
                       out: Path) -> np.ndarray:
     """Fit on `train_rows` (early-stopped on a grouped slice of them), return logits of `eval_rows`.
 
-    The logits are saved in `out/logits.npy`; a rerun reads them instead of training again.
+    The logits are saved in `out/logits.npy`, the model in `out/model.keras`: a rerun reads the
+    logits, or predicts again with the saved model, instead of training again.
     """
     saved = out / "logits.npy"
     if saved.is_file():
         return np.load(saved)
-    fit_idx, val_idx = group_split([r["target_class"] for r in train_rows], [r["cluster"] for r in train_rows],
-                                   config.val_fraction, config.seed)
-    model = fit(config, [train_rows[i] for i in fit_idx], [train_rows[i] for i in val_idx], names, out)
-    logits = predict_logits(model, load_pixels(eval_rows, config), tta=config.tta)
+    if (out / "model.keras").is_file():
+        model = keras.saving.load_model(out / "model.keras", safe_mode=True, compile=False)
+    else:
+        fit_idx, val_idx = group_split([r["target_class"] for r in train_rows], [r["cluster"] for r in train_rows],
+                                       config.val_fraction, config.seed)
+        model = fit(config, [train_rows[i] for i in fit_idx], [train_rows[i] for i in val_idx], names, out)
+    _, logits = predict(model, load_pixels(eval_rows, config), tta=config.tta)
     np.save(saved, logits)
     return logits
 
@@ -73,6 +77,11 @@ def cross_validate(config: ExperimentConfig, rows: list[dict], names: list[str])
         print(f"cross-validation fold {fold + 1}/{config.cv_folds}: {len(train_rows)} train, {len(held)} held out")
         logits = train_and_predict(config, train_rows, held, names, config.out / "cv" / f"fold{fold}")
         folds.append(summarize(logits, labels_of(held, names), names, held, config.top_k))
+    return aggregate_folds(folds, config, names)
+
+
+def aggregate_folds(folds: list[dict], config: ExperimentConfig, names: list[str]) -> dict:
+    """Mean and std over folds of each headline metric, overall, by source and per class."""
     keys = ["accuracy", *[f"top{k}_accuracy" for k in config.top_k], "macro_f1"]
     result = {"folds": config.cv_folds, **{k: metrics.mean_std([f[k] for f in folds]) for k in keys}}
     if "by_source" in folds[0]:
@@ -150,26 +159,35 @@ def watermark_check(config: ExperimentConfig, model: keras.Model, names: list[st
             "cam_share_blanked": float(np.mean(shares["blanked"]))}
 
 
-def abstention(config, model, temperature, val_probs, test_probs, test_labels, rows) -> dict:
-    """Threshold on validation only; AUROC per out-of-distribution set; accuracy against coverage."""
-    threshold = metrics.threshold_for_coverage(val_probs.max(axis=1), config.abstain_coverage)
-    test_confidence = test_probs.max(axis=1)
+def abstention(config, model, temperature, outputs: dict, labels: dict, rows) -> tuple[dict, np.ndarray]:
+    """Class means from training photos and the threshold from validation only; AUROC of every
+    score per out-of-distribution set (the configured one decides); accuracy against coverage.
+
+    `outputs` maps train/val/test to (features, logits). Returns the report and the class means."""
+    means = metrics.class_means(outputs["train"][0], labels["train"], len(np.unique(labels["train"])))
+    scores = {split: metrics.abstention_scores(*outputs[split], temperature, means) for split in ("val", "test")}
+    chosen = config.abstain_score
+    threshold = metrics.threshold_for_coverage(scores["val"][chosen], config.abstain_coverage)
+    answering = scores["test"][chosen] >= threshold
+    correct = outputs["test"][1].argmax(axis=1) == labels["test"]
     result = {
-        "score": "max softmax probability after temperature scaling",
+        "score": metrics.ABSTAIN_SCORES[chosen],
         "threshold": threshold,
         "chosen_for_validation_coverage": config.abstain_coverage,
-        "test_coverage": float(np.mean(test_confidence >= threshold)),
-        "test_accuracy_when_answering": float(np.mean((test_probs.argmax(1) == test_labels)[test_confidence >= threshold])),
-        "accuracy_at_coverage": metrics.accuracy_at_coverage(test_probs, test_labels),
+        "test_coverage": float(np.mean(answering)),
+        "test_accuracy_when_answering": float(np.mean(correct[answering])),
+        "accuracy_at_coverage": metrics.accuracy_at_coverage(scores["test"][chosen], correct),
         "ood": {},
     }
     for name, ood_rows in ood_photos(config, rows).items():
         if not ood_rows:
             continue
-        confidence = metrics.calibrated(predict_logits(model, load_pixels(ood_rows, config), config.tta), temperature).max(1)
-        result["ood"][name] = {"n": len(ood_rows), "auroc": metrics.ood_auroc(test_confidence, confidence),
-                               "share_flagged_uncertain": float(np.mean(confidence < threshold))}
-    return result
+        ood = metrics.abstention_scores(*predict(model, load_pixels(ood_rows, config), config.tta), temperature, means)
+        result["ood"][name] = {"n": len(ood_rows), "auroc": metrics.ood_auroc(scores["test"][chosen], ood[chosen]),
+                               "share_flagged_uncertain": float(np.mean(ood[chosen] < threshold)),
+                               "auroc_by_score": {metrics.ABSTAIN_SCORES[k]: metrics.ood_auroc(scores["test"][k], ood[k])
+                                                  for k in metrics.ABSTAIN_SCORES}}
+    return result, means
 
 
 def run(config: ExperimentConfig, force: bool = False) -> Path:
@@ -181,9 +199,10 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
     names = class_names(rows)
     by_split = {s: [r for r in rows if r["split"] == s] for s in ("train", "val", "test")}
     model = keras.saving.load_model(config.out / "train" / "model.keras", safe_mode=True, compile=False)
-    val_logits = predict_logits(model, load_pixels(by_split["val"], config), config.tta)
-    test_logits = predict_logits(model, load_pixels(by_split["test"], config), config.tta)
-    val_labels, test_labels = labels_of(by_split["val"], names), labels_of(by_split["test"], names)
+    outputs = {s: predict(model, load_pixels(split_rows, config), config.tta) for s, split_rows in by_split.items()}
+    labels = {s: labels_of(split_rows, names) for s, split_rows in by_split.items()}
+    val_logits, test_logits = outputs["val"][1], outputs["test"][1]
+    val_labels, test_labels = labels["val"], labels["test"]
     temperature = metrics.fit_temperature(val_logits, val_labels)
     before, after = metrics.calibrated(test_logits), metrics.calibrated(test_logits, temperature)
 
@@ -197,8 +216,8 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
             "test_ece_after": metrics.expected_calibration_error(after, test_labels),
         },
     }
-    report["abstention"] = abstention(config, model, temperature, metrics.calibrated(val_logits, temperature),
-                                      after, test_labels, rows)
+    report["abstention"], means = abstention(config, model, temperature, outputs, labels, rows)
+    np.save(config.out / "class_means.npy", means.astype(np.float32))
     plots.confusion_matrix_png(report["test"]["confusion_matrix"], names, config.out / "confusion_matrix.png",
                                "Held-out test split")
     plots.training_curves_png(read_rows(config.out / "train" / "history.csv"), config.out / "training_curves.png")

@@ -2,7 +2,7 @@
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax, logsumexp, softmax
 from sklearn.metrics import roc_auc_score
 
 
@@ -67,20 +67,43 @@ def calibrated(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return softmax(logits / temperature, axis=1)
 
 
+ABSTAIN_SCORES = {  # config name -> the name reports and the card use
+    "feature_similarity": "feature similarity to the nearest class mean (cosine)",
+    "max_probability": "max softmax probability (temperature-scaled)",
+    "energy": "energy (log-sum-exp of temperature-scaled logits)",
+}
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def class_means(features: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Each class's mean pooled feature vector over its (training) photos, as unit rows."""
+    return unit(np.stack([features[labels == c].mean(axis=0) for c in range(n)]))
+
+
+def abstention_scores(features: np.ndarray, logits: np.ndarray, temperature: float, means: np.ndarray) -> dict:
+    """Each score of ABSTAIN_SCORES for each photo; higher means more like the training photos."""
+    scaled = logits / temperature
+    return {"feature_similarity": (unit(features) @ means.T).max(axis=1),
+            "max_probability": softmax(scaled, axis=1).max(axis=1),
+            "energy": logsumexp(scaled, axis=1)}
+
+
 def threshold_for_coverage(confidence: np.ndarray, coverage: float) -> float:
-    """The top-probability threshold that keeps `coverage` of these (validation) photos."""
+    """The score threshold that keeps `coverage` of these (validation) photos."""
     return float(np.quantile(confidence, 1 - coverage))
 
 
-def accuracy_at_coverage(probabilities: np.ndarray, labels: np.ndarray, coverages=(1.0, 0.9, 0.8, 0.7, 0.5)) -> list:
+def accuracy_at_coverage(confidence: np.ndarray, correct: np.ndarray, coverages=(1.0, 0.9, 0.8, 0.7, 0.5)) -> list:
     """Accuracy on the most confident share of photos, for each share."""
-    order = np.argsort(-probabilities.max(axis=1))
-    correct = probabilities.argmax(axis=1)[order] == labels[order]
-    return [{"coverage": c, "accuracy": float(correct[: max(1, round(c * len(labels)))].mean())} for c in coverages]
+    ordered = correct[np.argsort(-confidence)]
+    return [{"coverage": c, "accuracy": float(ordered[: max(1, round(c * len(ordered)))].mean())} for c in coverages]
 
 
 def ood_auroc(in_confidence: np.ndarray, out_confidence: np.ndarray) -> float:
-    """How well the top probability separates known conditions (positive) from unknown photos."""
+    """How well a score separates known conditions (positive) from unknown photos."""
     scores = np.concatenate([in_confidence, out_confidence])
     truth = np.concatenate([np.ones(len(in_confidence)), np.zeros(len(out_confidence))])
     return float(roc_auc_score(truth, scores))

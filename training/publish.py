@@ -1,7 +1,8 @@
 """Step 7, publish: assemble the model folder the app loads and upload it to the Hub.
 
-The folder holds `model.keras` (inference graph), `labels.json`, `config.json`, the model
-card as `README.md` and optional `examples/`. `--dry-run` only writes it. The token
+The folder holds `model.keras` (inference graph), `labels.json`, `config.json`,
+`class_means.npy` (for the "uncertain" answer), the model card as `README.md` and optional
+`examples/`. `--dry-run` only writes it. The token
 comes from the environment (`HF_TOKEN`) or the local login, never from the config.
 """
 
@@ -25,6 +26,7 @@ def model_config(config: ExperimentConfig, report: dict) -> dict:
         "cam_layer": CAM_LAYERS[config.backbone],
         "temperature": round(report["calibration"]["temperature"], 4),
         "abstain_threshold": round(report["abstention"]["threshold"], 4),
+        "abstain_score": config.abstain_score,
         "backbone": config.backbone,
         "resize": "whole photo, bilinear",
     }
@@ -38,7 +40,11 @@ def assemble(config: ExperimentConfig, out: Path) -> Path:
     shutil.copy(config.out / "export" / "model.keras", out / "model.keras")
     (out / "labels.json").write_text(json.dumps(report["classes"], indent=1) + "\n", encoding="utf-8")
     (out / "config.json").write_text(json.dumps(model_config(config, report), indent=2) + "\n", encoding="utf-8")
-    (out / "README.md").write_text(render_card(config, report), encoding="utf-8")
+    if config.abstain_score == "feature_similarity":
+        shutil.copy(config.out / "class_means.npy", out / "class_means.npy")
+    ablation_path = config.out / "ablation.json"
+    ablation = json.loads(ablation_path.read_text(encoding="utf-8")) if ablation_path.is_file() else None
+    (out / "README.md").write_text(render_card(config, report, ablation), encoding="utf-8")
     if config.examples_dir and Path(expand(config.examples_dir)).is_dir():
         shutil.copytree(expand(config.examples_dir), out / "examples")
     return out

@@ -67,30 +67,45 @@ def callbacks(config: ExperimentConfig, out: Path, stage: int) -> list:
     ]
 
 
-def features(model: keras.Model, ds) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled backbone features (no augmentation) and labels of a dataset."""
+def features(model: keras.Model, ds, augment: keras.layers.Layer | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled backbone features and labels of a dataset; with `augment`, of randomly augmented copies."""
     pooled = keras.Model(model.inputs, model.get_layer("pool").output)
-    xs, ys = zip(*[(pooled(x, training=False).numpy(), y.numpy()) for x, y in ds])
+    batches = [(augment(x, training=True) if augment is not None else x, y) for x, y in ds]
+    xs, ys = zip(*[(pooled(x, training=False).numpy(), y.numpy()) for x, y in batches])
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def feature_views(model: keras.Model, ds, config: ExperimentConfig) -> tuple[list[np.ndarray], np.ndarray]:
+    """Features of each photo, its mirror, and `head_augmented_copies` augmented copies; and labels."""
+    photo, labels = features(model, ds)
+    views = [photo, features(model, ds.map(lambda x, y: (x[:, :, ::-1], y)))[0]]
+    augment = augmentation(config)
+    for copy in range(config.head_augmented_copies):
+        keras.utils.set_random_seed(config.seed + copy)
+        views.append(features(model, ds, augment)[0])
+    return views, labels
+
+
+def fit_head(config: ExperimentConfig, train: tuple, val: tuple, weights: dict | None, out: Path) -> tuple:
+    """A dropout + softmax head on pooled features; returns it and the epochs run."""
+    num_classes = train[1].shape[1]
+    head = keras.Sequential([keras.Input(train[0].shape[1:]), keras.layers.Dropout(config.dropout),
+                             keras.layers.Dense(num_classes, name="logits"), keras.layers.Activation("softmax")])
+    compile_for(head, config, config.head_learning_rate, num_classes)
+    history = head.fit(*train, validation_data=val, epochs=config.head_epochs, batch_size=config.batch_size,
+                       class_weight=weights, callbacks=callbacks(config, out, 1), verbose=0)
+    return head, len(history.history["loss"])
 
 
 def train_head_on_features(model, config, train_rows, val_ds, names, weights, out: Path) -> int:
     """Stage 1 on features computed once: the frozen backbone's output does not change between
     epochs, so each epoch costs milliseconds instead of a full pass over the photos.
-    Mirrored photos' features double the training set. Returns the epochs run."""
-    num_classes = model.output_shape[-1]
-    in_order = dataset(train_rows, names, config, shuffle=False)  # features and labels must stay paired
-    x_train, y_train = features(model, in_order)
-    x_mirror, _ = features(model, in_order.map(lambda x, y: (x[:, :, ::-1], y)))
-    x_val, y_val = features(model, val_ds)
-    head = keras.Sequential([keras.Input(x_train.shape[1:]), keras.layers.Dropout(config.dropout),
-                             keras.layers.Dense(num_classes, name="logits"), keras.layers.Activation("softmax")])
-    compile_for(head, config, config.head_learning_rate, num_classes)
-    history = head.fit(np.concatenate([x_train, x_mirror]), np.concatenate([y_train, y_train]),
-                       validation_data=(x_val, y_val), epochs=config.head_epochs, batch_size=config.batch_size,
-                       class_weight=weights, callbacks=callbacks(config, out, 1), verbose=0)
+    Mirrored (and optionally augmented) photos' features enlarge the training set. Returns the epochs run."""
+    views, y_train = feature_views(model, dataset(train_rows, names, config, shuffle=False), config)
+    head, epochs = fit_head(config, (np.concatenate(views), np.tile(y_train, (len(views), 1))),
+                            features(model, val_ds), weights, out)
     model.get_layer("logits").set_weights(head.get_layer("logits").get_weights())
-    return len(history.history["loss"])
+    return epochs
 
 
 def fit(config: ExperimentConfig, train_rows: list[dict], val_rows: list[dict], names: list[str], out: Path,
@@ -140,11 +155,12 @@ def _augmented_rows(config: ExperimentConfig) -> list[dict]:
     return read_rows(path) if path.is_file() else []
 
 
-def predict_logits(model: keras.Model, pixels: np.ndarray, tta: bool = False, batch_size: int = 32) -> np.ndarray:
-    """Logits for uint8 pixels; with `tta`, averaged with the mirrored photos' logits."""
-    logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
-    logits = logits_model.predict(pixels.astype(np.float32), batch_size=batch_size, verbose=0)
+def predict(model: keras.Model, pixels: np.ndarray, tta: bool = False, batch_size: int = 32) -> tuple:
+    """Pooled features and logits for uint8 pixels; with `tta`, the logits are averaged with the
+    mirrored photos' (the features never are: the app computes them from the photo alone)."""
+    outputs = keras.Model(model.inputs, [model.get_layer("pool").output, model.get_layer("logits").output])
+    features, logits = outputs.predict(pixels.astype(np.float32), batch_size=batch_size, verbose=0)
     if tta:
-        logits = (logits + logits_model.predict(pixels[:, :, ::-1].astype(np.float32), batch_size=batch_size,
-                                                verbose=0)) / 2
-    return logits
+        logits = (logits + outputs.predict(pixels[:, :, ::-1].astype(np.float32), batch_size=batch_size,
+                                           verbose=0)[1]) / 2
+    return features, logits

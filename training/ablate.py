@@ -1,0 +1,106 @@
+"""Step `ablate`: which settings the numbers support, each scored by the same grouped CV.
+
+Each variant (the config's `ablations`) changes one or more settings of the config. Fine-tuning
+one variant through 5 folds costs about 40 minutes of 2-core CPU, so variants are scored with the
+backbone frozen: pooled features are computed once per image size and view (the photo, its
+mirror, augmented copies), cached in `<output_dir>/ablation/features/`, and only the head is
+trained per fold (seconds). A variant marked `"fine_tune": true` is instead trained in full
+through evaluate's cross-validation (resumable per fold; with no other change it reads back
+evaluate's own folds).
+Writes `ablation.json`; the card shows it beside the fine-tuned model's CV.
+"""
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from training.config import ExperimentConfig
+from training.data import dataset
+from training.evaluate import aggregate_folds, cross_validate, labels_of, summarize
+from training.split import group_split
+from training.tables import read_rows
+from training.train import balanced_class_weights, class_names, feature_views, fit_head, new_model
+
+
+def cached_views(config: ExperimentConfig, rows: list[dict], names: list[str]) -> list[np.ndarray]:
+    """Feature views of `rows` at the config's image size, computed once and kept on disk."""
+    folder = config.out / "ablation" / "features" / f"{config.image_size}px_aug{config.head_augmented_copies}"
+    files = [folder / f"view{i}.npy" for i in range(2 + config.head_augmented_copies)]
+    if all(f.is_file() for f in files):
+        return [np.load(f) for f in files]
+    print(f"ablation: features of {len(rows)} photos at {config.image_size} px, {len(files)} views")
+    model = new_model(config, len(names))
+    views, _ = feature_views(model, dataset(rows, names, config, shuffle=False), config)
+    folder.mkdir(parents=True, exist_ok=True)
+    for f, view in zip(files, views):
+        np.save(f, view)
+    return views
+
+
+def head_logits(config: ExperimentConfig, views: list[np.ndarray], labels: np.ndarray, fit_idx, val_idx,
+                names: list[str], rows: list[dict], out: Path):
+    """Train a head on `fit_idx` (early-stopped on `val_idx`); return a function giving logits."""
+    one_hot = np.eye(len(names), dtype=np.float32)
+    train = (np.concatenate([v[fit_idx] for v in views]), np.tile(one_hot[labels[fit_idx]], (len(views), 1)))
+    weights = balanced_class_weights([rows[i] for i in fit_idx], names) if config.class_weights else None
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    head, _ = fit_head(config, train, (views[0][val_idx], one_hot[labels[val_idx]]), weights, out)
+    logits_of = keras.Model(head.inputs, head.get_layer("logits").output)
+
+    def logits(photo, mirror):
+        result = logits_of.predict(photo, verbose=0)
+        return (result + logits_of.predict(mirror, verbose=0)) / 2 if config.tta else result
+    return logits
+
+
+def score_variant(config: ExperimentConfig, rows: list[dict], names: list[str], name: str) -> dict:
+    """Grouped k-fold CV of the head on cached features, the folds of `split.csv`."""
+    views = cached_views(config, rows, names)
+    labels = labels_of(rows, names)
+    folds = []
+    for fold in range(config.cv_folds):
+        held = np.array([i for i, r in enumerate(rows) if r["fold"] == str(fold)])
+        rest = np.array([i for i, r in enumerate(rows) if r["fold"] != str(fold)])
+        fit_idx, val_idx = group_split([rows[i]["target_class"] for i in rest], [rows[i]["cluster"] for i in rest],
+                                       config.val_fraction, config.seed)
+        logits = head_logits(config, views, labels, rest[fit_idx], rest[val_idx], names, rows,
+                             config.out / "ablation" / slug(name) / f"fold{fold}")
+        folds.append(summarize(logits(views[0][held], views[1][held]), labels[held], names,
+                               [rows[i] for i in held], config.top_k))
+    return aggregate_folds(folds, config, names)
+
+
+def slug(name: str) -> str:
+    return re.sub(r"\W+", "_", name).strip("_")
+
+
+def run(config: ExperimentConfig, force: bool = False) -> Path:
+    if not config.imagenet_weights:
+        raise ValueError("ablate scores variants with the backbone frozen, which needs pretrained weights: "
+                         "set imagenet_weights in the config.")
+    out = config.out / "ablation.json"
+    done = json.loads(out.read_text()) if out.is_file() and not force else {"variants": {}}
+    rows = [r for r in read_rows(config.out / "split.csv") if r["fold"] != ""]
+    names = class_names(rows)
+    for name, overrides in config.ablations.items():
+        if name not in done["variants"]:
+            print(f"ablation: {name}")
+            changes = {k: v for k, v in overrides.items() if k != "fine_tune"}
+            variant = dataclasses.replace(config, **changes)
+            if not overrides.get("fine_tune"):
+                result = score_variant(variant, rows, names, name)
+            else:
+                if changes:
+                    variant.output_dir = str(config.out / "ablation" / slug(name))
+                result = cross_validate(variant, rows, names)
+            done["variants"][name] = {"overrides": overrides, **result}
+            out.write_text(json.dumps(done, indent=2) + "\n", encoding="utf-8")
+    for name, result in done["variants"].items():
+        print(f"{name:32s} top-1 {result['accuracy']['mean']:.3f} +/- {result['accuracy']['std']:.3f}  "
+              f"top-3 {result['top3_accuracy']['mean']:.3f}  macro-F1 {result['macro_f1']['mean']:.3f}")
+    return out

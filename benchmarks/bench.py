@@ -57,8 +57,8 @@ def median_ms(fn, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def photo_jpeg(size: int = 448) -> bytes:
-    photo = Image.open(ROOT / "examples" / "astronaut-face.jpg").convert("RGB").resize((size, size))
+def photo_jpeg(size: tuple[int, int] = (448, 448)) -> bytes:
+    photo = Image.open(ROOT / "examples" / "astronaut-face.jpg").convert("RGB").resize(size)
     buffer = io.BytesIO()
     photo.save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
@@ -90,12 +90,12 @@ def inprocess(backbones: list[str], repeats: int) -> None:
     from explain.settings import Settings
 
     data = photo_jpeg()
-    rows, method_rows = [], []
+    rows, method_rows, services = [], [], {}
     for backbone in backbones:
         folder = model_folder(backbone, Path(tempfile.mkdtemp()) / backbone)
         classifier = Classifier(load_model_folder(folder, ModelSource("folder", str(folder))))
         classifier.warm_up()
-        service = Service(Settings(), classifier)
+        service = services[backbone] = Service(Settings(), classifier)
         model = classifier.keras_model
         x = classifier.pixels(service.read(data))
         forward = tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec(x.shape, tf.float32)])
@@ -136,6 +136,25 @@ def inprocess(backbones: list[str], repeats: int) -> None:
            "predict + new tf-keras-vis Gradcam", "path / forward", "PNG path / forward", "naive / path"], rows)
     print("CAM methods (objects built once per process)\n")
     table(["model", "method", "median", "x default"], method_rows)
+    uploads(services[backbones[0]], repeats)
+
+
+def uploads(service, repeats: int) -> None:
+    """What the size of the upload costs: JPEGs are decoded scaled down to what the model and the
+    heatmap need (explain.images.decode_photo's `at_least`)."""
+    from explain.images import decode_photo
+    from explain.overlay import MAX_SIDE, jpeg_bytes
+
+    rows = []
+    for size in ((448, 448), (1600, 1200), (4032, 3024)):
+        data = photo_jpeg(size)
+        full = median_ms(lambda: decode_photo(data, 10**9), max(3, repeats // 3))
+        scaled = median_ms(lambda: decode_photo(data, 10**9, at_least=MAX_SIDE), repeats)
+        path = median_ms(lambda: jpeg_bytes(service.explain(data)[1]), repeats)
+        rows.append([f"{size[0]}x{size[1]} JPEG ({len(data) // 1024} KB)", f"{full:.1f} ms", f"{scaled:.1f} ms",
+                     f"{path:.0f} ms"])
+    print(f"Upload size (model: {service.classifier.config.name})\n")
+    table(["upload", "decode in full", "decode scaled (as served)", "whole request path"], rows)
 
 
 def launch(script: str, env: dict) -> tuple[subprocess.Popen, str, float]:

@@ -36,6 +36,14 @@ def test_non_skin_photo_is_flagged_uncertain(service):
     assert "Uncertain" in verdict and sum(labels.values()) <= 1.0 + 1e-6
 
 
+@pytest.mark.skipif(not (SHARED / "data" / "normal-skin-web").is_dir(), reason=f"normal-skin photos not under {SHARED}")
+def test_most_healthy_skin_photos_are_flagged_uncertain(service):
+    """Healthy skin is outside the taxonomy; the feature-similarity score should say so."""
+    photos = sorted((SHARED / "data" / "normal-skin-web" / "images").rglob("*.jp*g"))[:30]
+    flagged = [service.classifier.predict(service.read(p)).uncertain for p in photos]
+    assert len(photos) == 30 and np.mean(flagged) >= 0.8
+
+
 @pytest.mark.skipif(not DERMNET.is_dir() or not SD198.is_dir(), reason=f"clinical photos not found under {SHARED}")
 def test_held_out_clinical_photos_are_classified_well_above_chance(service, tmp_path):
     """The shipped model's own held-out test photos: curate and split are seeded, so they are

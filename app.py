@@ -14,9 +14,11 @@ from pathlib import Path
 
 import gradio as gr
 from gradio.data_classes import ImageData
+from gradio.utils import get_upload_folder
 from PIL import Image
 
 from explain.cams import DEFAULT_METHOD, METHODS
+from explain.cleanup import start_sweeper
 from explain.errors import SkinExplainError
 from explain.overlay import jpeg_bytes
 from explain.service import TOP_CLASS, Service, example_name
@@ -75,8 +77,7 @@ def build_app(service: Service) -> gr.Blocks:
     predict = shown_to_user(service.predict)
     explain = shown_to_user(service.explain)
 
-    with gr.Blocks(title="Skin condition classifier, explained", analytics_enabled=False,
-                   delete_cache=(service.settings.cache_sweep_seconds, service.settings.cache_max_age_seconds)) as demo:
+    with gr.Blocks(title="Skin condition classifier, explained", analytics_enabled=False) as demo:
         gr.Markdown("# Skin condition classifier, explained")
         gr.Markdown(service.disclaimer, elem_id="disclaimer")
         status = gr.Markdown(service.model_status(), elem_id="model-status")
@@ -118,6 +119,7 @@ def main() -> None:
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO)
     demo = build_app(Service.start(settings))
+    start_sweeper(Path(get_upload_folder()), settings.cache_sweep_seconds, settings.cache_max_age_seconds)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     demo.launch(server_name=settings.host, server_port=args.port or settings.port, share=args.share or settings.share,
                 max_file_size=settings.max_upload_bytes, show_error=False, theme=gr.themes.Soft())

@@ -137,6 +137,25 @@ def inprocess(backbones: list[str], repeats: int) -> None:
     print("CAM methods (objects built once per process)\n")
     table(["model", "method", "median", "x default"], method_rows)
     uploads(services[backbones[0]], repeats)
+    input_sizes(repeats)
+
+
+def input_sizes(repeats: int) -> None:
+    """What a higher input resolution would cost each request (the ablation's resolution rows)."""
+    import tensorflow as tf
+
+    from training.backbones import build_classifier
+
+    rows, base = [], None
+    for size in (224, 288, 352):
+        model = build_classifier("mobilenet_v2", len(CLASSES), size)
+        x = np.zeros((1, size, size, 3), np.float32)
+        forward = tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec(x.shape, tf.float32)])
+        cost = median_ms(lambda: forward(x), repeats)
+        base = base or cost
+        rows.append([f"{size}x{size}", f"{cost:.0f} ms", f"{cost / base:.2f}x"])
+    print("MobileNetV2 compiled forward pass by input size\n")
+    table(["input", "forward", "x 224"], rows)
 
 
 def uploads(service, repeats: int) -> None:

@@ -13,6 +13,7 @@ from PIL import Image
 
 from bad_inputs import CASES
 from conftest import ARTIFACTS, ROOT, launch_app
+from explain.cleanup import sweep
 
 BAD = [(name, data, expected) for name, data, expected in CASES if expected]
 
@@ -61,6 +62,21 @@ def test_uploads_and_heatmaps_are_not_kept(app, tmp_path):
         time.sleep(1)
     left = [os.path.join(d, f) for d, _, files in os.walk(temp) for f in files]
     assert len(left) <= baseline, left  # 100 uploads and 50 heatmaps later, nothing is left
+
+
+def test_sweeper_deletes_only_what_is_past_its_age(tmp_path):
+    old, fresh = tmp_path / "a1" / "photo.jpg", tmp_path / "b2" / "heatmap.jpg"
+    for path in (old, fresh):
+        path.parent.mkdir()
+        path.write_bytes(b"not kept")
+    long_ago = time.time() - 600
+    os.utime(old, (long_ago, long_ago))
+    assert sweep(tmp_path, max_age=60) == 1
+    assert not old.exists() and fresh.exists() and old.parent.exists()  # the folder just changed
+    os.utime(old.parent, (long_ago, long_ago))
+    sweep(tmp_path, max_age=60)
+    assert not old.parent.exists() and fresh.exists()
+    assert sweep(tmp_path / "missing", max_age=60) == 0
 
 
 @pytest.mark.parametrize("app", [{"SKIN_QUEUE_SIZE": "1"}], indirect=True)

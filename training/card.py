@@ -198,6 +198,7 @@ class weights {"on" if config.class_weights else "off"}, test-time mirror averag
 
 ## Evaluation
 {evaluation(report, names)}
+
 {ablation_section(ablation)}
 ## Limitations
 - Small data: {sum(counts.values()):,} photos from {len(config.sources)} source(s); several classes have few photos.

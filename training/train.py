@@ -70,8 +70,10 @@ def callbacks(config: ExperimentConfig, out: Path, stage: int) -> list:
 def features(model: keras.Model, ds, augment: keras.layers.Layer | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pooled backbone features and labels of a dataset; with `augment`, of randomly augmented copies."""
     pooled = keras.Model(model.inputs, model.get_layer("pool").output)
-    batches = [(augment(x, training=True) if augment is not None else x, y) for x, y in ds]
-    xs, ys = zip(*[(pooled(x, training=False).numpy(), y.numpy()) for x, y in batches])
+    def view(x):
+        return augment(x, training=True) if augment is not None else x
+
+    xs, ys = zip(*[(pooled(view(x), training=False).numpy(), y.numpy()) for x, y in ds])
     return np.concatenate(xs), np.concatenate(ys)
 
 

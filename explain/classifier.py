@@ -69,8 +69,7 @@ class Classifier:
         means = loaded.class_means
         self.class_means = None if means is None else tf.constant(means / np.linalg.norm(means, axis=1, keepdims=True))
         spec = tf.TensorSpec(self.input_shape, tf.float32)
-        self._forward = tf.function(lambda pixels: self.read_out(*self.activations_and_logits(pixels, training=False)),
-                                    input_signature=[spec])
+        self._forward = tf.function(self._probabilities_and_score, input_signature=[spec])
         self._cams: dict[str, CamMethod] = {}
 
     def pixels(self, photo: Image.Image) -> np.ndarray:
@@ -104,6 +103,9 @@ class Classifier:
         blank = Image.new("RGB", (self.config.image_size,) * 2, (128, 128, 128))
         self.explain(blank)
         self.predict(blank)
+
+    def _probabilities_and_score(self, pixels):
+        return self.read_out(*self.activations_and_logits(pixels, training=False))
 
     def read_out(self, activations, logits) -> tuple[tf.Tensor, tf.Tensor]:
         """Probabilities and the abstention score from one pass (traced inside tf.function)."""

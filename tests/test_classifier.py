@@ -144,3 +144,18 @@ def test_a_large_jpeg_is_decoded_smaller_into_nearly_the_same_model_input(test_p
     assert min(quick.size) >= 512 and quick.width * quick.height <= full.width * full.height / 4
     # the shipped model's answers on real photos: tests/test_shipped_model.py
     assert np.abs(fit_to_model(full, 224) - fit_to_model(quick, 224)).mean() < 1.0  # of 255 levels
+
+
+def test_two_requests_at_once_get_the_same_answers_as_one_at_a_time(classifier, test_photos):
+    """The app computes two requests at a time (SKIN_CONCURRENCY=2), sharing the compiled
+    passes and the tf-keras-vis objects."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(photo(path), method) for path, _ in test_photos[:2] for method in METHODS] * 2
+    one_at_a_time = [classifier.explain(picture, method) for picture, method in jobs]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        at_once = list(pool.map(lambda job: classifier.explain(*job), jobs))
+    for alone, together in zip(one_at_a_time, at_once):
+        assert alone.target == together.target
+        assert np.allclose(alone.prediction.probabilities, together.prediction.probabilities, atol=1e-5)
+        assert np.allclose(alone.cam, together.cam, atol=1e-4)

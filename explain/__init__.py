@@ -3,6 +3,7 @@
 Modules, in the order a request meets them: `settings` (configuration), `images`
 (decode and validate an upload), `hub` and `model` (find and load the model folder),
 `classifier` (probabilities and uncertainty), `cams` (Grad-CAM and friends), `overlay`
-(heatmap over the photo), `card` (the model card's disclaimer) and `service` (what the
-app, the API and the command line call). Importing this package loads nothing heavy.
+(heatmap over the photo, as JPEG), `card` (the model card's disclaimer), `service` (what
+the app, the API and the command line call) and `cleanup` (deleting uploads and heatmaps
+afterwards). Importing this package loads nothing heavy.
 """

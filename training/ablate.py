@@ -1,4 +1,4 @@
-"""Step `ablate`: which settings the numbers support, each scored by the same grouped CV.
+"""Ablate (a study, not part of `all`): which settings the numbers support, each scored by the same grouped CV.
 
 Each variant (the config's `ablations`) changes one or more settings of the config. Fine-tuning
 one variant through 5 folds costs about 40 minutes of 2-core CPU, so variants are scored with the

@@ -66,8 +66,7 @@ class Classifier:
             self.keras_model.inputs,
             [self.keras_model.get_layer(self.cam_layer).output, self.keras_model.layers[-1].input],
         )
-        means = loaded.class_means
-        self.class_means = None if means is None else tf.constant(means / np.linalg.norm(means, axis=1, keepdims=True))
+        self.class_means = None if loaded.class_means is None else tf.constant(loaded.class_means)
         spec = tf.TensorSpec(self.input_shape, tf.float32)
         self._forward = tf.function(self._probabilities_and_score, input_signature=[spec])
         self._cams: dict[str, CamMethod] = {}

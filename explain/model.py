@@ -119,7 +119,8 @@ def _load_class_means(folder: Path, config: ModelConfig, source: ModelSource) ->
     if config.abstain_score != "feature_similarity":
         return None
     try:
-        return np.load(folder / "class_means.npy", allow_pickle=False).astype(np.float32)
+        means = np.load(folder / "class_means.npy", allow_pickle=False).astype(np.float32)
+        return means / np.linalg.norm(means, axis=1, keepdims=True)  # unit rows: a dot product is the cosine
     except (OSError, ValueError) as err:
         raise ModelFormatError(f"{source.describe()} uses abstain_score feature_similarity but its "
                                f"class_means.npy is missing or unreadable: {err}") from err

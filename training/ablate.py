@@ -26,11 +26,20 @@ from training.tables import read_rows
 from training.train import balanced_class_weights, class_names, feature_views, fit_head, new_model
 
 
+# every setting that changes the cached features; a cache made with other values is recomputed
+FEATURE_SETTINGS = ("backbone", "alpha", "image_size", "imagenet_weights", "sources", "blank_all_mask_boxes",
+                    "flip", "rotation", "zoom", "contrast", "brightness", "head_augmented_copies", "seed",
+                    "batch_size")
+
+
 def cached_views(config: ExperimentConfig, rows: list[dict], names: list[str]) -> list[np.ndarray]:
-    """Feature views of `rows` at the config's image size, computed once and kept on disk."""
+    """Feature views of `rows` under the config's settings, computed once and kept on disk."""
     folder = config.out / "ablation" / "features" / f"{config.image_size}px_aug{config.head_augmented_copies}"
     files = [folder / f"view{i}.npy" for i in range(2 + config.head_augmented_copies)]
-    if all(f.is_file() for f in files):
+    settings = json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k in FEATURE_SETTINGS},
+                          sort_keys=True)
+    stamp = folder / "settings.json"
+    if all(f.is_file() for f in files) and stamp.is_file() and stamp.read_text(encoding="utf-8") == settings:
         return [np.load(f) for f in files]
     print(f"ablation: features of {len(rows)} photos at {config.image_size} px, {len(files)} views")
     model = new_model(config, len(names))
@@ -38,6 +47,7 @@ def cached_views(config: ExperimentConfig, rows: list[dict], names: list[str]) -
     folder.mkdir(parents=True, exist_ok=True)
     for f, view in zip(files, views):
         np.save(f, view)
+    stamp.write_text(settings, encoding="utf-8")
     return views
 
 

@@ -68,7 +68,7 @@ class ExperimentConfig:
     top_k: list[int] = field(default_factory=lambda: [3])
     tta: bool = False  # average the prediction with the mirrored photo's
     cross_source: bool = False  # also train on each source alone and test on the other
-    abstain_score: str = "feature_similarity"  # or max_probability (see training.metrics.ABSTAIN_SCORES)
+    abstain_score: str = "feature_similarity"  # or max_probability (explain.model.ABSTAIN_SCORES)
     abstain_coverage: float = 0.9  # threshold keeps this share of validation photos
     ood_folders: dict[str, str] = field(default_factory=dict)  # name -> folder of photos the model must not know
     # ablate: variant name -> the settings it changes (see training/ablate.py)

@@ -171,7 +171,7 @@ def abstention(config, model, temperature, outputs: dict, labels: dict, rows) ->
     answering = scores["test"][chosen] >= threshold
     correct = outputs["test"][1].argmax(axis=1) == labels["test"]
     result = {
-        "score": metrics.ABSTAIN_SCORES[chosen],
+        "score": metrics.SCORE_NAMES[chosen],
         "threshold": threshold,
         "chosen_for_validation_coverage": config.abstain_coverage,
         "test_coverage": float(np.mean(answering)),
@@ -185,8 +185,8 @@ def abstention(config, model, temperature, outputs: dict, labels: dict, rows) ->
         ood = metrics.abstention_scores(*predict(model, load_pixels(ood_rows, config), config.tta), temperature, means)
         result["ood"][name] = {"n": len(ood_rows), "auroc": metrics.ood_auroc(scores["test"][chosen], ood[chosen]),
                                "share_flagged_uncertain": float(np.mean(ood[chosen] < threshold)),
-                               "auroc_by_score": {metrics.ABSTAIN_SCORES[k]: metrics.ood_auroc(scores["test"][k], ood[k])
-                                                  for k in metrics.ABSTAIN_SCORES}}
+                               "auroc_by_score": {metrics.SCORE_NAMES[k]: metrics.ood_auroc(scores["test"][k], ood[k])
+                                                  for k in metrics.SCORE_NAMES}}
     return result, means
 
 

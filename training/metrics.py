@@ -67,7 +67,7 @@ def calibrated(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return softmax(logits / temperature, axis=1)
 
 
-ABSTAIN_SCORES = {  # config name -> the name reports and the card use
+SCORE_NAMES = {  # config name -> the name reports and the card use
     "feature_similarity": "feature similarity to the nearest class mean (cosine)",
     "max_probability": "max softmax probability (temperature-scaled)",
     "energy": "energy (log-sum-exp of temperature-scaled logits)",
@@ -84,7 +84,7 @@ def class_means(features: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
 
 
 def abstention_scores(features: np.ndarray, logits: np.ndarray, temperature: float, means: np.ndarray) -> dict:
-    """Each score of ABSTAIN_SCORES for each photo; higher means more like the training photos."""
+    """Each score of SCORE_NAMES for each photo; higher means more like the training photos."""
     scaled = logits / temperature
     return {"feature_similarity": (unit(features) @ means.T).max(axis=1),
             "max_probability": softmax(scaled, axis=1).max(axis=1),

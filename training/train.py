@@ -70,6 +70,7 @@ def callbacks(config: ExperimentConfig, out: Path, stage: int) -> list:
 def features(model: keras.Model, ds, augment: keras.layers.Layer | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pooled backbone features and labels of a dataset; with `augment`, of randomly augmented copies."""
     pooled = keras.Model(model.inputs, model.get_layer("pool").output)
+
     def view(x):
         return augment(x, training=True) if augment is not None else x
 

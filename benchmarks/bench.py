@@ -57,6 +57,19 @@ def median_ms(fn, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def interleaved_medians_ms(fns: dict, repeats: int) -> dict[str, float]:
+    """Median of each function, all called in turn in every round, so a machine that gets busier
+    or quieter during the run moves every figure alike and their ratios stay fair."""
+    times = {name: [] for name in fns}
+    for round_ in range(repeats + 1):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_:  # the first round warms up
+                times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+
+
 def photo_jpeg(size: tuple[int, int] = (448, 448)) -> bytes:
     photo = Image.open(ROOT / "examples" / "astronaut-face.jpg").convert("RGB").resize(size)
     buffer = io.BytesIO()
@@ -115,11 +128,13 @@ def inprocess(backbones: list[str], repeats: int) -> None:
                                                                           penultimate_layer=classifier.cam_layer)
 
         slow_repeats = max(3, repeats // 6)
-        t = {
-            "forward": median_ms(lambda: forward(x), repeats),
-            "one pass": median_ms(lambda: classifier.cam_method("Grad-CAM")(x, None), repeats),
-            "path": median_ms(whole_path, repeats),
-            "png path": median_ms(png_path, repeats),
+        t = interleaved_medians_ms({
+            "forward": lambda: forward(x),
+            "one pass": lambda: classifier.cam_method("Grad-CAM")(x, None),
+            "path": whole_path,
+            "png path": png_path,
+        }, 3 * repeats)
+        t |= {
             "predict": median_ms(lambda: model.predict(x, verbose=0), repeats),
             "vis once": median_ms(lambda: vis(CategoricalScore([0]), x, penultimate_layer=classifier.cam_layer),
                                   slow_repeats),
@@ -130,7 +145,8 @@ def inprocess(backbones: list[str], repeats: int) -> None:
         for name in METHODS:
             cost = median_ms(lambda: classifier.cam_method(name)(x, None), slow_repeats)
             method_rows.append([backbone, name, f"{cost:.0f} ms", f"{cost / t['one pass']:.1f}x"])
-    print("In-process request path (448x448 JPEG in, overlay JPEG out as the app sends it; batch 1, medians)\n")
+    print("In-process request path (448x448 JPEG in, overlay JPEG out as the app sends it; batch 1, medians;\n"
+          "forward, one pass and both paths measured in turn within each round)\n")
     table(["model", "compiled forward", "one pass: probs + Grad-CAM", "whole request path",
            "same path, PNG out (zlib 1)", "model.predict", "tf-keras-vis Gradcam (built once)",
            "predict + new tf-keras-vis Gradcam", "path / forward", "PNG path / forward", "naive / path"], rows)

@@ -60,7 +60,7 @@ class Classifier:
         self.labels = loaded.labels
         self.config = loaded.config
         self.temperature = float(loaded.config.temperature)
-        self.cam_layer = loaded.config.cam_layer or find_cam_layer(self.keras_model)
+        self.cam_layer = loaded.cam_layer
         self.input_shape = (1, self.config.image_size, self.config.image_size, 3)
         self.activations_and_logits = keras.Model(
             self.keras_model.inputs,
@@ -116,11 +116,3 @@ class Classifier:
 
     def prediction(self, probabilities, score) -> Prediction:
         return Prediction(self.labels, np.asarray(probabilities), self.config.abstain_threshold, float(score))
-
-
-def find_cam_layer(model: keras.Model) -> str:
-    """The last layer with a 4-D output (batch, height, width, channels): the usual CAM target."""
-    for layer in reversed(model.layers):
-        if not isinstance(layer, keras.layers.InputLayer) and len(layer.output.shape) == 4:
-            return layer.name
-    raise ValueError("The model has no 4-D convolutional activation to explain; set cam_layer in config.json.")

@@ -131,15 +131,18 @@ def _refuse_known_non_photos(data: bytes) -> None:
 
 
 def _upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; a damaged EXIF block is ignored, not fatal."""
+    """Apply the EXIF orientation (in place: no copy when there is none); a damaged EXIF block is ignored."""
     try:
-        return ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)
     except Exception:
-        return image
+        pass
+    return image
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB; transparency is composited on white."""
+    if image.mode == "RGB":
+        return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         pixels = np.asarray(image, dtype=np.float64)
         scale = 257.0 if image.mode != "F" else max(pixels.max(), 1.0) / 255.0

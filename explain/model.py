@@ -67,6 +67,7 @@ class LoadedModel:
     config: ModelConfig
     source: ModelSource
     folder: Path
+    cam_layer: str  # the layer the CAMs explain: config.cam_layer, or the last 4-D activation
     class_means: np.ndarray | None = None  # (classes, CAM-layer channels), unit rows
 
     @property
@@ -89,12 +90,19 @@ def load_model_folder(folder: Path, source: ModelSource) -> LoadedModel:
     except (ValueError, TypeError) as err:
         raise ModelFormatError(f"labels.json or config.json of {source.describe()} is invalid: {err}") from err
     keras_model = _load_keras_file(folder / "model.keras", source)
-    class_means = _load_class_means(folder, config, source)
     _check_contract(keras_model, labels, config, source)
-    if class_means is not None and class_means.shape[0] != len(labels):
-        raise ModelFormatError(f"class_means.npy of {source.describe()} has {class_means.shape[0]} rows "
-                               f"but labels.json names {len(labels)} classes.")
-    return LoadedModel(keras_model, labels, config, source, folder, class_means)
+    cam_layer = _cam_layer(keras_model, config, source)
+    class_means = _load_class_means(folder, config, source)
+    channels = keras_model.get_layer(cam_layer).output.shape[-1]
+    if class_means is not None:
+        norms = np.linalg.norm(class_means, axis=-1, keepdims=True)
+        if class_means.shape != (len(labels), channels) or not np.all(norms > 0):
+            raise ModelFormatError(
+                f"class_means.npy of {source.describe()} has shape {class_means.shape}; it needs one non-zero "
+                f"row per class ({len(labels)}) and one column per channel of the CAM layer {cam_layer!r} "
+                f"({channels}). Export it again from the same training run.")
+        class_means = class_means / norms  # unit rows: a dot product is the cosine
+    return LoadedModel(keras_model, labels, config, source, folder, cam_layer, class_means)
 
 
 def resolve_model(settings: Settings) -> LoadedModel:
@@ -112,6 +120,30 @@ def resolve_model(settings: Settings) -> LoadedModel:
     )
 
 
+def find_cam_layer(model: keras.Model) -> str | None:
+    """The last layer with a 4-D output (batch, height, width, channels): the usual CAM target."""
+    for layer in reversed(model.layers):
+        if not isinstance(layer, keras.layers.InputLayer) and len(layer.output.shape) == 4:
+            return layer.name
+    return None
+
+
+def _cam_layer(model: keras.Model, config: ModelConfig, source: ModelSource) -> str:
+    name = config.cam_layer or find_cam_layer(model)
+    if name is None:
+        raise ModelFormatError(f"{source.describe()} has no 4-D convolutional activation to explain; "
+                               "name one as cam_layer in config.json.")
+    try:
+        shape = model.get_layer(name).output.shape
+    except ValueError as err:
+        raise ModelFormatError(f"config.json of {source.describe()} names cam_layer {name!r}, which the model "
+                               "does not have. Fix the name or remove cam_layer to use the last 4-D activation.") from err
+    if len(shape) != 4:
+        raise ModelFormatError(f"cam_layer {name!r} of {source.describe()} has output shape {shape}; "
+                               "a CAM needs a 4-D (batch, height, width, channels) activation.")
+    return name
+
+
 def _load_class_means(folder: Path, config: ModelConfig, source: ModelSource) -> np.ndarray | None:
     if config.abstain_score not in ABSTAIN_SCORES:
         raise ModelFormatError(f"config.json of {source.describe()} names abstain_score {config.abstain_score!r}; "
@@ -119,8 +151,7 @@ def _load_class_means(folder: Path, config: ModelConfig, source: ModelSource) ->
     if config.abstain_score != "feature_similarity":
         return None
     try:
-        means = np.load(folder / "class_means.npy", allow_pickle=False).astype(np.float32)
-        return means / np.linalg.norm(means, axis=1, keepdims=True)  # unit rows: a dot product is the cosine
+        return np.load(folder / "class_means.npy", allow_pickle=False).astype(np.float32)
     except (OSError, ValueError) as err:
         raise ModelFormatError(f"{source.describe()} uses abstain_score feature_similarity but its "
                                f"class_means.npy is missing or unreadable: {err}") from err

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 from PIL import Image
 
 from explain.cams import DEFAULT_METHOD
@@ -36,6 +37,8 @@ class Service:
     def start(cls, settings: Settings | None = None) -> "Service":
         """Load the configured model once and warm it up; never raises for a missing model."""
         settings = settings or Settings.from_env()
+        # A server logs; it draws no progress bars (Score-CAM's model.predict would draw one per request).
+        keras.utils.disable_interactive_logging()
         try:
             loaded, fallback_reason = resolve_model(settings), None
         except SkinExplainError as err:

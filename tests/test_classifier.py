@@ -10,7 +10,8 @@ from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
 from tf_keras_vis.utils.scores import CategoricalScore
 
 from explain.cams import METHODS, normalize
-from explain.classifier import Prediction, find_cam_layer
+from explain.classifier import Prediction
+from explain.model import find_cam_layer
 from explain.images import decode_photo, fit_to_model, load_photo
 import matplotlib
 

@@ -32,3 +32,13 @@ def test_cli_without_a_model_says_how_to_configure_one(tmp_path):
     result = subprocess.run([sys.executable, "-m", "explain", str(ROOT / "examples" / "astronaut-face.jpg")],
                             cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 2 and "has no model.keras" in result.stderr
+
+
+def test_score_cam_draws_no_progress_bars(tiny_model_dir, test_photos):
+    """tf-keras-vis's Score-CAM calls model.predict, which would draw a Keras progress bar per request."""
+    result = subprocess.run(
+        [sys.executable, "-m", "explain", test_photos[0][0], "--json", "--method", "Score-CAM"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "SKIN_MODEL_DIR": str(tiny_model_dir)},
+    )
+    assert result.returncode == 0 and json.loads(result.stdout)["top"]
+    assert "/step" not in result.stdout + result.stderr

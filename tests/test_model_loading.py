@@ -94,18 +94,24 @@ def test_label_count_must_match_outputs(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("change,expected", [
     ({"abstain_score": "vibes"}, "use one of max_probability, feature_similarity"),
     ({"remove_means": True}, "class_means.npy is missing or unreadable"),
-    ({"means_rows": 2}, "class_means.npy .* has 2 rows but labels.json names 3"),
+    ({"means": lambda m: m[:2]}, r"has shape \(2, \d+\); it needs one non-zero row per class \(3\)"),
+    ({"means": lambda m: m[:, :5]}, r"has shape \(3, 5\); .* one column per channel of the CAM layer"),
+    ({"means": lambda m: m[0]}, r"has shape \(\d+,\)"),
+    ({"means": lambda m: m * [[1], [0], [1]]}, "non-zero row"),
+    ({"cam_layer": "no_such_layer"}, "names cam_layer 'no_such_layer', which the model does not have"),
+    ({"cam_layer": "logits"}, "a CAM needs a 4-D"),
 ])
-def test_abstention_settings_are_checked(tiny_model_dir, tmp_path, change, expected):
+def test_abstention_and_cam_settings_are_checked(tiny_model_dir, tmp_path, change, expected):
     copy = shutil.copytree(tiny_model_dir, tmp_path / "model")
     config = json.loads((copy / "config.json").read_text())
     assert config["abstain_score"] == "feature_similarity"  # what the pipeline publishes by default
-    if "abstain_score" in change:
-        (copy / "config.json").write_text(json.dumps({**config, "abstain_score": change["abstain_score"]}))
+    for key in ("abstain_score", "cam_layer"):
+        if key in change:
+            (copy / "config.json").write_text(json.dumps({**config, key: change[key]}))
     if change.get("remove_means"):
         (copy / "class_means.npy").unlink()
-    if "means_rows" in change:
-        np.save(copy / "class_means.npy", np.load(copy / "class_means.npy")[: change["means_rows"]])
+    if "means" in change:
+        np.save(copy / "class_means.npy", change["means"](np.load(copy / "class_means.npy")))
     with pytest.raises(ModelFormatError, match=expected):
         load_model_folder(copy, ModelSource("folder", str(copy)))
 

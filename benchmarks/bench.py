@@ -33,6 +33,8 @@ def header() -> None:
     import keras
     import tensorflow as tf
 
+    keras.utils.disable_interactive_logging()  # as the app does: no progress bars from Score-CAM's predict
+
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     print(f"\n{datetime.date.today().isoformat()} | {cpu} | {os.cpu_count()} cores | Python {platform.python_version()}"
@@ -152,8 +154,46 @@ def inprocess(backbones: list[str], repeats: int) -> None:
            "predict + new tf-keras-vis Gradcam", "path / forward", "PNG path / forward", "naive / path"], rows)
     print("CAM methods (objects built once per process)\n")
     table(["model", "method", "median", "x default"], method_rows)
+    path_steps(services[backbones[0]], data, 3 * repeats)
     uploads(services[backbones[0]], repeats)
     input_sizes(repeats)
+
+
+def path_steps(service, data: bytes, repeats: int) -> None:
+    """Where the request path's time goes: each step timed inside the path, next to a forward pass."""
+    import tensorflow as tf
+
+    from explain.overlay import jpeg_bytes, overlay
+
+    classifier, gradcam = service.classifier, service.classifier.cam_method("Grad-CAM")
+    x = classifier.pixels(service.read(data))
+    model = classifier.keras_model
+    forward = tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec(x.shape, tf.float32)])
+    steps = {name: [] for name in ("compiled forward (for scale)", "decode the upload", "resize to the model input",
+                                   "one pass: probs + Grad-CAM", "overlay", "JPEG encode")}
+    for round_ in range(repeats + 1):
+        marks = [time.perf_counter()]
+        forward(x)
+        marks.append(time.perf_counter())
+        picture = service.read(data)
+        marks.append(time.perf_counter())
+        pixels = classifier.pixels(picture)
+        marks.append(time.perf_counter())
+        _, cam = gradcam(pixels, None)
+        marks.append(time.perf_counter())
+        heatmap = overlay(picture, cam)
+        marks.append(time.perf_counter())
+        jpeg_bytes(heatmap)
+        marks.append(time.perf_counter())
+        if round_:
+            for name, start, end in zip(steps, marks, marks[1:]):
+                steps[name].append(1000 * (end - start))
+    medians = {name: statistics.median(times) for name, times in steps.items()}
+    forward_ms = medians.pop("compiled forward (for scale)")
+    print(f"Inside the request path ({classifier.config.name}, 448x448 JPEG): median of each step\n")
+    table(["step", "median", "x forward pass"],
+          [[name, f"{ms:.2f} ms", f"{ms / forward_ms:.3f}"] for name, ms in medians.items()]
+          + [["compiled forward pass alone", f"{forward_ms:.2f} ms", "1.000"]])
 
 
 def input_sizes(repeats: int) -> None:

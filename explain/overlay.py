@@ -3,7 +3,7 @@
 Everything after the model runs in Pillow's C code on 8-bit images (the map stretched as
 8-bit levels and coloured through a 256-colour palette instead of calling the colormap per
 pixel), and the result is sent as JPEG, so the overlay and its file cost about 2 ms where a
-model pass costs 17.
+model pass costs 14 to 18.
 """
 
 import io

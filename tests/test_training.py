@@ -15,8 +15,10 @@ from hub_server import FakeHub
 from training import ablate
 from training.backbones import backbone_layers, build_classifier, set_trainable
 from training.config import ExperimentConfig
+from training.data import dataset
 from training.split import LeakageError, check_no_leakage
 from training.tables import read_rows
+from training.train import class_names, feature_view, new_model
 
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_224_imagenet"
 
@@ -188,10 +190,20 @@ def test_ablation_scores_each_variant_on_the_same_folds_and_reaches_the_card(pip
     for result in ablation["variants"].values():
         assert len(result["accuracy"]["folds"]) == 2 and 0.0 <= result["accuracy"]["mean"] <= 1.0
     assert ablation["variants"]["as configured"]["accuracy"]["mean"] >= 0.5  # three easy classes; chance 0.33
-    assert len(list((tmp_path / "ablation" / "features").glob("64px_aug0/view*.npy"))) == 2
-    assert len(list((tmp_path / "ablation" / "features").glob("96px_aug2/view*.npy"))) == 4
+    features = tmp_path / "ablation" / "features"
+    assert len(list(features.glob("64px/view*.npy"))) == 2
+    assert len(list(features.glob("96px/view*.npy"))) == 4
+    assert "96 px, views [2, 3]" in capsys.readouterr().out  # the photo and mirror views were reused
     assert len(list((tmp_path / "ablation" / "fine_tuned_briefly" / "cv").glob("fold*/logits.npy"))) == 2
-    capsys.readouterr()
+    # augmented copies differ from the photos and from each other, and copy 1 is the same
+    # whether it is computed alone or after copy 0
+    photo_view, copy0, copy1 = (np.load(features / "96px" / f"view{i}.npy") for i in (0, 2, 3))
+    assert not np.allclose(copy0, photo_view, atol=1e-3) and not np.allclose(copy0, copy1, atol=1e-3)
+    variant = ExperimentConfig.load(tmp_path / "ablate.json")
+    rows = [r for r in read_rows(tmp_path / "split.csv") if r["fold"] != ""]
+    names = class_names(rows)
+    alone = feature_view(new_model(variant, len(names)), dataset(rows, names, variant, shuffle=False), variant, 3)
+    np.testing.assert_allclose(alone, copy1, atol=1e-5)
     main(["ablate", "--config", str(tmp_path / "ablate.json")])  # finished variants are read back, not redone
     assert "features of" not in capsys.readouterr().out
     report = json.loads((pipeline_run / "report.json").read_text())

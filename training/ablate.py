@@ -13,6 +13,7 @@ Writes `ablation.json`; the card shows it beside the fine-tuned model's CV.
 import dataclasses
 import json
 import re
+import shutil
 from pathlib import Path
 
 import keras
@@ -23,32 +24,35 @@ from training.data import dataset
 from training.evaluate import aggregate_folds, cross_validate, labels_of, summarize
 from training.split import group_split
 from training.tables import read_rows
-from training.train import balanced_class_weights, class_names, feature_views, fit_head, new_model
+from training.train import balanced_class_weights, class_names, feature_view, fit_head, new_model
 
 
 # every setting that changes the cached features; a cache made with other values is recomputed
+# (the number of augmented copies is not one: each copy is its own file)
 FEATURE_SETTINGS = ("backbone", "alpha", "image_size", "imagenet_weights", "sources", "blank_all_mask_boxes",
-                    "flip", "rotation", "zoom", "contrast", "brightness", "head_augmented_copies", "seed",
-                    "batch_size")
+                    "flip", "rotation", "zoom", "contrast", "brightness", "seed", "batch_size")
 
 
 def cached_views(config: ExperimentConfig, rows: list[dict], names: list[str]) -> list[np.ndarray]:
-    """Feature views of `rows` under the config's settings, computed once and kept on disk."""
-    folder = config.out / "ablation" / "features" / f"{config.image_size}px_aug{config.head_augmented_copies}"
-    files = [folder / f"view{i}.npy" for i in range(2 + config.head_augmented_copies)]
+    """Feature views of `rows` under the config's settings, each computed once and kept on disk
+    (a variant asking for more augmented copies computes only the copies it lacks)."""
+    folder = config.out / "ablation" / "features" / f"{config.image_size}px"
     settings = json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k in FEATURE_SETTINGS},
                           sort_keys=True)
     stamp = folder / "settings.json"
-    if all(f.is_file() for f in files) and stamp.is_file() and stamp.read_text(encoding="utf-8") == settings:
-        return [np.load(f) for f in files]
-    print(f"ablation: features of {len(rows)} photos at {config.image_size} px, {len(files)} views")
-    model = new_model(config, len(names))
-    views, _ = feature_views(model, dataset(rows, names, config, shuffle=False), config)
-    folder.mkdir(parents=True, exist_ok=True)
-    for f, view in zip(files, views):
-        np.save(f, view)
-    stamp.write_text(settings, encoding="utf-8")
-    return views
+    if not (stamp.is_file() and stamp.read_text(encoding="utf-8") == settings):
+        shutil.rmtree(folder, ignore_errors=True)  # made with other settings
+    files = [folder / f"view{i}.npy" for i in range(2 + config.head_augmented_copies)]
+    missing = [i for i, f in enumerate(files) if not f.is_file()]
+    if missing:
+        print(f"ablation: features of {len(rows)} photos at {config.image_size} px, views {missing}")
+        model = new_model(config, len(names))
+        ds = dataset(rows, names, config, shuffle=False)
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(settings, encoding="utf-8")
+        for i in missing:
+            np.save(files[i], feature_view(model, ds, config, i))
+    return [np.load(f) for f in files]
 
 
 def head_logits(config: ExperimentConfig, views: list[np.ndarray], labels: np.ndarray, fit_idx, val_idx,

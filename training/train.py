@@ -21,19 +21,21 @@ def class_names(rows: list[dict]) -> list[str]:
     return sorted({r["target_class"] for r in rows if r["target_class"]})
 
 
-def augmentation(config: ExperimentConfig) -> keras.Sequential | None:
-    """Online augmentation layers, active only while training."""
+def augmentation(config: ExperimentConfig, seed: int | None = None) -> keras.Sequential | None:
+    """Online augmentation layers, active only while training; their random stream starts from
+    `seed` (default: the config's)."""
+    seed = config.seed if seed is None else seed
     layers = []
     if config.flip:
-        layers.append(keras.layers.RandomFlip("horizontal_and_vertical", seed=config.seed))
+        layers.append(keras.layers.RandomFlip("horizontal_and_vertical", seed=seed))
     if config.rotation:
-        layers.append(keras.layers.RandomRotation(config.rotation, fill_mode="reflect", seed=config.seed))
+        layers.append(keras.layers.RandomRotation(config.rotation, fill_mode="reflect", seed=seed))
     if config.zoom:
-        layers.append(keras.layers.RandomZoom(config.zoom, fill_mode="reflect", seed=config.seed))
+        layers.append(keras.layers.RandomZoom(config.zoom, fill_mode="reflect", seed=seed))
     if config.contrast:
-        layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=config.seed))
+        layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=seed))
     if config.brightness:
-        layers.append(keras.layers.RandomBrightness(config.brightness, value_range=(0, 255), seed=config.seed))
+        layers.append(keras.layers.RandomBrightness(config.brightness, value_range=(0, 255), seed=seed))
     return keras.Sequential(layers, name="augmentation") if layers else None
 
 
@@ -78,15 +80,19 @@ def features(model: keras.Model, ds, augment: keras.layers.Layer | None = None) 
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def feature_views(model: keras.Model, ds, config: ExperimentConfig) -> tuple[list[np.ndarray], np.ndarray]:
-    """Features of each photo, its mirror, and `head_augmented_copies` augmented copies; and labels."""
-    photo, labels = features(model, ds)
-    views = [photo, features(model, ds.map(lambda x, y: (x[:, :, ::-1], y)))[0]]
-    augment = augmentation(config)
-    for copy in range(config.head_augmented_copies):
-        keras.utils.set_random_seed(config.seed + copy)
-        views.append(features(model, ds, augment)[0])
-    return views, labels
+def feature_view(model: keras.Model, ds, config: ExperimentConfig, view: int) -> np.ndarray:
+    """Features of one view of the photos: 0 the photos, 1 their mirror images, 2 + k augmented
+    copy k (its own random stream, so copy k is the same however many copies are asked for)."""
+    if view == 0:
+        return features(model, ds)[0]
+    if view == 1:
+        return features(model, ds.map(lambda x, y: (x[:, :, ::-1], y)))[0]
+    return features(model, ds, augmentation(config, seed=config.seed + view - 2))[0]
+
+
+def feature_views(model: keras.Model, ds, config: ExperimentConfig) -> list[np.ndarray]:
+    """Features of each photo, its mirror, and `head_augmented_copies` augmented copies."""
+    return [feature_view(model, ds, config, view) for view in range(2 + config.head_augmented_copies)]
 
 
 def fit_head(config: ExperimentConfig, train: tuple, val: tuple, weights: dict | None, out: Path) -> tuple:
@@ -104,7 +110,9 @@ def train_head_on_features(model, config, train_rows, val_ds, names, weights, ou
     """Stage 1 on features computed once: the frozen backbone's output does not change between
     epochs, so each epoch costs milliseconds instead of a full pass over the photos.
     Mirrored (and optionally augmented) photos' features enlarge the training set. Returns the epochs run."""
-    views, y_train = feature_views(model, dataset(train_rows, names, config, shuffle=False), config)
+    train_ds = dataset(train_rows, names, config, shuffle=False)
+    views = feature_views(model, train_ds, config)
+    y_train = np.concatenate([y.numpy() for _, y in train_ds])
     head, epochs = fit_head(config, (np.concatenate(views), np.tile(y_train, (len(views), 1))),
                             features(model, val_ds), weights, out)
     model.get_layer("logits").set_weights(head.get_layer("logits").get_weights())

@@ -113,6 +113,8 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
                     variant.output_dir = str(config.out / "ablation" / slug(name))
                 result = cross_validate(variant, rows, names)
             done["variants"][name] = {"overrides": overrides, **result}
+            order = [n for n in config.ablations if n in done["variants"]]  # the config's order, then any others
+            done["variants"] = {n: done["variants"][n] for n in order + sorted(set(done["variants"]) - set(order))}
             out.write_text(json.dumps(done, indent=2) + "\n", encoding="utf-8")
     for name, result in done["variants"].items():
         print(f"{name:32s} top-1 {result['accuracy']['mean']:.3f} +/- {result['accuracy']['std']:.3f}  "

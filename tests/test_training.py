@@ -209,7 +209,8 @@ def test_ablation_scores_each_variant_on_the_same_folds_and_reaches_the_card(pip
     main(["ablate", "--config", str(tmp_path / "ablate.json")])
     out = capsys.readouterr().out
     assert "ablation: no label smoothing" in out and "ablation: as configured" not in out and "features of" not in out
-    assert list(json.loads((tmp_path / "ablation.json").read_text())["variants"]) == list(config["ablations"])
+    ablation = json.loads((tmp_path / "ablation.json").read_text())
+    assert list(ablation["variants"]) == list(config["ablations"])
     report = json.loads((pipeline_run / "report.json").read_text())
     card = render_card(ExperimentConfig.load(tmp_path / "ablate.json"), report, ablation)
     assert "What each setting is worth" in card and "| no label smoothing |" in card

@@ -92,16 +92,8 @@ def load_model_folder(folder: Path, source: ModelSource) -> LoadedModel:
     keras_model = _load_keras_file(folder / "model.keras", source)
     _check_contract(keras_model, labels, config, source)
     cam_layer = _cam_layer(keras_model, config, source)
-    class_means = _load_class_means(folder, config, source)
-    channels = keras_model.get_layer(cam_layer).output.shape[-1]
-    if class_means is not None:
-        norms = np.linalg.norm(class_means, axis=-1, keepdims=True)
-        if class_means.shape != (len(labels), channels) or not np.all(norms > 0):
-            raise ModelFormatError(
-                f"class_means.npy of {source.describe()} has shape {class_means.shape}; it needs one non-zero "
-                f"row per class ({len(labels)}) and one column per channel of the CAM layer {cam_layer!r} "
-                f"({channels}). Export it again from the same training run.")
-        class_means = class_means / norms  # unit rows: a dot product is the cosine
+    class_means = _load_class_means(folder, config, source, cam_layer,
+                                    (len(labels), keras_model.get_layer(cam_layer).output.shape[-1]))
     return LoadedModel(keras_model, labels, config, source, folder, cam_layer, class_means)
 
 
@@ -144,17 +136,27 @@ def _cam_layer(model: keras.Model, config: ModelConfig, source: ModelSource) -> 
     return name
 
 
-def _load_class_means(folder: Path, config: ModelConfig, source: ModelSource) -> np.ndarray | None:
+def _load_class_means(folder: Path, config: ModelConfig, source: ModelSource, cam_layer: str,
+                      shape: tuple[int, int]) -> np.ndarray | None:
+    """class_means.npy as unit rows (a dot product is then the cosine), checked against `shape`:
+    (classes, channels of the CAM layer)."""
     if config.abstain_score not in ABSTAIN_SCORES:
         raise ModelFormatError(f"config.json of {source.describe()} names abstain_score {config.abstain_score!r}; "
                                f"use one of {', '.join(ABSTAIN_SCORES)}.")
     if config.abstain_score != "feature_similarity":
         return None
     try:
-        return np.load(folder / "class_means.npy", allow_pickle=False).astype(np.float32)
+        means = np.load(folder / "class_means.npy", allow_pickle=False).astype(np.float32)
     except (OSError, ValueError) as err:
         raise ModelFormatError(f"{source.describe()} uses abstain_score feature_similarity but its "
                                f"class_means.npy is missing or unreadable: {err}") from err
+    norms = np.linalg.norm(means, axis=-1, keepdims=True)
+    if means.shape != shape or not np.all(norms > 0):
+        raise ModelFormatError(
+            f"class_means.npy of {source.describe()} has shape {means.shape}; it needs one non-zero row per "
+            f"class ({shape[0]}) and one column per channel of the CAM layer {cam_layer!r} ({shape[1]}). "
+            "Export it again from the same training run.")
+    return means / norms
 
 
 def _load_keras_file(path: Path, source: ModelSource) -> keras.Model:

@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m benchmarks.bench {inprocess,api,startup,input,all}`; each prints a table.
+"""Benchmarks: `python -m benchmarks.bench {inprocess,api,startup,input,resize,all}`; each prints a table.
 
 Ratios are taken within one run on one machine; absolute figures depend on the machine,
 which the header names. Models have random weights (speed does not depend on them).
@@ -232,6 +232,37 @@ def uploads(service, repeats: int) -> None:
     table(["upload", "decode in full", "decode scaled (as served)", "whole request path"], rows)
 
 
+def resize_filters(photos: int) -> None:
+    """What a cheaper resize to the model input would cost in answers: the shipped model on real
+    photos (../shared), each resize's time and how often its top answer stays the trained input's."""
+    from explain.images import decode_photo, fit_to_model, read_bytes
+    from explain.service import Service
+    from training.config import expand
+
+    service = Service.start()
+    size = service.classifier.config.image_size
+    bilinear = Image.Resampling.BILINEAR
+    resizes = {
+        "Pillow bilinear, whole photo (as trained and served)": lambda p: fit_to_model(p, size),
+        "box filter first (reducing_gap=1.0), then bilinear": lambda p: np.asarray(
+            p.resize((size, size), bilinear, reducing_gap=1.0), np.float32),
+    }
+    paths = sorted(Path(expand("${SHARED}/data")).glob("*-subset/images/*/*.jpg"))
+    if not paths:
+        print(f"No photos under {expand('${SHARED}/data')}: set SKIN_SHARED_DIR to compare resizes.\n")
+        return
+    paths = [paths[i] for i in np.random.default_rng(0).choice(len(paths), min(photos, len(paths)), replace=False)]
+    pictures = [decode_photo(read_bytes(p, 10**9), 10**9) for p in paths]
+    top, costs = {}, {}
+    for name, resize in resizes.items():
+        costs[name] = median_ms(lambda: [resize(p) for p in pictures[:50]], 5) / min(50, len(pictures))
+        top[name] = np.array([service.classifier.predict_pixels(resize(p)[None]).top_index for p in pictures])
+    trained = top[next(iter(resizes))]
+    print(f"Resize to the model input ({service.classifier.config.name}, {len(pictures)} real photos)\n")
+    table(["resize", "per photo", "same top answer as the trained input"],
+          [[name, f"{costs[name]:.2f} ms", f"{np.mean(top[name] == trained):.1%}"] for name in resizes])
+
+
 def launch(script: str, env: dict) -> tuple[subprocess.Popen, str, float]:
     """Start a Gradio app; returns the process, its URL and seconds until it answered HTTP."""
     with socket.socket() as s:
@@ -388,7 +419,7 @@ def training_input(batches: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=["inprocess", "api", "startup", "input", "all"])
+    parser.add_argument("what", choices=["inprocess", "api", "startup", "input", "resize", "all"])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--backbones", nargs="+", default=["mobilenet_v2", "resnet50"])
     args = parser.parse_args()
@@ -401,6 +432,8 @@ def main() -> None:
         startup(20)
     if args.what in ("input", "all"):
         training_input(20)
+    if args.what in ("resize", "all"):
+        resize_filters(900)
 
 
 if __name__ == "__main__":

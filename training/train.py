@@ -90,9 +90,10 @@ def feature_view(model: keras.Model, ds, config: ExperimentConfig, view: int) ->
     return features(model, ds, augmentation(config, seed=config.seed + view - 2))[0]
 
 
-def feature_views(model: keras.Model, ds, config: ExperimentConfig) -> list[np.ndarray]:
-    """Features of each photo, its mirror, and `head_augmented_copies` augmented copies."""
-    return [feature_view(model, ds, config, view) for view in range(2 + config.head_augmented_copies)]
+def feature_views(model: keras.Model, ds, config: ExperimentConfig) -> tuple[list[np.ndarray], np.ndarray]:
+    """Features of each photo, its mirror, and `head_augmented_copies` augmented copies; and labels."""
+    photo, labels = features(model, ds)
+    return [photo] + [feature_view(model, ds, config, v) for v in range(1, 2 + config.head_augmented_copies)], labels
 
 
 def fit_head(config: ExperimentConfig, train: tuple, val: tuple, weights: dict | None, out: Path) -> tuple:
@@ -110,9 +111,7 @@ def train_head_on_features(model, config, train_rows, val_ds, names, weights, ou
     """Stage 1 on features computed once: the frozen backbone's output does not change between
     epochs, so each epoch costs milliseconds instead of a full pass over the photos.
     Mirrored (and optionally augmented) photos' features enlarge the training set. Returns the epochs run."""
-    train_ds = dataset(train_rows, names, config, shuffle=False)
-    views = feature_views(model, train_ds, config)
-    y_train = np.concatenate([y.numpy() for _, y in train_ds])
+    views, y_train = feature_views(model, dataset(train_rows, names, config, shuffle=False), config)
     head, epochs = fit_head(config, (np.concatenate(views), np.tile(y_train, (len(views), 1))),
                             features(model, val_ds), weights, out)
     model.get_layer("logits").set_weights(head.get_layer("logits").get_weights())

@@ -164,7 +164,7 @@ def abstention(config, model, temperature, outputs: dict, labels: dict, rows) ->
     score per out-of-distribution set (the configured one decides); accuracy against coverage.
 
     `outputs` maps train/val/test to (features, logits). Returns the report and the class means."""
-    means = metrics.class_means(outputs["train"][0], labels["train"], len(np.unique(labels["train"])))
+    means = metrics.class_means(outputs["train"][0], labels["train"], outputs["train"][1].shape[1])
     scores = {split: metrics.abstention_scores(*outputs[split], temperature, means) for split in ("val", "test")}
     chosen = config.abstain_score
     threshold = metrics.threshold_for_coverage(scores["val"][chosen], config.abstain_coverage)

@@ -23,7 +23,7 @@ class Prediction:
     labels: list[str]
     probabilities: np.ndarray  # over all classes, sums to 1
     abstain_threshold: float | None
-    abstain_score: float | None = None  # None: the top probability (see ModelConfig.abstain_score)
+    abstain_score: float  # the top probability, or the feature similarity (see ModelConfig.abstain_score)
 
     @property
     def top_index(self) -> int:
@@ -36,8 +36,7 @@ class Prediction:
     @property
     def uncertain(self) -> bool:
         """True when the abstention score is under the model's threshold."""
-        score = self.probabilities.max() if self.abstain_score is None else self.abstain_score
-        return self.abstain_threshold is not None and float(score) < self.abstain_threshold
+        return self.abstain_threshold is not None and self.abstain_score < self.abstain_threshold
 
     def top_k(self, k: int) -> dict[str, float]:
         """The k most likely classes with their probabilities, most likely first."""

@@ -1,6 +1,8 @@
 """The classifier and its explanations, on the tiny model trained by the pipeline."""
 
 import io
+import json
+import shutil
 
 import numpy as np
 import pytest
@@ -66,6 +68,20 @@ def test_fast_path_prediction_equals_the_plain_forward_pass(classifier, test_pho
     assert plain.abstain_score == pytest.approx(prediction.abstain_score, abs=1e-6)
 
 
+def test_max_probability_models_abstain_on_the_top_probability(tiny_model_dir, tmp_path, test_photos):
+    from explain.classifier import Classifier
+    from explain.model import ModelSource, load_model_folder
+
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "abstain_score": "max_probability"}))
+    (copy / "class_means.npy").unlink()  # not needed for this score
+    classifier = Classifier(load_model_folder(copy, ModelSource("folder", str(copy))))
+    pixels = classifier.pixels(photo(test_photos[0][0]))
+    for prediction in (classifier.predict_pixels(pixels), classifier.cam_method("Grad-CAM")(pixels, None)[0]):
+        assert prediction.abstain_score == pytest.approx(prediction.probabilities.max(), abs=1e-6)
+
+
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_gives_a_normalised_map_for_a_chosen_class(classifier, test_photos, method):
     result = classifier.explain(photo(test_photos[2][0]), method, target="Rings")
@@ -94,11 +110,11 @@ def test_cam_layer_is_found_when_config_names_none(classifier):
     assert find_cam_layer(classifier.keras_model) == "out_relu"
 
 
-def test_uncertain_when_top_probability_is_below_threshold():
+def test_uncertain_when_the_score_is_below_threshold():
     labels = ["A", "B", "C"]
-    assert Prediction(labels, np.array([0.5, 0.3, 0.2]), 0.6).uncertain
-    assert not Prediction(labels, np.array([0.7, 0.2, 0.1]), 0.6).uncertain
-    assert not Prediction(labels, np.array([0.4, 0.3, 0.3]), None).uncertain
+    assert Prediction(labels, np.array([0.5, 0.3, 0.2]), 0.6, abstain_score=0.5).uncertain
+    assert not Prediction(labels, np.array([0.7, 0.2, 0.1]), 0.6, abstain_score=0.7).uncertain
+    assert not Prediction(labels, np.array([0.4, 0.3, 0.3]), None, abstain_score=0.4).uncertain
     # with a feature-similarity score, that score decides, not the top probability
     assert Prediction(labels, np.array([0.9, 0.05, 0.05]), 0.6, abstain_score=0.4).uncertain
     assert not Prediction(labels, np.array([0.4, 0.3, 0.3]), 0.6, abstain_score=0.8).uncertain

@@ -59,6 +59,13 @@ def median_ms(fn, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def compiled_forward(model, x: np.ndarray):
+    """The baseline every ratio divides by: the model's forward pass as one traced tf.function."""
+    import tensorflow as tf
+
+    return tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec(x.shape, tf.float32)])
+
+
 def interleaved_medians_ms(fns: dict, repeats: int) -> dict[str, float]:
     """Median of each function, all called in turn in every round, so a machine that gets busier
     or quieter during the run moves every figure alike and their ratios stay fair."""
@@ -92,7 +99,6 @@ def model_folder(backbone: str, folder: Path) -> Path:
 
 
 def inprocess(backbones: list[str], repeats: int) -> None:
-    import tensorflow as tf
     from tf_keras_vis.gradcam import Gradcam
     from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
     from tf_keras_vis.utils.scores import CategoricalScore
@@ -113,7 +119,7 @@ def inprocess(backbones: list[str], repeats: int) -> None:
         service = services[backbone] = Service(Settings(), classifier)
         model = classifier.keras_model
         x = classifier.pixels(service.read(data))
-        forward = tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec(x.shape, tf.float32)])
+        forward = compiled_forward(model, x)
 
         def whole_path(encode=jpeg_bytes):
             _, heatmap, _ = service.explain(data)
@@ -161,14 +167,11 @@ def inprocess(backbones: list[str], repeats: int) -> None:
 
 def path_steps(service, data: bytes, repeats: int) -> None:
     """Where the request path's time goes: each step timed inside the path, next to a forward pass."""
-    import tensorflow as tf
-
     from explain.overlay import jpeg_bytes, overlay
 
     classifier, gradcam = service.classifier, service.classifier.cam_method("Grad-CAM")
     x = classifier.pixels(service.read(data))
-    model = classifier.keras_model
-    forward = tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec(x.shape, tf.float32)])
+    forward = compiled_forward(classifier.keras_model, x)
     steps = {name: [] for name in ("compiled forward (for scale)", "decode the upload", "resize to the model input",
                                    "one pass: probs + Grad-CAM", "overlay", "JPEG encode")}
     for round_ in range(repeats + 1):
@@ -198,15 +201,12 @@ def path_steps(service, data: bytes, repeats: int) -> None:
 
 def input_sizes(repeats: int) -> None:
     """What a higher input resolution would cost each request (the ablation's resolution rows)."""
-    import tensorflow as tf
-
     from training.backbones import build_classifier
 
     rows, base = [], None
     for size in (224, 288, 352):
-        model = build_classifier("mobilenet_v2", len(CLASSES), size)
         x = np.zeros((1, size, size, 3), np.float32)
-        forward = tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec(x.shape, tf.float32)])
+        forward = compiled_forward(build_classifier("mobilenet_v2", len(CLASSES), size), x)
         cost = median_ms(lambda: forward(x), repeats)
         base = base or cost
         rows.append([f"{size}x{size}", f"{cost:.0f} ms", f"{cost / base:.2f}x"])

@@ -17,15 +17,16 @@ from gradio.data_classes import ImageData
 from gradio.utils import get_upload_folder
 from PIL import Image
 
+from explain import page
 from explain.cams import DEFAULT_METHOD, METHODS
 from explain.cleanup import start_sweeper
 from explain.errors import SkinExplainError
 from explain.overlay import jpeg_bytes
-from explain.service import TOP_CLASS, Service, example_name
+from explain.page import DEFAULT_OPACITY, DEFAULT_TOP_K, TOP_CLASS
+from explain.service import Service, example_name
 from explain.settings import Settings
 
 log = logging.getLogger("app")
-DEFAULT_OPACITY = 0.45
 
 
 class PhotoInput(gr.Image):
@@ -74,18 +75,19 @@ def shown_to_user(fn):
 
 def build_app(service: Service) -> gr.Blocks:
     labels = service.labels
-    predict = shown_to_user(service.predict)
-    explain = shown_to_user(service.explain)
+    predict = shown_to_user(functools.partial(page.predict, service))
+    explain = shown_to_user(functools.partial(page.explain, service))
+    model_status = functools.partial(page.model_status, service)
 
     with gr.Blocks(title="Skin condition classifier, explained", analytics_enabled=False) as demo:
         gr.Markdown("# Skin condition classifier, explained")
         gr.Markdown(service.disclaimer, elem_id="disclaimer")
-        status = gr.Markdown(service.model_status(), elem_id="model-status")
+        status = gr.Markdown(model_status(), elem_id="model-status")
         with gr.Row():
             with gr.Column():
                 photo = PhotoInput(label="Photo of the skin problem", sources=["upload", "clipboard", "webcam"],
                                    type="filepath", elem_id="photo")
-                top_k = gr.Slider(1, max(1, len(labels)), value=min(3, max(1, len(labels))), step=1,
+                top_k = gr.Slider(1, max(1, len(labels)), value=min(DEFAULT_TOP_K, max(1, len(labels))), step=1,
                                   label="How many conditions to list")
                 with gr.Accordion("Explanation settings", open=False):
                     method = gr.Dropdown(list(METHODS), value=DEFAULT_METHOD, label="Method")
@@ -97,7 +99,7 @@ def build_app(service: Service) -> gr.Blocks:
                 label = gr.Label(label="Most likely conditions", elem_id="label")
                 heatmap = HeatmapOutput(label="Where the model looked", format="jpeg", type="pil", elem_id="heatmap")
 
-        demo.load(service.model_status, None, status, api_name="model_info")
+        demo.load(model_status, None, status, api_name="model_info")
         button.click(explain, [photo, method, target, opacity, top_k], [label, heatmap, verdict], api_name="explain")
         top_k.release(predict, [photo, top_k], [label, verdict], api_name="predict")
         opacity.release(explain, [photo, method, target, opacity, top_k], [label, heatmap, verdict],
@@ -106,7 +108,7 @@ def build_app(service: Service) -> gr.Blocks:
         examples = service.example_photos()
         if examples and service.classifier is not None:
             gr.Examples(examples=[[p] for p in examples], inputs=[photo], outputs=[label, heatmap, verdict],
-                        fn=lambda p: explain(p, DEFAULT_METHOD, TOP_CLASS, DEFAULT_OPACITY, 3),
+                        fn=lambda p: explain(p, DEFAULT_METHOD, TOP_CLASS, DEFAULT_OPACITY, DEFAULT_TOP_K),
                         example_labels=[example_name(p) for p in examples], cache_examples=True, cache_mode="lazy")
     return demo
 
@@ -114,7 +116,7 @@ def build_app(service: Service) -> gr.Blocks:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
-    parser.add_argument("--port", type=int, help="port (default 7860 or SKIN_PORT)")
+    parser.add_argument("--port", type=int, help="port (default: SKIN_PORT, else GRADIO_SERVER_PORT, else 7860)")
     args = parser.parse_args()
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO)

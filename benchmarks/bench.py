@@ -7,7 +7,6 @@ which the header names. Models have random weights (speed does not depend on the
 import argparse
 import datetime
 import io
-import json
 import os
 import platform
 import socket
@@ -87,15 +86,23 @@ def photo_jpeg(size: tuple[int, int] = (448, 448)) -> bytes:
 
 
 def model_folder(backbone: str, folder: Path) -> Path:
-    """A model folder with random weights, 14 classes, 224x224."""
-    from training.backbones import CAM_LAYERS, build_classifier
+    """A model folder with random weights, 14 classes, 224x224 (for the app and API benchmarks)."""
+    from explain.model import write_model_folder
 
-    folder.mkdir(parents=True, exist_ok=True)
-    build_classifier(backbone, len(CLASSES), 224).save(folder / "model.keras")
-    (folder / "labels.json").write_text(json.dumps(CLASSES))
-    (folder / "config.json").write_text(json.dumps({"name": f"random-{backbone}", "image_size": 224,
-                                                    "preprocessing": backbone, "cam_layer": CAM_LAYERS[backbone]}))
-    return folder
+    return write_model_folder(folder, random_model(backbone), CLASSES, random_model_config(backbone), "")
+
+
+def random_model(backbone: str):
+    from training.backbones import build_classifier
+
+    return build_classifier(backbone, len(CLASSES), 224)
+
+
+def random_model_config(backbone: str):
+    from explain.model import ModelConfig
+    from training.backbones import CAM_LAYERS
+
+    return ModelConfig(f"random-{backbone}", 224, backbone, CAM_LAYERS[backbone])
 
 
 def inprocess(backbones: list[str], repeats: int) -> None:
@@ -106,15 +113,16 @@ def inprocess(backbones: list[str], repeats: int) -> None:
     from explain.cams import METHODS
     from explain.classifier import Classifier
     from explain.overlay import jpeg_bytes
-    from explain.model import ModelSource, load_model_folder
+    from explain.model import ModelSource, loaded_model
+    from explain.page import DEFAULT_OPACITY
     from explain.service import Service
     from explain.settings import Settings
 
     data = photo_jpeg()
     rows, method_rows, services = [], [], {}
     for backbone in backbones:
-        folder = model_folder(backbone, Path(tempfile.mkdtemp()) / backbone)
-        classifier = Classifier(load_model_folder(folder, ModelSource("folder", str(folder))))
+        classifier = Classifier(loaded_model(random_model(backbone), CLASSES, random_model_config(backbone),
+                                             ModelSource("memory", f"random {backbone}")))
         classifier.warm_up()
         service = services[backbone] = Service(Settings(), classifier)
         model = classifier.keras_model
@@ -122,7 +130,7 @@ def inprocess(backbones: list[str], repeats: int) -> None:
         forward = compiled_forward(model, x)
 
         def whole_path(encode=jpeg_bytes):
-            _, heatmap, _ = service.explain(data)
+            _, heatmap = service.explain(data, opacity=DEFAULT_OPACITY)
             encode(heatmap)  # as the app's HeatmapOutput writes it
 
         def png_path():
@@ -138,7 +146,7 @@ def inprocess(backbones: list[str], repeats: int) -> None:
         slow_repeats = max(3, repeats // 6)
         t = interleaved_medians_ms({
             "forward": lambda: forward(x),
-            "one pass": lambda: classifier.cam_method("Grad-CAM")(x, None),
+            "one pass": lambda: classifier.explain_pixels(x),
             "path": whole_path,
             "png path": png_path,
         }, 3 * repeats)
@@ -151,7 +159,7 @@ def inprocess(backbones: list[str], repeats: int) -> None:
         rows.append([backbone, *(f"{t[k]:.0f} ms" for k in t), f"{t['path'] / t['forward']:.2f}x",
                      f"{t['png path'] / t['forward']:.2f}x", f"{t['naive'] / t['path']:.1f}x"])
         for name in METHODS:
-            cost = median_ms(lambda: classifier.cam_method(name)(x, None), slow_repeats)
+            cost = median_ms(lambda: classifier.explain_pixels(x, name), slow_repeats)
             method_rows.append([backbone, name, f"{cost:.0f} ms", f"{cost / t['one pass']:.1f}x"])
     print("In-process request path (448x448 JPEG in, overlay JPEG out as the app sends it; batch 1, medians;\n"
           "forward, one pass and both paths measured in turn within each round)\n")
@@ -168,8 +176,9 @@ def inprocess(backbones: list[str], repeats: int) -> None:
 def path_steps(service, data: bytes, repeats: int) -> None:
     """Where the request path's time goes: each step timed inside the path, next to a forward pass."""
     from explain.overlay import jpeg_bytes, overlay
+    from explain.page import DEFAULT_OPACITY
 
-    classifier, gradcam = service.classifier, service.classifier.cam_method("Grad-CAM")
+    classifier = service.classifier
     x = classifier.pixels(service.read(data))
     forward = compiled_forward(classifier.keras_model, x)
     steps = {name: [] for name in ("compiled forward (for scale)", "decode the upload", "resize to the model input",
@@ -182,9 +191,9 @@ def path_steps(service, data: bytes, repeats: int) -> None:
         marks.append(time.perf_counter())
         pixels = classifier.pixels(picture)
         marks.append(time.perf_counter())
-        _, cam = gradcam(pixels, None)
+        cam = classifier.explain_pixels(pixels).cam
         marks.append(time.perf_counter())
-        heatmap = overlay(picture, cam)
+        heatmap = overlay(picture, cam, DEFAULT_OPACITY)
         marks.append(time.perf_counter())
         jpeg_bytes(heatmap)
         marks.append(time.perf_counter())
@@ -218,6 +227,7 @@ def uploads(service, repeats: int) -> None:
     """What the size of the upload costs: JPEGs are decoded scaled down to what the model and the
     heatmap need (explain.images.decode_photo's `at_least`)."""
     from explain.images import decode_photo
+    from explain.page import DEFAULT_OPACITY
     from explain.overlay import MAX_SIDE, jpeg_bytes
 
     rows = []
@@ -225,7 +235,7 @@ def uploads(service, repeats: int) -> None:
         data = photo_jpeg(size)
         full = median_ms(lambda: decode_photo(data, 10**9), max(3, repeats // 3))
         scaled = median_ms(lambda: decode_photo(data, 10**9, at_least=MAX_SIDE), repeats)
-        path = median_ms(lambda: jpeg_bytes(service.explain(data)[1]), repeats)
+        path = median_ms(lambda: jpeg_bytes(service.explain(data, opacity=DEFAULT_OPACITY)[1]), repeats)
         rows.append([f"{size[0]}x{size[1]} JPEG ({len(data) // 1024} KB)", f"{full:.1f} ms", f"{scaled:.1f} ms",
                      f"{path:.0f} ms"])
     print(f"Upload size (model: {service.classifier.config.name})\n")
@@ -317,11 +327,12 @@ def api(requests: int) -> None:
     noop.terminate()
 
     from explain.overlay import jpeg_bytes
+    from explain.page import DEFAULT_OPACITY
     from explain.service import Service
     from explain.settings import Settings
 
     service = Service.start(Settings(model_dir=str(folder)))
-    path_ms = median_ms(lambda: jpeg_bytes(service.explain(photo)[1]), requests)
+    path_ms = median_ms(lambda: jpeg_bytes(service.explain(photo, opacity=DEFAULT_OPACITY)[1]), requests)
     rows = []
     for concurrency in (1, 2):
         app, url, _ = launch("app.py", {"SKIN_MODEL_DIR": str(folder), "SKIN_CONCURRENCY": str(concurrency)})

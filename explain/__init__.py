@@ -1,9 +1,10 @@
 """Skin-condition photo classification that explains itself.
 
 Modules, in the order a request meets them: `settings` (configuration), `images`
-(decode and validate an upload), `hub` and `model` (find and load the model folder),
-`classifier` (probabilities and uncertainty), `cams` (Grad-CAM and friends), `overlay`
-(heatmap over the photo, as JPEG), `card` (the model card's disclaimer), `service` (what
-the app, the API and the command line call) and `cleanup` (deleting uploads and heatmaps
-afterwards). Importing this package loads nothing heavy.
+(decode and validate an upload), `hub` and `model` (the model folder's contract: find,
+write, load and check it), `layers` (preprocessing inside the model), `classifier`
+(probabilities and uncertainty), `cams` (Grad-CAM and friends), `overlay` (heatmap over the
+photo, as JPEG), `card` (the model card's disclaimer), `service` (what the app, the API and
+the command line call; returns domain objects), `page` (the app's wording of them) and
+`cleanup` (deleting uploads and heatmaps afterwards). Importing this package loads nothing heavy.
 """

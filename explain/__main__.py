@@ -1,7 +1,8 @@
 """`python -m explain PHOTO... [--top-k K] [--method M] [--cam-out DIR] [--json]`
 
 Classify photos from the command line with the same model and code as the app: a table
-(or JSON) of the most likely conditions per photo, and Grad-CAM overlays as JPEG files.
+(or JSON) of the most likely conditions per photo, and, with --cam-out, CAM overlays as
+JPEG files.
 """
 
 import argparse
@@ -12,42 +13,62 @@ from pathlib import Path
 from tqdm import tqdm
 
 from explain.cams import DEFAULT_METHOD, METHODS
+from explain.classifier import Prediction
 from explain.errors import SkinExplainError
 from explain.overlay import jpeg_bytes
+from explain.page import DEFAULT_OPACITY, DEFAULT_TOP_K
 from explain.service import Service
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m explain", description=__doc__.split("\n\n")[1])
     parser.add_argument("photos", nargs="+", type=Path, help="photo files (JPEG, PNG, WebP, ...)")
-    parser.add_argument("--top-k", type=int, default=3, help="how many conditions to list (default 3)")
+    parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="how many conditions to list")
     parser.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, help="CAM method")
     parser.add_argument("--cam-out", type=Path, help="write a heatmap overlay JPEG per photo into this folder")
-    parser.add_argument("--opacity", type=float, default=0.45, help="heatmap opacity, 0..1")
+    parser.add_argument("--opacity", type=float, default=DEFAULT_OPACITY, help="heatmap opacity, 0..1")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     args = parser.parse_args(argv)
 
     service = Service.start()
-    if service.classifier is None:
+    if service.model is None:
         print(f"error: {service.model_error}", file=sys.stderr)
         return 2
-    print(service.model_status().replace("**", ""), file=sys.stderr)
+    print(f"model: {service.model.config.name}, {service.model.source.describe()}", file=sys.stderr)
+    if service.fallback_reason:
+        print(f"(the configured model could not be loaded: {service.fallback_reason})", file=sys.stderr)
     if args.cam_out:
         args.cam_out.mkdir(parents=True, exist_ok=True)
     failures = 0
     for path in tqdm(args.photos, desc="photos", unit="photo", disable=len(args.photos) < 3, file=sys.stderr):
-        result = {"photo": str(path)}
         try:
-            top, heatmap, verdict = service.explain(path, args.method, None, args.opacity, args.top_k)
-            result.update(top=top, verdict=verdict.replace("**", ""))
-            if args.cam_out:
-                result["overlay"] = str(args.cam_out / f"{path.stem}_{args.method.lower().replace('+', 'p')}.jpg")
-                Path(result["overlay"]).write_bytes(jpeg_bytes(heatmap))
+            result = {"photo": str(path), **classify(service, path, args)}
         except SkinExplainError as err:
             failures += 1
-            result["error"] = str(err)
+            result = {"photo": str(path), "error": str(err)}
         tqdm.write(json.dumps(result) if args.json else format_row(result), file=sys.stdout)
     return 1 if failures else 0
+
+
+def classify(service: Service, path: Path, args) -> dict:
+    """One photo's answer; the map is computed only when an overlay is asked for."""
+    if not args.cam_out:
+        prediction = service.predict(path)
+        return {"top": prediction.top_k(args.top_k), "uncertain": prediction.uncertain, "verdict": verdict(prediction)}
+    explanation, picture = service.explain(path, args.method, opacity=args.opacity)
+    overlay = args.cam_out / f"{path.stem}_{args.method.lower().replace('+', 'p')}.jpg"
+    overlay.write_bytes(jpeg_bytes(picture))
+    prediction = explanation.prediction
+    return {"top": prediction.top_k(args.top_k), "uncertain": prediction.uncertain,
+            "verdict": f"{verdict(prediction)} Overlay: {explanation.method} map of {explanation.target}.",
+            "overlay": str(overlay)}
+
+
+def verdict(prediction: Prediction) -> str:
+    """The answer in plain words (the app's Markdown wording is explain.page.verdict)."""
+    top = f"{prediction.top_label} {prediction.probabilities.max():.0%}"
+    return (f"Uncertain: unlike every condition this model knows (closest: {top})." if prediction.uncertain
+            else f"Most likely {top}. Not a diagnosis.")
 
 
 def format_row(result: dict) -> str:

@@ -1,12 +1,14 @@
 """Class activation maps: which pixels drove a class's score.
 
-`CamMethod` does the plumbing (the prediction, the target class, normalisation); each
-method is a small subclass that overrides `cam`. Grad-CAM, the default, overrides the
-whole call instead: one compiled forward+backward pass yields the prediction and the
-map together. The other methods come from tf-keras-vis, whose objects are built
-once per classifier, never per request.
+Each method is a small subclass of `CamMethod` that overrides `cam`: given the model's
+input and a class, return a map at the CAM layer's resolution. The base class takes the
+Keras model and the layer to explain, and normalises the result. Grad-CAM, the default,
+is one compiled forward+backward pass; the classifier fuses the same arithmetic
+(`gradcam_map`) into its prediction pass, so the default answer costs one pass. The other
+methods come from tf-keras-vis, whose objects are built once per model, never per request.
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
@@ -23,18 +25,29 @@ def normalize(cam: np.ndarray) -> np.ndarray:
     return (cam - low) / (high - low) if high > low else np.zeros_like(cam)
 
 
+def activations_and_logits(model: keras.Model, cam_layer: str) -> keras.Model:
+    """The CAM layer's activations and the logits (the input of the final softmax), in one model."""
+    return keras.Model(model.inputs, [model.get_layer(cam_layer).output, model.layers[-1].input])
+
+
+def gradcam_map(activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
+    """Grad-CAM of one image: activations weighted by their mean gradient, negative evidence cut."""
+    weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+    return tf.nn.relu(tf.reduce_sum(activations * weights, axis=-1))[0]
+
+
 class CamMethod:
-    """Base: the prediction and a [0, 1] map at the CAM layer's resolution for one image."""
+    """Base: a [0, 1] map of one class's evidence, at the CAM layer's resolution, for one image.
+    Subclasses override `cam`."""
 
     name = ""
 
-    def __init__(self, classifier):
-        self.classifier = classifier
+    def __init__(self, model: keras.Model, cam_layer: str):
+        self.model = model
+        self.cam_layer = cam_layer
 
-    def __call__(self, pixels: np.ndarray, class_index: int | None) -> tuple:
-        prediction = self.classifier.predict_pixels(pixels)
-        target = prediction.top_index if class_index is None else class_index
-        return prediction, normalize(self.cam(pixels, target))
+    def __call__(self, pixels: np.ndarray, class_index: int) -> np.ndarray:
+        return normalize(self.cam(pixels, class_index))
 
     def cam(self, pixels: np.ndarray, class_index: int) -> np.ndarray:
         raise NotImplementedError
@@ -45,25 +58,20 @@ class GradCam(CamMethod):
 
     name = "Grad-CAM"
 
-    def __init__(self, classifier):
-        super().__init__(classifier)
-        spec = tf.TensorSpec(classifier.input_shape, tf.float32)
-        self._pass = tf.function(self._prediction_and_cam, input_signature=[spec, tf.TensorSpec([], tf.int32)])
+    def __init__(self, model, cam_layer):
+        super().__init__(model, cam_layer)
+        self._activations_and_logits = activations_and_logits(model, cam_layer)
+        spec = tf.TensorSpec((1, *model.input_shape[1:]), tf.float32)
+        self._pass = tf.function(self._gradcam, input_signature=[spec, tf.TensorSpec([], tf.int32)])
 
-    def __call__(self, pixels, class_index):
-        probabilities, abstain_score, cam = self._pass(pixels, tf.constant(-1 if class_index is None else class_index))
-        return self.classifier.prediction(probabilities, abstain_score), normalize(cam.numpy())
+    def cam(self, pixels, class_index):
+        return self._pass(pixels, tf.constant(class_index, tf.int32)).numpy()
 
-    def _prediction_and_cam(self, pixels, class_index):
+    def _gradcam(self, pixels, class_index):
         with tf.GradientTape() as tape:
-            activations, logits = self.classifier.activations_and_logits(pixels, training=False)
-            probabilities, abstain_score = self.classifier.read_out(activations, logits)
-            target = tf.where(class_index < 0, tf.argmax(probabilities, output_type=tf.int32), class_index)
-            score = logits[0, target]
-        grads = tape.gradient(score, activations)
-        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-        cam = tf.nn.relu(tf.reduce_sum(activations * weights, axis=-1))[0]
-        return probabilities, abstain_score, cam
+            activations, logits = self._activations_and_logits(pixels, training=False)
+            score = logits[0, class_index]
+        return gradcam_map(activations, tape.gradient(score, activations))
 
 
 class TfKerasVisCam(CamMethod):
@@ -73,16 +81,16 @@ class TfKerasVisCam(CamMethod):
     replace_softmax = True  # gradient methods explain the logit, not the softmax output
     options: dict = {}
 
-    def __init__(self, classifier):
-        super().__init__(classifier)
+    def __init__(self, model, cam_layer):
+        super().__init__(model, cam_layer)
         modifier = ReplaceToLinear() if self.replace_softmax else None
-        self._visualizer = self.visualizer(classifier.keras_model, model_modifier=modifier, clone=True)
+        self._visualizer = self.visualizer(model, model_modifier=modifier, clone=True)
 
     def cam(self, pixels, class_index):
         maps = self._visualizer(
             CategoricalScore([class_index]),
             pixels,
-            penultimate_layer=self.classifier.cam_layer,
+            penultimate_layer=self.cam_layer,
             seek_penultimate_conv_layer=False,  # explain the named layer itself, not the conv before it
             expand_cam=False,
             normalize_cam=False,

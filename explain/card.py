@@ -14,15 +14,6 @@ FALLBACK_DISCLAIMER = (
 )
 
 
-def strip_front_matter(markdown: str) -> str:
-    """Drop the YAML block Hugging Face puts at the top of a card."""
-    if markdown.startswith("---"):
-        end = markdown.find("\n---", 3)
-        if end != -1:
-            return markdown[end + 4 :].lstrip("\n")
-    return markdown
-
-
 def read_section(markdown: str, heading: str) -> str | None:
     """The body of the first `#`..`###` section titled `heading`, up to the next heading of its level or above."""
     match = re.search(rf"^(#{{1,3}})\s+{re.escape(heading)}\s*$", markdown, flags=re.MULTILINE)

@@ -6,16 +6,13 @@ input signature, so nothing is retraced) and the same CAM objects.
 
 from dataclasses import dataclass
 
-import keras
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from explain.cams import DEFAULT_METHOD, METHODS, CamMethod
+from explain.cams import DEFAULT_METHOD, METHODS, CamMethod, GradCam, activations_and_logits, gradcam_map, normalize
 from explain.images import fit_to_model
 from explain.model import LoadedModel
-
-UNCERTAIN_MESSAGE = "Uncertain: this photo does not look like any condition this model knows."
 
 
 @dataclass(frozen=True)
@@ -60,14 +57,12 @@ class Classifier:
         self.config = loaded.config
         self.temperature = float(loaded.config.temperature)
         self.cam_layer = loaded.cam_layer
-        self.input_shape = (1, self.config.image_size, self.config.image_size, 3)
-        self.activations_and_logits = keras.Model(
-            self.keras_model.inputs,
-            [self.keras_model.get_layer(self.cam_layer).output, self.keras_model.layers[-1].input],
-        )
+        self.activations_and_logits = activations_and_logits(self.keras_model, self.cam_layer)
         self.class_means = None if loaded.class_means is None else tf.constant(loaded.class_means)
-        spec = tf.TensorSpec(self.input_shape, tf.float32)
+        spec = tf.TensorSpec((1, self.config.image_size, self.config.image_size, 3), tf.float32)
         self._forward = tf.function(self._probabilities_and_score, input_signature=[spec])
+        self._forward_with_gradcam = tf.function(self._probabilities_score_and_gradcam,
+                                                 input_signature=[spec, tf.TensorSpec([], tf.int32)])
         self._cams: dict[str, CamMethod] = {}
 
     def pixels(self, photo: Image.Image) -> np.ndarray:
@@ -86,14 +81,25 @@ class Classifier:
             raise ValueError(f"Unknown CAM method {method!r}; choose one of {', '.join(METHODS)}.")
         if target is not None and target not in self.labels:
             raise ValueError(f"Unknown class {target!r}; this model knows {', '.join(self.labels)}.")
-        class_index = None if target is None else self.labels.index(target)
-        prediction, cam = self.cam_method(method)(self.pixels(photo), class_index)
-        return Explanation(prediction, cam, method, target or prediction.top_label)
+        return self.explain_pixels(self.pixels(photo), method, None if target is None else self.labels.index(target))
+
+    def explain_pixels(self, pixels: np.ndarray, method: str = DEFAULT_METHOD,
+                       class_index: int | None = None) -> Explanation:
+        if method == GradCam.name:  # one compiled pass yields the probabilities, the score and the map
+            probabilities, score, cam = self._forward_with_gradcam(pixels, tf.constant(
+                -1 if class_index is None else class_index, tf.int32))
+            prediction, cam = self.prediction(probabilities, score), normalize(cam.numpy())
+        else:
+            prediction = self.predict_pixels(pixels)
+            class_index = prediction.top_index if class_index is None else class_index
+            cam = self.cam_method(method)(pixels, class_index)
+        target = prediction.top_index if class_index is None else class_index
+        return Explanation(prediction, cam, method, self.labels[target])
 
     def cam_method(self, name: str) -> CamMethod:
         """The method's object, built on first use and kept for the process's life."""
         if name not in self._cams:
-            self._cams[name] = METHODS[name](self)
+            self._cams[name] = METHODS[name](self.keras_model, self.cam_layer)
         return self._cams[name]
 
     def warm_up(self) -> None:
@@ -103,9 +109,17 @@ class Classifier:
         self.predict(blank)
 
     def _probabilities_and_score(self, pixels):
-        return self.read_out(*self.activations_and_logits(pixels, training=False))
+        return self._read_out(*self.activations_and_logits(pixels, training=False))
 
-    def read_out(self, activations, logits) -> tuple[tf.Tensor, tf.Tensor]:
+    def _probabilities_score_and_gradcam(self, pixels, class_index):
+        with tf.GradientTape() as tape:
+            activations, logits = self.activations_and_logits(pixels, training=False)
+            probabilities, score = self._read_out(activations, logits)
+            target = tf.where(class_index < 0, tf.argmax(probabilities, output_type=tf.int32), class_index)
+            explained = logits[0, target]
+        return probabilities, score, gradcam_map(activations, tape.gradient(explained, activations))
+
+    def _read_out(self, activations, logits) -> tuple[tf.Tensor, tf.Tensor]:
         """Probabilities and the abstention score from one pass (traced inside tf.function)."""
         probabilities = tf.nn.softmax(logits / self.temperature)[0]
         if self.class_means is None:

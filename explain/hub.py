@@ -17,14 +17,13 @@ from huggingface_hub.errors import (
 
 from explain.errors import ModelDownloadError
 
-MODEL_FILES = ["model.keras", "labels.json", "config.json", "class_means.npy", "README.md", "examples/*"]
 
-
-def fetch_model_folder(repo_id: str, revision: str | None) -> tuple[Path, str]:
-    """Download (or find in the cache) a model repo; returns its folder and commit hash."""
+def fetch_model_folder(repo_id: str, revision: str | None, patterns: list[str]) -> tuple[Path, str]:
+    """Download (or find in the cache) the files of a model repo matching `patterns`
+    (explain.model.FOLDER_PATTERNS); returns its folder and commit hash."""
     where = f"{repo_id}@{revision or 'main'}"
     try:
-        folder = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=MODEL_FILES)
+        folder = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=patterns)
     except RepositoryNotFoundError as err:
         raise ModelDownloadError(
             f"Model repo {repo_id} was not found on the Hub (or it is private or gated). "

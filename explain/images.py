@@ -7,6 +7,7 @@ before any pixel is decoded.
 
 import io
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -131,10 +132,13 @@ def _refuse_known_non_photos(data: bytes) -> None:
 
 
 def _upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation (in place: no copy when there is none); a damaged EXIF block is ignored."""
+    """Apply the EXIF orientation (in place: no copy when there is none).
+
+    A damaged EXIF block leaves the photo as stored: Pillow's EXIF parser then raises one of
+    these (seen on mutated files: TypeError, struct.error; the rest on truncated or odd tags)."""
     try:
         ImageOps.exif_transpose(image, in_place=True)
-    except Exception:
+    except (OSError, ValueError, TypeError, KeyError, SyntaxError, struct.error):
         pass
     return image
 

@@ -1,27 +1,40 @@
-"""Finding and loading the model folder, once per process.
+"""The model folder: one definition of what it holds, how to write one and how to read one back.
 
 A model folder holds `model.keras`, `labels.json` (class names in output order),
-`config.json` (see `ModelConfig`), `README.md` (the model card) and optionally
-`class_means.npy` (for the "uncertain" answer, see `ModelConfig.abstain_score`). It comes from, in
-this order: `SKIN_MODEL_DIR`, `SKIN_MODEL_REPO`[@`SKIN_MODEL_REVISION`] on the Hub, or
-the bundled default model.
+`config.json` (the fields of `ModelConfig`, nothing else), `README.md` (the model card)
+and, for the feature-similarity "uncertain" answer, `class_means.npy`; optionally
+`examples/`. The training pipeline writes it with `write_model_folder`, the app reads it
+with `load_model_folder`, and both go through `loaded_model`, which checks the contract.
+`resolve_model` picks the folder: `SKIN_MODEL_DIR`, `SKIN_MODEL_REPO`[@`SKIN_MODEL_REVISION`]
+on the Hub, or the bundled default model.
 """
 
+import dataclasses
 import json
+import shutil
 import zipfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from explain import layers  # noqa: F401  (registers the preprocessing layers for loading)
 from explain.card import disclaimer
 from explain.errors import ModelFormatError, ModelNotConfiguredError
 from explain.hub import fetch_model_folder
+from explain.layers import PREPROCESSING
 from explain.settings import BUNDLED_MODEL_DIR, Settings
 
-ABSTAIN_SCORES = ("max_probability", "feature_similarity")
+MODEL_FILE, LABELS_FILE, CONFIG_FILE = "model.keras", "labels.json", "config.json"
+CLASS_MEANS_FILE, CARD_FILE, EXAMPLES_FOLDER = "class_means.npy", "README.md", "examples"
+REQUIRED_FILES = (MODEL_FILE, LABELS_FILE, CONFIG_FILE)
+FOLDER_PATTERNS = [*REQUIRED_FILES, CLASS_MEANS_FILE, CARD_FILE, f"{EXAMPLES_FOLDER}/*"]  # what a Hub fetch takes
+
+# The scores a model may abstain on ("uncertain" below its threshold), with the name reports use.
+ABSTAIN_SCORES = {
+    "max_probability": "max softmax probability (temperature-scaled)",
+    "feature_similarity": "feature similarity to the nearest class mean (cosine)",
+}
 
 
 @dataclass(frozen=True)
@@ -30,27 +43,45 @@ class ModelConfig:
 
     name: str
     image_size: int
-    preprocessing: str  # which layer of explain.layers.PREPROCESSING the model contains
+    preprocessing: str  # the layer of explain.layers.PREPROCESSING the model contains
     cam_layer: str | None = None  # None: the last 4-D convolutional activation
     temperature: float = 1.0  # divides the logits (fitted on validation data)
-    # "uncertain" when the abstention score is below the threshold. The score is "max_probability"
-    # (the top class's probability) or "feature_similarity": cosine similarity of the photo's
-    # pooled CAM-layer features to the nearest row of class_means.npy (each class's mean over
-    # its training photos), which separates unfamiliar photos far better on the default model.
+    # "uncertain" when the abstention score is below the threshold. The score (ABSTAIN_SCORES) is
+    # "max_probability" (the top class's probability) or "feature_similarity": cosine similarity of
+    # the photo's pooled CAM-layer features to the nearest row of class_means.npy (each class's mean
+    # over its training photos), which separates unfamiliar photos far better on the default model.
     abstain_threshold: float | None = None
     abstain_score: str = "max_probability"
 
     @classmethod
     def from_json(cls, data: dict) -> "ModelConfig":
-        """Reads the fields above; other keys (notes the training run recorded) are ignored."""
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        """Read and check `config.json`; a misspelled or unknown key is an error, never ignored."""
+        if not isinstance(data, dict):
+            raise ValueError("config.json must hold a JSON object")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(unknown)}; config.json may hold {', '.join(known)}")
+        missing = [f.name for f in dataclasses.fields(cls)
+                   if f.default is dataclasses.MISSING and f.name not in data]
+        if missing:
+            raise ValueError(f"missing key(s) {', '.join(missing)}")
+        config = cls(**data)
+        if config.preprocessing not in PREPROCESSING:
+            raise ValueError(f"preprocessing {config.preprocessing!r} is not one of {', '.join(PREPROCESSING)}")
+        if config.abstain_score not in ABSTAIN_SCORES:
+            raise ValueError(f"abstain_score {config.abstain_score!r}: use one of {', '.join(ABSTAIN_SCORES)}")
+        return config
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
 class ModelSource:
     """Where the model came from, as the page and the API report it."""
 
-    kind: str  # "folder", "hub" or "bundled"
+    kind: str  # "folder", "hub", "bundled" or "memory"
     location: str  # a path or a Hub repo id
     revision: str | None = None  # the Hub commit that answered
 
@@ -62,39 +93,70 @@ class ModelSource:
 
 @dataclass
 class LoadedModel:
+    """A model that passed the folder contract; build it with `loaded_model` or `load_model_folder`."""
+
     keras_model: keras.Model
     labels: list[str]
     config: ModelConfig
     source: ModelSource
-    folder: Path
     cam_layer: str  # the layer the CAMs explain: config.cam_layer, or the last 4-D activation
     class_means: np.ndarray | None = None  # (classes, CAM-layer channels), unit rows
+    folder: Path | None = None  # None for a model built in memory (no card, no examples)
 
     @property
     def disclaimer(self) -> str:
-        return disclaimer(self.folder / "README.md")
+        return disclaimer(self.folder / CARD_FILE if self.folder else None)
+
+
+def loaded_model(keras_model: keras.Model, labels: list, config: ModelConfig, source: ModelSource,
+                 class_means: np.ndarray | None = None, folder: Path | None = None) -> LoadedModel:
+    """Check a Keras model in memory against the contract; the one way to make a LoadedModel."""
+    _check_contract(keras_model, labels, config, source)
+    cam_layer = _cam_layer(keras_model, config, source)
+    if config.abstain_score == "feature_similarity":
+        channels = keras_model.get_layer(cam_layer).output.shape[-1]
+        class_means = _unit_class_means(class_means, (len(labels), channels), source, cam_layer)
+    else:
+        class_means = None
+    return LoadedModel(keras_model, labels, config, source, cam_layer, class_means, folder)
+
+
+def write_model_folder(folder: Path, model: keras.Model | Path, labels: list[str], config: ModelConfig, card: str,
+                       class_means: np.ndarray | None = None, examples: Path | None = None) -> Path:
+    """Write a model folder the app can load (`model` is a Keras model or a .keras file to copy)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, keras.Model):
+        model.save(folder / MODEL_FILE)
+    else:
+        shutil.copy(model, folder / MODEL_FILE)
+    (folder / LABELS_FILE).write_text(json.dumps(list(labels), indent=1) + "\n", encoding="utf-8")
+    (folder / CONFIG_FILE).write_text(json.dumps(config.to_json(), indent=2) + "\n", encoding="utf-8")
+    (folder / CARD_FILE).write_text(card, encoding="utf-8")
+    if class_means is not None:
+        np.save(folder / CLASS_MEANS_FILE, np.asarray(class_means, dtype=np.float32))
+    if examples is not None:
+        shutil.copytree(examples, folder / EXAMPLES_FOLDER, dirs_exist_ok=True)
+    return folder
 
 
 def load_model_folder(folder: Path, source: ModelSource) -> LoadedModel:
     """Load a model folder safely: `safe_mode=True` never runs code stored in the file."""
     folder = Path(folder)
-    for name in ("model.keras", "labels.json", "config.json"):
+    for name in REQUIRED_FILES:
         if not (folder / name).is_file():
             raise ModelFormatError(
-                f"{source.describe()} has no {name}. A model folder needs model.keras, "
-                "labels.json and config.json (see README, 'Model folder')."
+                f"{source.describe()} has no {name}. A model folder needs {', '.join(REQUIRED_FILES)} "
+                "(see README, 'Model folder')."
             )
     try:
-        labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
-        config = ModelConfig.from_json(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+        labels = json.loads((folder / LABELS_FILE).read_text(encoding="utf-8"))
+        config = ModelConfig.from_json(json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")))
     except (ValueError, TypeError) as err:
-        raise ModelFormatError(f"labels.json or config.json of {source.describe()} is invalid: {err}") from err
-    keras_model = _load_keras_file(folder / "model.keras", source)
-    _check_contract(keras_model, labels, config, source)
-    cam_layer = _cam_layer(keras_model, config, source)
-    class_means = _load_class_means(folder, config, source, cam_layer,
-                                    (len(labels), keras_model.get_layer(cam_layer).output.shape[-1]))
-    return LoadedModel(keras_model, labels, config, source, folder, cam_layer, class_means)
+        raise ModelFormatError(f"{LABELS_FILE} or {CONFIG_FILE} of {source.describe()} is invalid: {err}") from err
+    keras_model = _load_keras_file(folder / MODEL_FILE, source)
+    class_means = _read_class_means(folder, source) if config.abstain_score == "feature_similarity" else None
+    return loaded_model(keras_model, labels, config, source, class_means, folder)
 
 
 def resolve_model(settings: Settings) -> LoadedModel:
@@ -102,14 +164,18 @@ def resolve_model(settings: Settings) -> LoadedModel:
     if settings.model_dir:
         return load_model_folder(Path(settings.model_dir), ModelSource("folder", settings.model_dir))
     if settings.model_repo:
-        folder, commit = fetch_model_folder(settings.model_repo, settings.model_revision)
+        folder, commit = fetch_model_folder(settings.model_repo, settings.model_revision, FOLDER_PATTERNS)
         return load_model_folder(folder, ModelSource("hub", settings.model_repo, commit))
-    if (BUNDLED_MODEL_DIR / "model.keras").is_file():
-        return load_model_folder(BUNDLED_MODEL_DIR, ModelSource("bundled", BUNDLED_MODEL_DIR.name))
+    if (BUNDLED_MODEL_DIR / MODEL_FILE).is_file():
+        return load_bundled_model()
     raise ModelNotConfiguredError(
         "No model is configured: set SKIN_MODEL_DIR to a model folder or SKIN_MODEL_REPO to a "
         "Hugging Face model repo (see README, 'Choosing the model')."
     )
+
+
+def load_bundled_model() -> LoadedModel:
+    return load_model_folder(BUNDLED_MODEL_DIR, ModelSource("bundled", BUNDLED_MODEL_DIR.name))
 
 
 def find_cam_layer(model: keras.Model) -> str | None:
@@ -124,11 +190,11 @@ def _cam_layer(model: keras.Model, config: ModelConfig, source: ModelSource) -> 
     name = config.cam_layer or find_cam_layer(model)
     if name is None:
         raise ModelFormatError(f"{source.describe()} has no 4-D convolutional activation to explain; "
-                               "name one as cam_layer in config.json.")
+                               f"name one as cam_layer in {CONFIG_FILE}.")
     try:
         shape = model.get_layer(name).output.shape
     except ValueError as err:
-        raise ModelFormatError(f"config.json of {source.describe()} names cam_layer {name!r}, which the model "
+        raise ModelFormatError(f"{CONFIG_FILE} of {source.describe()} names cam_layer {name!r}, which the model "
                                "does not have. Fix the name or remove cam_layer to use the last 4-D activation.") from err
     if len(shape) != 4:
         raise ModelFormatError(f"cam_layer {name!r} of {source.describe()} has output shape {shape}; "
@@ -136,24 +202,23 @@ def _cam_layer(model: keras.Model, config: ModelConfig, source: ModelSource) -> 
     return name
 
 
-def _load_class_means(folder: Path, config: ModelConfig, source: ModelSource, cam_layer: str,
-                      shape: tuple[int, int]) -> np.ndarray | None:
-    """class_means.npy as unit rows (a dot product is then the cosine), checked against `shape`:
-    (classes, channels of the CAM layer)."""
-    if config.abstain_score not in ABSTAIN_SCORES:
-        raise ModelFormatError(f"config.json of {source.describe()} names abstain_score {config.abstain_score!r}; "
-                               f"use one of {', '.join(ABSTAIN_SCORES)}.")
-    if config.abstain_score != "feature_similarity":
-        return None
+def _read_class_means(folder: Path, source: ModelSource) -> np.ndarray:
     try:
-        means = np.load(folder / "class_means.npy", allow_pickle=False).astype(np.float32)
+        return np.load(folder / CLASS_MEANS_FILE, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise ModelFormatError(f"{source.describe()} uses abstain_score feature_similarity but its "
-                               f"class_means.npy is missing or unreadable: {err}") from err
+                               f"{CLASS_MEANS_FILE} is missing or unreadable: {err}") from err
+
+
+def _unit_class_means(means: np.ndarray | None, shape: tuple[int, int], source: ModelSource,
+                      cam_layer: str) -> np.ndarray:
+    """The class means as unit rows (a dot product is then the cosine), checked against `shape`:
+    (classes, channels of the CAM layer)."""
+    means = np.zeros((0,), np.float32) if means is None else np.asarray(means, dtype=np.float32)
     norms = np.linalg.norm(means, axis=-1, keepdims=True)
     if means.shape != shape or not np.all(norms > 0):
         raise ModelFormatError(
-            f"class_means.npy of {source.describe()} has shape {means.shape}; it needs one non-zero row per "
+            f"{CLASS_MEANS_FILE} of {source.describe()} has shape {means.shape}; it needs one non-zero row per "
             f"class ({shape[0]}) and one column per channel of the CAM layer {cam_layer!r} ({shape[1]}). "
             "Export it again from the same training run.")
     return means / norms
@@ -162,7 +227,7 @@ def _load_class_means(folder: Path, config: ModelConfig, source: ModelSource, ca
 def _load_keras_file(path: Path, source: ModelSource) -> keras.Model:
     if not zipfile.is_zipfile(path):
         raise ModelFormatError(
-            f"model.keras of {source.describe()} is damaged or truncated (not a valid .keras archive). "
+            f"{MODEL_FILE} of {source.describe()} is damaged or truncated (not a valid .keras archive). "
             "Delete it (for a Hub model: its folder in the Hugging Face cache) and download it again."
         )
     try:
@@ -170,25 +235,28 @@ def _load_keras_file(path: Path, source: ModelSource) -> keras.Model:
     except ValueError as err:
         if "safe_mode" in str(err) or "Lambda" in str(err):
             raise ModelFormatError(
-                f"Refused to load {source.describe()}: model.keras contains Python code (a Lambda "
+                f"Refused to load {source.describe()}: {MODEL_FILE} contains Python code (a Lambda "
                 "layer), which loading would execute. Rebuild it with registered layers "
                 "(explain.layers) instead of Lambda."
             ) from err
-        raise ModelFormatError(f"model.keras of {source.describe()} could not be loaded: {err}") from err
+        raise ModelFormatError(f"{MODEL_FILE} of {source.describe()} could not be loaded: {err}") from err
     except Exception as err:
-        raise ModelFormatError(f"model.keras of {source.describe()} could not be loaded: {err}") from err
+        raise ModelFormatError(f"{MODEL_FILE} of {source.describe()} could not be loaded: {err}") from err
 
 
 def _check_contract(model: keras.Model, labels: list, config: ModelConfig, source: ModelSource) -> None:
     problems = []
-    if not labels or not all(isinstance(x, str) for x in labels):
-        problems.append("labels.json must be a non-empty list of class names")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        problems.append(f"{LABELS_FILE} must be a non-empty list of class names")
     elif model.output_shape[-1] != len(labels):
-        problems.append(f"the model has {model.output_shape[-1]} outputs but labels.json names {len(labels)}")
+        problems.append(f"the model has {model.output_shape[-1]} outputs but {LABELS_FILE} names {len(labels)}")
     last = model.layers[-1]
     if getattr(last, "activation", None) is not keras.activations.softmax or isinstance(last, keras.layers.Dense):
         problems.append("the last layer must be a softmax Activation whose input is the logits")
     if tuple(model.input_shape[1:]) != (config.image_size, config.image_size, 3):
         problems.append(f"the model's input {model.input_shape[1:]} does not match image_size {config.image_size}")
+    if not any(isinstance(layer, PREPROCESSING[config.preprocessing]) for layer in model.layers):
+        problems.append(f"{CONFIG_FILE} says preprocessing {config.preprocessing!r} but the model has no "
+                        f"{PREPROCESSING[config.preprocessing].__name__} layer")
     if problems:
         raise ModelFormatError(f"{source.describe()} breaks the model folder contract: " + "; ".join(problems) + ".")

@@ -35,7 +35,7 @@ def colour_table(colormap: str) -> np.ndarray:
     return np.round(matplotlib.colormaps[colormap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
 
 
-def overlay(photo: Image.Image, cam: np.ndarray, opacity: float = 0.45, colormap: str = DEFAULT_COLORMAP) -> Image.Image:
+def overlay(photo: Image.Image, cam: np.ndarray, opacity: float, colormap: str = DEFAULT_COLORMAP) -> Image.Image:
     """Blend the colourised map over the photo; `opacity` 0 shows the photo alone."""
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be between 0 and 1, got {opacity}")

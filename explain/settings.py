@@ -21,8 +21,8 @@ class Settings:
     fallback_to_bundled: bool = False  # SKIN_MODEL_FALLBACK=1: bundled model if the configured one fails
     max_upload_bytes: int = 20 * 1024 * 1024  # SKIN_MAX_UPLOAD_BYTES
     max_pixels: int = 40_000_000  # SKIN_MAX_PIXELS: width x height, checked before decoding
-    host: str = "127.0.0.1"  # SKIN_HOST (0.0.0.0 on a Space)
-    port: int = 7860  # SKIN_PORT
+    host: str = "127.0.0.1"  # SKIN_HOST, else GRADIO_SERVER_NAME, else 0.0.0.0 on a Space
+    port: int = 7860  # python app.py --port, else SKIN_PORT, else GRADIO_SERVER_PORT
     share: bool = False  # SKIN_SHARE=1: ask Gradio for a public link
     concurrency: int = 2  # SKIN_CONCURRENCY: requests computed at once (see README, Performance)
     queue_size: int = 32  # SKIN_QUEUE_SIZE: waiting requests beyond this are told "busy, try again"
@@ -40,8 +40,8 @@ class Settings:
             fallback_to_bundled=_flag(env.get("SKIN_MODEL_FALLBACK")),
             max_upload_bytes=int(env.get("SKIN_MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
             max_pixels=int(env.get("SKIN_MAX_PIXELS", cls.max_pixels)),
-            host=env.get("SKIN_HOST", "0.0.0.0" if on_space else cls.host),
-            port=int(env.get("SKIN_PORT", cls.port)),
+            host=env.get("SKIN_HOST") or env.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if on_space else cls.host),
+            port=int(env.get("SKIN_PORT") or env.get("GRADIO_SERVER_PORT") or cls.port),
             share=_flag(env.get("SKIN_SHARE")),
             concurrency=int(env.get("SKIN_CONCURRENCY", cls.concurrency)),
             queue_size=int(env.get("SKIN_QUEUE_SIZE", cls.queue_size)),

@@ -4,7 +4,6 @@ Each case is (name, file bytes, expected): expected is None when the photo must 
 accepted, else a phrase the refusal message must contain.
 """
 
-import io
 import struct
 import zlib
 

@@ -63,12 +63,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_app(env_overrides: dict, log_path: Path, timeout: float = 180) -> tuple[subprocess.Popen, str]:
-    """Start `python app.py` on a free 127.0.0.1 port and wait until it answers."""
+def launch_app(env_overrides: dict, log_path: Path, timeout: float = 180,
+               port_variable: str = "SKIN_PORT") -> tuple[subprocess.Popen, str]:
+    """Start `python app.py` on a free 127.0.0.1 port (given in `port_variable`) and wait until it answers."""
     import urllib.request
 
     port = free_port()
-    env = {**os.environ, "SKIN_PORT": str(port), "SKIN_HOST": "127.0.0.1", **env_overrides}
+    env = {**os.environ, "SKIN_HOST": "127.0.0.1", port_variable: str(port), **env_overrides}
     log = open(log_path, "w")
     process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

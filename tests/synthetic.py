@@ -54,7 +54,8 @@ def tiny_config(root: Path, out: Path, **overrides) -> Path:
     config = {
         "output_dir": str(out),
         "model_name": "tiny-test-model",
-        "sources": [{"name": "synthetic", "root": str(root / "photos"), "taxonomy": str(root / "taxonomy.json")}],
+        "sources": [{"name": "synthetic", "root": str(root / "photos"), "taxonomy": str(root / "taxonomy.json"),
+                     "mask_boxes": [[0.0, 0.9, 0.1, 1.0]]}],  # a corner blanked, as the DermNet NZ logo is
         "backbone": "mobilenet_v2", "alpha": 0.35, "image_size": 96, "imagenet_weights": None,
         "batch_size": 16, "head_epochs": 20, "head_learning_rate": 0.01, "finetune_epochs": 12,
         "finetune_learning_rate": 0.001,

@@ -12,7 +12,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from bad_inputs import CASES
-from conftest import ROOT
+from conftest import ARTIFACTS, ROOT, launch_app
+from explain.settings import Settings
 
 PHOTO = str(ROOT / "examples" / "astronaut-face.jpg")
 
@@ -98,3 +99,28 @@ def test_concurrent_identical_requests_all_get_their_heatmap(app_url):
     with ThreadPoolExecutor(4) as pool:
         sizes = [size for result in pool.map(user, range(4)) for size in result]
     assert sizes == [(512, 512)] * 12
+
+
+def test_gradios_own_server_variables_are_honoured(tiny_model_dir, monkeypatch):
+    """GRADIO_SERVER_NAME / GRADIO_SERVER_PORT work as in any Gradio app; SKIN_HOST / SKIN_PORT win over them."""
+    process, url = launch_app({"SKIN_MODEL_DIR": str(tiny_model_dir), "SKIN_PORT": "", "SKIN_HOST": "",
+                               "GRADIO_SERVER_NAME": "127.0.0.1"}, ARTIFACTS / "app_gradio_port.log",
+                              port_variable="GRADIO_SERVER_PORT")
+    try:
+        assert "tiny-test-model" in Client(url, verbose=False).predict(api_name="/model_info")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    for name in ("SKIN_HOST", "SKIN_PORT", "SYSTEM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "9001")
+    assert (Settings.from_env().host, Settings.from_env().port) == ("0.0.0.0", 9001)
+    monkeypatch.setenv("SKIN_HOST", "127.0.0.2")
+    monkeypatch.setenv("SKIN_PORT", "9002")
+    assert (Settings.from_env().host, Settings.from_env().port) == ("127.0.0.2", 9002)
+    for name in ("SKIN_HOST", "SKIN_PORT", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
+        monkeypatch.delenv(name)
+    assert (Settings.from_env().host, Settings.from_env().port) == ("127.0.0.1", 7860)
+    monkeypatch.setenv("SYSTEM", "spaces")
+    assert Settings.from_env().host == "0.0.0.0"

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT
 from explain import model as model_module
 from explain.errors import ModelFormatError, ModelNotConfiguredError
-from explain.model import ModelSource, load_model_folder, resolve_model
+from explain.model import ModelConfig, ModelSource, load_model_folder, loaded_model, resolve_model, write_model_folder
 from explain.settings import Settings
 from hub_server import FakeHub
 
@@ -32,9 +32,10 @@ def fetch(env: dict, repo: str, revision: str | None) -> dict:
     code = (
         "import json, sys\n"
         "from explain.hub import fetch_model_folder\n"
+        "from explain.model import FOLDER_PATTERNS\n"
         "from explain.errors import ModelDownloadError\n"
         "try:\n"
-        "    folder, commit = fetch_model_folder(sys.argv[1], sys.argv[2] or None)\n"
+        "    folder, commit = fetch_model_folder(sys.argv[1], sys.argv[2] or None, FOLDER_PATTERNS)\n"
         "    print(json.dumps({'folder': str(folder), 'commit': commit}))\n"
         "except ModelDownloadError as err:\n"
         "    print(json.dumps({'error': type(err).__name__, 'message': str(err)}))\n"
@@ -100,20 +101,49 @@ def test_label_count_must_match_outputs(tiny_model_dir, tmp_path):
     ({"means": lambda m: m * [[1], [0], [1]]}, "non-zero row"),
     ({"cam_layer": "no_such_layer"}, "names cam_layer 'no_such_layer', which the model does not have"),
     ({"cam_layer": "logits"}, "a CAM needs a 4-D"),
+    ({"abstain_treshold": 0.5}, r"unknown key\(s\) abstain_treshold; config.json may hold name, image_size"),
+    ({"preprocessing": "resnet50"}, "says preprocessing 'resnet50' but the model has no ResNet50Preprocess layer"),
+    ({"preprocessing": "vgg16"}, "preprocessing 'vgg16' is not one of mobilenet_v2, resnet50"),
+    ({"image_size": None}, "missing key"),
 ])
-def test_abstention_and_cam_settings_are_checked(tiny_model_dir, tmp_path, change, expected):
+def test_folder_contract_is_checked_with_a_fix(tiny_model_dir, tmp_path, change, expected):
     copy = shutil.copytree(tiny_model_dir, tmp_path / "model")
     config = json.loads((copy / "config.json").read_text())
     assert config["abstain_score"] == "feature_similarity"  # what the pipeline publishes by default
-    for key in ("abstain_score", "cam_layer"):
-        if key in change:
-            (copy / "config.json").write_text(json.dumps({**config, key: change[key]}))
+    config_change = {k: v for k, v in change.items() if k not in ("remove_means", "means")}
+    if config_change:
+        config = {k: v for k, v in {**config, **config_change}.items() if v is not None}
+        (copy / "config.json").write_text(json.dumps(config))
     if change.get("remove_means"):
         (copy / "class_means.npy").unlink()
     if "means" in change:
         np.save(copy / "class_means.npy", change["means"](np.load(copy / "class_means.npy")))
     with pytest.raises(ModelFormatError, match=expected):
         load_model_folder(copy, ModelSource("folder", str(copy)))
+
+
+def test_a_folder_written_from_memory_loads_back_the_same(tiny_model_dir, tmp_path):
+    """write_model_folder and load_model_folder are the two halves of one contract."""
+    original = load_model_folder(tiny_model_dir, ModelSource("folder", str(tiny_model_dir)))
+    folder = write_model_folder(tmp_path / "model", original.keras_model, original.labels, original.config,
+                                (tiny_model_dir / "README.md").read_text(), np.load(tiny_model_dir / "class_means.npy"))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in tiny_model_dir.iterdir())
+    copy = load_model_folder(folder, ModelSource("folder", str(folder)))
+    assert copy.config == original.config and copy.labels == original.labels and copy.cam_layer == "out_relu"
+    np.testing.assert_allclose(copy.class_means, original.class_means, atol=1e-6)
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    np.testing.assert_allclose(copy.keras_model.predict(pixels, verbose=0),
+                               original.keras_model.predict(pixels, verbose=0), atol=1e-6)
+    assert json.loads((folder / "config.json").read_text()) == json.loads((tiny_model_dir / "config.json").read_text())
+
+
+def test_a_model_in_memory_is_checked_like_a_folder(tiny_model_dir):
+    original = load_model_folder(tiny_model_dir, ModelSource("folder", str(tiny_model_dir)))
+    with pytest.raises(ModelFormatError, match="class_means.npy of memory model at test has shape"):
+        loaded_model(original.keras_model, original.labels, original.config, ModelSource("memory", "test"))
+    plain = ModelConfig(original.config.name, 96, "mobilenet_v2")
+    loaded = loaded_model(original.keras_model, original.labels, plain, ModelSource("memory", "test"))
+    assert loaded.cam_layer == "out_relu" and loaded.class_means is None and "not a diagnosis" in loaded.disclaimer
 
 
 def test_truncated_model_file_is_refused(tiny_model_dir, tmp_path):

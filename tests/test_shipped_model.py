@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import ARTIFACTS, ROOT, SHARED, launch_app
+from explain import page
 from explain.service import Service
 from explain.settings import BUNDLED_MODEL_DIR, Settings
 
@@ -32,7 +33,7 @@ def test_bundled_model_is_the_default_and_fits_in_a_space_repo(service):
 
 
 def test_non_skin_photo_is_flagged_uncertain(service):
-    labels, verdict = service.predict(ROOT / "examples" / "coffee-cup-not-skin.jpg")
+    labels, verdict = page.predict(service, ROOT / "examples" / "coffee-cup-not-skin.jpg")
     assert "Uncertain" in verdict and sum(labels.values()) <= 1.0 + 1e-6
 
 
@@ -101,5 +102,5 @@ def test_fallback_to_the_bundled_model_is_said_on_the_page(tmp_path):
     broken = Settings(model_dir=str(tmp_path / "not-a-model"), fallback_to_bundled=True)
     service = Service.start(broken)
     assert service.classifier.loaded.source.kind == "bundled"
-    assert "could not be loaded, so the bundled model answers instead" in service.model_status()
+    assert "could not be loaded, so the bundled model answers instead" in page.model_status(service)
     assert Service.start(Settings(model_dir=str(tmp_path / "not-a-model"))).classifier is None

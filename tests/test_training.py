@@ -18,7 +18,8 @@ from training.config import ExperimentConfig
 from training.data import dataset
 from training.split import LeakageError, check_no_leakage
 from training.tables import read_rows
-from training.train import class_names, feature_view, new_model
+from training.common import class_names
+from training.train import feature_view, new_model
 
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_224_imagenet"
 
@@ -65,6 +66,9 @@ def test_report_has_test_cv_calibration_and_abstention(pipeline_run):
     assert 0 < report["abstention"]["threshold"] < 1
     ood = report["abstention"]["ood"]["synthetic conditions outside the taxonomy"]
     assert len(ood["auroc_by_score"]) == 3 and ood["auroc"] in ood["auroc_by_score"].values()
+    watermark = report["watermark"]  # the tiny config blanks a corner box, as the shipped config does the logo
+    assert watermark["n"] == test["n"] and watermark["box_area_share"] == pytest.approx(0.1 * 0.1, abs=0.005)
+    assert 0.0 <= watermark["cam_share_blanked"] <= 1.0 and 0.0 <= watermark["cam_share_logo_visible"] <= 1.0
 
 
 def test_exports_agree_with_the_keras_model(pipeline_run):
@@ -113,7 +117,7 @@ def test_npy_converter_sets_every_backbone_variable():
 
     model = build_classifier("mobilenet_v2", 4, 96)
     before = [w.numpy().copy() for layer in backbone_layers(model) for w in layer.weights]
-    leftover = load_npy_weights(model, WEIGHTS)
+    leftover = load_npy_weights(backbone_layers(model), WEIGHTS)
     after = [w.numpy() for layer in backbone_layers(model) for w in layer.weights]
     assert leftover == {"Logits_Conv2d_1c_1x1_biases.npy"}
     assert sum(int(np.prod(w.shape)) for w in after) == 2_257_984
@@ -140,6 +144,20 @@ def test_backbones_build_train_a_step_and_reload_safely(backbone, size, tmp_path
     model.save(tmp_path / "model.keras")
     reloaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True, compile=False)
     assert np.allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"head_epoch": 3}, "unknown setting 'head_epoch' \\(did you mean 'head_epochs'\\?\\)"),
+    ({"sources": [{"name": "a", "root": "r", "taxonomy": "t", "mask_box": []}]},
+     "sources\\[0\\]: unknown setting 'mask_box' \\(did you mean 'mask_boxes'\\?\\)"),
+    ({"sources": [{"name": "a", "root": "r"}]}, "sources\\[0\\]: missing setting taxonomy"),
+    ({"abstain_score": "energy"}, "abstain_score 'energy' is not one of max_probability, feature_similarity"),
+])
+def test_a_misspelled_or_missing_setting_is_named(tmp_path, change, expected):
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps({"output_dir": str(tmp_path / "run"), **change}))
+    with pytest.raises(ValueError, match=expected):
+        ExperimentConfig.load(path)
 
 
 def test_config_defaults_follow_the_backbone():

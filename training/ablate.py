@@ -5,7 +5,7 @@ one variant through 5 folds costs about 40 minutes of 2-core CPU, so variants ar
 backbone frozen: pooled features are computed once per image size and view (the photo, its
 mirror, augmented copies), cached in `<output_dir>/ablation/features/`, and only the head is
 trained per fold (seconds). A variant marked `"fine_tune": true` is instead trained in full
-through evaluate's cross-validation (resumable per fold; with no other change it reads back
+through the evaluation's cross-validation (training.crossval) (resumable per fold; with no other change it reads back
 evaluate's own folds).
 Writes `ablation.json`; the card shows it beside the fine-tuned model's CV.
 """
@@ -19,12 +19,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from training import metrics
+from training.common import class_names, group_split, labels_of
 from training.config import ExperimentConfig
+from training.crossval import aggregate_folds, cross_validate
 from training.data import dataset
-from training.evaluate import aggregate_folds, cross_validate, labels_of, summarize
-from training.split import group_split
 from training.tables import read_rows
-from training.train import balanced_class_weights, class_names, feature_view, fit_head, new_model
+from training.train import balanced_class_weights, feature_view, fit_head, new_model
 
 
 # every setting that changes the cached features; a cache made with other values is recomputed
@@ -84,8 +85,8 @@ def score_variant(config: ExperimentConfig, rows: list[dict], names: list[str], 
                                        config.val_fraction, config.seed)
         logits = head_logits(config, views, labels, rest[fit_idx], rest[val_idx], names, rows,
                              config.out / "ablation" / slug(name) / f"fold{fold}")
-        folds.append(summarize(logits(views[0][held], views[1][held]), labels[held], names,
-                               [rows[i] for i in held], config.top_k))
+        folds.append(metrics.summarize(logits(views[0][held], views[1][held]), labels[held], names,
+                                       [rows[i]["source"] for i in held], config.top_k))
     return aggregate_folds(folds, config, names)
 
 

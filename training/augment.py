@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 from tqdm import tqdm
 
+from training.common import already_done
 from training.config import ExperimentConfig
 from training.data import read_photo
 from training.tables import read_rows, write_rows
@@ -53,8 +54,7 @@ def balance(rows: list[dict], target: int, folder: Path, seed: int) -> list[dict
 
 def run(config: ExperimentConfig, force: bool = False) -> Path:
     out = config.out / "augmented.csv"
-    if out.is_file() and not force:
-        print(f"augment: {out} exists (use --force to redo)")
+    if already_done("augment", out, force):
         return out
     made = balance(read_rows(config.out / "split.csv"), config.balance_to, config.out / "augmented", config.seed)
     write_rows(out, made)

@@ -10,13 +10,13 @@ from pathlib import Path
 import keras
 
 from explain.layers import PREPROCESSING
+from training.mobilenet_npy import load_npy_weights
 
 BACKBONES = {
     "mobilenet_v2": keras.applications.MobileNetV2,
     "resnet50": keras.applications.ResNet50,
 }
 CAM_LAYERS = {"mobilenet_v2": "out_relu", "resnet50": "conv5_block3_out"}
-HEAD_LAYERS = ("pool", "dropout", "logits", "probs")
 
 
 def build_classifier(
@@ -100,11 +100,9 @@ def load_imagenet_weights(model: keras.Model, backbone: str, weights: str | None
         return
     path = Path(weights)
     if path.is_dir():
-        from training.mobilenet_npy import load_npy_weights
-
         if backbone != "mobilenet_v2":
             raise ValueError(f"A .npy weights folder holds MobileNetV2 weights, not {backbone}.")
-        load_npy_weights(model, path)
+        load_npy_weights(backbone_layers(model), path)
         return
     reference = BACKBONES[backbone](include_top=False, weights=str(path))
     _copy_backbone(reference, model)

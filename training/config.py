@@ -6,10 +6,13 @@ A config is a JSON file; anything left out takes the default below. `python -m t
 """
 
 import dataclasses
+import difflib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from explain.model import ABSTAIN_SCORES
 
 
 @dataclass
@@ -68,7 +71,7 @@ class ExperimentConfig:
     top_k: list[int] = field(default_factory=lambda: [3])
     tta: bool = False  # average the prediction with the mirrored photo's
     cross_source: bool = False  # also train on each source alone and test on the other
-    abstain_score: str = "feature_similarity"  # or max_probability (explain.model.ABSTAIN_SCORES)
+    abstain_score: str = "feature_similarity"  # one of explain.model.ABSTAIN_SCORES
     abstain_coverage: float = 0.9  # threshold keeps this share of validation photos
     ood_folders: dict[str, str] = field(default_factory=dict)  # name -> folder of photos the model must not know
     # ablate: variant name -> the settings it changes (see training/ablate.py)
@@ -102,16 +105,36 @@ class ExperimentConfig:
 
     @classmethod
     def load(cls, path: str | Path, **overrides) -> "ExperimentConfig":
+        """Read a config file; an unknown or misspelled key is named, with the keys that exist."""
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         data.update({k: v for k, v in overrides.items() if v is not None})
+        _check_keys(data, cls, str(path))
+        for i, source in enumerate(data.get("sources", [])):
+            _check_keys(source, Source, f"{path}, sources[{i}]")
         data["sources"] = [Source(**s) for s in data.get("sources", [])]
-        return cls(**data)
+        config = cls(**data)
+        if config.abstain_score not in ABSTAIN_SCORES:
+            raise ValueError(f"{path}: abstain_score {config.abstain_score!r} is not one of {', '.join(ABSTAIN_SCORES)}.")
+        return config
 
     def save(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / "config.json"
         path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n", encoding="utf-8")
         return path
+
+
+def _check_keys(data: dict, kind: type, where: str) -> None:
+    names = [f.name for f in dataclasses.fields(kind)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        hints = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, names, 1))
+                 else repr(key) for key in unknown]
+        raise ValueError(f"{where}: unknown setting {', '.join(hints)}. Settings: {', '.join(names)}.")
+    missing = [f.name for f in dataclasses.fields(kind)
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in data]
+    if missing:
+        raise ValueError(f"{where}: missing setting {', '.join(missing)}.")
 
 
 def expand(path: str | None) -> str | None:

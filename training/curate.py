@@ -14,12 +14,12 @@ import numpy as np
 from tqdm import tqdm
 
 from explain.errors import InputImageError
+from training.common import IMAGE_SUFFIXES, already_done, hamming_matrix
 from training.config import ExperimentConfig, Source, expand
 from training.data import read_photo
 from training.tables import print_table, read_rows, write_rows
 
 OUT_OF_TAXONOMY = ""  # target class of a photo kept only for out-of-distribution checks
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 def list_photos(source: Source) -> list[tuple[Path, str, str]]:
@@ -38,16 +38,6 @@ def list_photos(source: Source) -> list[tuple[Path, str, str]]:
 def load_taxonomy(path: str) -> dict[str, str | None]:
     mapping = json.loads(Path(expand(path)).read_text(encoding="utf-8"))
     return {k: v for k, v in mapping.items() if not k.startswith("_")}
-
-
-def phash_bits(hex_hash: str) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(bytes.fromhex(hex_hash), dtype=np.uint8))
-
-
-def hamming_matrix(hashes: list[str]) -> np.ndarray:
-    """Pairwise pHash distances in bits."""
-    bits = np.stack([phash_bits(h) for h in hashes]).astype(np.int32)
-    return bits @ (1 - bits).T + (1 - bits) @ bits.T
 
 
 def cluster_ids(distances: np.ndarray, within: int, hints: list[str]) -> list[int]:
@@ -129,8 +119,7 @@ def summary(rows: list[dict]) -> list[dict]:
 
 def run(config: ExperimentConfig, force: bool = False) -> Path:
     out = config.out / "curated.csv"
-    if out.is_file() and not force:
-        print(f"curate: {out} exists (use --force to redo)")
+    if already_done("curate", out, force):
         return out
     rows = curate(config)
     write_rows(out, rows)

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from explain import layers  # noqa: F401  (registers the preprocessing layers for loading)
 from training.backbones import build_classifier, copy_weights_by_name
+from training.common import already_done
 from training.config import ExperimentConfig
 from training.data import load_pixels
 from training.tables import read_rows
@@ -94,8 +95,7 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
     out = config.out / "export"
     report_path = config.out / "report.json"
     report = json.loads(report_path.read_text(encoding="utf-8"))
-    if "export" in report and (out / "model.keras").is_file() and not force:
-        print(f"export: {out} exists (use --force to redo)")
+    if "export" in report and already_done("export", out / "model.keras", force):
         return out
     trained = keras.saving.load_model(config.out / "train" / "model.keras", safe_mode=True, compile=False)
     test_rows = [r for r in read_rows(config.out / "split.csv") if r["split"] == "test"][:PARITY_PHOTOS]

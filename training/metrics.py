@@ -5,6 +5,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, logsumexp, softmax
 from sklearn.metrics import roc_auc_score
 
+from explain.model import ABSTAIN_SCORES
+
 
 def top_k_accuracy(probabilities: np.ndarray, labels: np.ndarray, k: int) -> float:
     top = np.argsort(probabilities, axis=1)[:, ::-1][:, :k]
@@ -43,6 +45,18 @@ def classification_report(probabilities: np.ndarray, labels: np.ndarray, names: 
     }
 
 
+def summarize(logits: np.ndarray, labels: np.ndarray, names: list[str], sources: list[str], ks) -> dict:
+    """`classification_report` of the photos overall and, when they come from several sources, per source."""
+    probabilities = calibrated(logits)
+    report = classification_report(probabilities, labels, names, ks)
+    if len(set(sources)) > 1:
+        report["by_source"] = {}
+        for source in sorted(set(sources)):
+            keep = np.array([s == source for s in sources])
+            report["by_source"][source] = classification_report(probabilities[keep], labels[keep], names, ks)
+    return report
+
+
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
@@ -67,11 +81,9 @@ def calibrated(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return softmax(logits / temperature, axis=1)
 
 
-SCORE_NAMES = {  # config name -> the name reports and the card use
-    "feature_similarity": "feature similarity to the nearest class mean (cosine)",
-    "max_probability": "max softmax probability (temperature-scaled)",
-    "energy": "energy (log-sum-exp of temperature-scaled logits)",
-}
+# config name -> the name reports and the card use: the scores a model may abstain on, and
+# energy, reported for comparison only
+SCORE_NAMES = {**ABSTAIN_SCORES, "energy": "energy (log-sum-exp of temperature-scaled logits)"}
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -12,8 +12,6 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from training.backbones import backbone_layers
-
 BN_VARIABLES = ("gamma", "beta", "moving_mean", "moving_variance")
 UNUSED = {"Logits_Conv2d_1c_1x1_biases.npy"}  # the ImageNet classifier's bias: no use here
 
@@ -49,8 +47,8 @@ def slim_files(layer: keras.layers.Layer) -> list[str]:
     return []
 
 
-def load_npy_weights(model: keras.Model, folder: Path) -> set[str]:
-    """Set every MobileNetV2 backbone variable of `model` from `folder`; returns the files left unused.
+def load_npy_weights(layers: list[keras.layers.Layer], folder: Path) -> set[str]:
+    """Set every variable of a MobileNetV2 backbone's `layers` from `folder`; returns the files left unused.
 
     Raises if a variable has no array or an array's shape differs: a half-loaded
     backbone must never train silently.
@@ -58,7 +56,7 @@ def load_npy_weights(model: keras.Model, folder: Path) -> set[str]:
     folder = Path(folder)
     available = {p.name for p in folder.glob("*.npy")}
     used = set()
-    for layer in backbone_layers(model):
+    for layer in layers:
         if not layer.weights:
             continue
         files = slim_files(layer)

@@ -10,43 +10,26 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 from huggingface_hub import HfApi
 
-from training.backbones import CAM_LAYERS
+from explain.model import CARD_FILE, MODEL_FILE, ModelSource, load_model_folder, write_model_folder
 from training.card import render_card
+from training.common import model_config
 from training.config import ExperimentConfig, expand
 
 
-def model_config(config: ExperimentConfig, report: dict) -> dict:
-    """The app's `config.json` (see explain.model.ModelConfig)."""
-    return {
-        "name": config.model_name,
-        "image_size": config.image_size,
-        "preprocessing": config.backbone,
-        "cam_layer": CAM_LAYERS[config.backbone],
-        "temperature": round(report["calibration"]["temperature"], 4),
-        "abstain_threshold": round(report["abstention"]["threshold"], 4),
-        "abstain_score": config.abstain_score,
-        "backbone": config.backbone,
-        "resize": "whole photo, bilinear",
-    }
-
-
 def assemble(config: ExperimentConfig, out: Path) -> Path:
+    """The model folder (explain.model's contract) from the run's export, report and card."""
     report = json.loads((config.out / "report.json").read_text(encoding="utf-8"))
     if out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True)
-    shutil.copy(config.out / "export" / "model.keras", out / "model.keras")
-    (out / "labels.json").write_text(json.dumps(report["classes"], indent=1) + "\n", encoding="utf-8")
-    (out / "config.json").write_text(json.dumps(model_config(config, report), indent=2) + "\n", encoding="utf-8")
-    if config.abstain_score == "feature_similarity":
-        shutil.copy(config.out / "class_means.npy", out / "class_means.npy")
     ablation_path = config.out / "ablation.json"
     ablation = json.loads(ablation_path.read_text(encoding="utf-8")) if ablation_path.is_file() else None
-    (out / "README.md").write_text(render_card(config, report, ablation), encoding="utf-8")
-    if config.examples_dir and Path(expand(config.examples_dir)).is_dir():
-        shutil.copytree(expand(config.examples_dir), out / "examples")
+    means = np.load(config.out / "class_means.npy") if config.abstain_score == "feature_similarity" else None
+    examples = Path(expand(config.examples_dir)) if config.examples_dir else None
+    write_model_folder(out, config.out / "export" / MODEL_FILE, report["classes"], model_config(config, report),
+                       render_card(config, report, ablation), means, examples if examples and examples.is_dir() else None)
     return out
 
 
@@ -60,10 +43,11 @@ def upload(folder: Path, repo_id: str) -> str:
 
 def run(config: ExperimentConfig, force: bool = False, dry_run: bool = True) -> Path:
     folder = assemble(config, config.out / "model")
-    print(f"publish: model folder written to {folder}")
+    load_model_folder(folder, ModelSource("folder", str(folder)))  # never publish a folder the app refuses
+    print(f"publish: model folder written to {folder} and checked by loading it")
     if config.bundle_dir:
         shutil.copytree(folder, config.bundle_dir, dirs_exist_ok=True)
-        shutil.copy(folder / "README.md", config.card_path or Path(config.bundle_dir) / "README.md")
+        shutil.copy(folder / CARD_FILE, config.card_path or Path(config.bundle_dir) / CARD_FILE)
         print(f"publish: bundled into {config.bundle_dir}, card at {config.card_path}")
     if dry_run:
         print("publish: dry run, nothing uploaded")

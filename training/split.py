@@ -10,21 +10,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
+from training.common import already_done, group_split, hamming_matrix
 from training.config import ExperimentConfig
-from training.curate import hamming_matrix
 from training.tables import read_rows, write_rows
 
 
 class LeakageError(ValueError):
     """A test or validation photo has an identical or near-identical photo in training."""
-
-
-def group_split(labels: list[str], groups: list, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (rest, held_out): about `fraction` held out, stratified by label, whole groups only."""
-    n_splits = max(2, round(1 / fraction))
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    rest, held_out = next(splitter.split(np.zeros(len(labels)), labels, groups))
-    return rest, held_out
 
 
 def assign_splits(rows: list[dict], config: ExperimentConfig) -> list[dict]:
@@ -75,8 +67,7 @@ def check_folds(rows: list[dict], within: int) -> None:
 
 def run(config: ExperimentConfig, force: bool = False) -> Path:
     out = config.out / "split.csv"
-    if out.is_file() and not force:
-        print(f"split: {out} exists (use --force to redo)")
+    if already_done("split", out, force):
         return out
     rows = assign_splits(read_rows(config.out / "curated.csv"), config)
     for held_out in ("test", "val"):

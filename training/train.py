@@ -12,13 +12,10 @@ import keras
 import numpy as np
 
 from training.backbones import build_classifier, load_imagenet_weights, recalibrate_batchnorm, set_trainable
+from training.common import already_done, class_names
 from training.config import ExperimentConfig, expand
 from training.data import dataset
 from training.tables import read_rows
-
-
-def class_names(rows: list[dict]) -> list[str]:
-    return sorted({r["target_class"] for r in rows if r["target_class"]})
 
 
 def augmentation(config: ExperimentConfig, seed: int | None = None) -> keras.Sequential | None:
@@ -151,8 +148,7 @@ def fit(config: ExperimentConfig, train_rows: list[dict], val_rows: list[dict], 
 
 def run(config: ExperimentConfig, force: bool = False) -> Path:
     out = config.out / "train"
-    if (out / "model.keras").is_file() and not force:
-        print(f"train: {out / 'model.keras'} exists (use --force to redo)")
+    if already_done("train", out / "model.keras", force):
         return out
     rows = read_rows(config.out / "split.csv") + _augmented_rows(config)
     names = class_names(rows)
@@ -163,14 +159,3 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
 def _augmented_rows(config: ExperimentConfig) -> list[dict]:
     path = config.out / "augmented.csv"
     return read_rows(path) if path.is_file() else []
-
-
-def predict(model: keras.Model, pixels: np.ndarray, tta: bool = False, batch_size: int = 32) -> tuple:
-    """Pooled features and logits for uint8 pixels; with `tta`, the logits are averaged with the
-    mirrored photos' (the features never are: the app computes them from the photo alone)."""
-    outputs = keras.Model(model.inputs, [model.get_layer("pool").output, model.get_layer("logits").output])
-    features, logits = outputs.predict(pixels.astype(np.float32), batch_size=batch_size, verbose=0)
-    if tta:
-        logits = (logits + outputs.predict(pixels[:, :, ::-1].astype(np.float32), batch_size=batch_size,
-                                           verbose=0)[1]) / 2
-    return features, logits

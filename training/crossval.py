@@ -1,0 +1,83 @@
+"""Models trained on part of the photos and scored on the rest: grouped k-fold cross-validation
+and cross-source runs (train on one photo library, test on another).
+
+Each run keeps its model (`model.keras`) and its predictions (`logits.npy`) in its own folder
+under the run folder (`cv/foldK/`, `cross_source/A_to_B/`), so an interrupted evaluation
+resumes where it stopped.
+"""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from training import metrics
+from training.common import group_split, labels_of, predict
+from training.config import ExperimentConfig
+from training.data import load_pixels
+from training.train import fit
+
+
+def train_and_predict(config: ExperimentConfig, train_rows: list[dict], eval_rows: list[dict], names: list[str],
+                      out: Path) -> np.ndarray:
+    """Fit on `train_rows` (early-stopped on a grouped slice of them), return logits of `eval_rows`.
+
+    The logits are saved in `out/logits.npy`, the model in `out/model.keras`: a rerun reads the
+    logits, or predicts again with the saved model, instead of training again.
+    """
+    saved = out / "logits.npy"
+    if saved.is_file():
+        return np.load(saved)
+    if (out / "model.keras").is_file():
+        model = keras.saving.load_model(out / "model.keras", safe_mode=True, compile=False)
+    else:
+        fit_idx, val_idx = group_split([r["target_class"] for r in train_rows], [r["cluster"] for r in train_rows],
+                                       config.val_fraction, config.seed)
+        model = fit(config, [train_rows[i] for i in fit_idx], [train_rows[i] for i in val_idx], names, out)
+    _, logits = predict(model, load_pixels(eval_rows, config), tta=config.tta)
+    np.save(saved, logits)
+    return logits
+
+
+def cross_validate(config: ExperimentConfig, rows: list[dict], names: list[str]) -> dict:
+    """k-fold CV grouped by near-duplicate cluster: mean and std of each headline metric."""
+    folds = []
+    for fold in range(config.cv_folds):
+        held = [r for r in rows if r["fold"] == str(fold)]
+        train_rows = [r for r in rows if r["fold"] not in ("", str(fold))]
+        print(f"cross-validation fold {fold + 1}/{config.cv_folds}: {len(train_rows)} train, {len(held)} held out")
+        logits = train_and_predict(config, train_rows, held, names, config.out / "cv" / f"fold{fold}")
+        folds.append(metrics.summarize(logits, labels_of(held, names), names, [r["source"] for r in held],
+                                       config.top_k))
+    return aggregate_folds(folds, config, names)
+
+
+def aggregate_folds(folds: list[dict], config: ExperimentConfig, names: list[str]) -> dict:
+    """Mean and std over folds of each headline metric, overall, by source and per class."""
+    keys = ["accuracy", *[f"top{k}_accuracy" for k in config.top_k], "macro_f1"]
+    result = {"folds": config.cv_folds, **{k: metrics.mean_std([f[k] for f in folds]) for k in keys}}
+    if "by_source" in folds[0]:
+        result["by_source"] = {s: {k: metrics.mean_std([f["by_source"][s][k] for f in folds]) for k in keys}
+                               for s in folds[0]["by_source"]}
+    result["per_class_f1"] = {n: metrics.mean_std([f["per_class"][n]["f1"] for f in folds]) for n in names}
+    return result
+
+
+def cross_source(config: ExperimentConfig, rows: list[dict], names: list[str]) -> dict:
+    """Train on one source, test on the other's photos of the classes both share."""
+    sources = sorted({r["source"] for r in rows})
+    result = {}
+    for train_source in sources:
+        for test_source in sources:
+            if train_source == test_source:
+                continue
+            train_rows = [r for r in rows if r["source"] == train_source]
+            known = sorted({r["target_class"] for r in train_rows})
+            test_rows = [r for r in rows if r["source"] == test_source and r["target_class"] in known]
+            print(f"cross-source: train on {train_source}, test on {test_source} ({len(test_rows)} photos)")
+            logits = train_and_predict(config, train_rows, test_rows, known,
+                                       config.out / "cross_source" / f"{train_source}_to_{test_source}")
+            report = metrics.classification_report(metrics.calibrated(logits), labels_of(test_rows, known), known,
+                                                   config.top_k)
+            result[f"{train_source} -> {test_source}"] = {k: v for k, v in report.items() if k != "confusion_matrix"}
+    return result

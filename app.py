@@ -18,7 +18,7 @@ from gradio.utils import get_upload_folder
 from PIL import Image
 
 from explain import page
-from explain.cams import DEFAULT_METHOD, METHODS
+from explain.cams import DEFAULT_METHOD
 from explain.cleanup import start_sweeper
 from explain.errors import SkinExplainError
 from explain.overlay import jpeg_bytes
@@ -77,6 +77,7 @@ def build_app(service: Service) -> gr.Blocks:
     labels = service.labels
     predict = shown_to_user(functools.partial(page.predict, service))
     explain = shown_to_user(functools.partial(page.explain, service))
+    compare = shown_to_user(functools.partial(page.compare, service))
     model_status = functools.partial(page.model_status, service)
 
     with gr.Blocks(title="Skin condition classifier, explained", analytics_enabled=False) as demo:
@@ -90,26 +91,45 @@ def build_app(service: Service) -> gr.Blocks:
                 top_k = gr.Slider(1, max(1, len(labels)), value=min(DEFAULT_TOP_K, max(1, len(labels))), step=1,
                                   label="How many conditions to list")
                 with gr.Accordion("Explanation settings", open=False):
-                    method = gr.Dropdown(list(METHODS), value=DEFAULT_METHOD, label="Method")
+                    method = gr.Dropdown(page.method_choices(), value=DEFAULT_METHOD, label="Method")
                     target = gr.Dropdown([TOP_CLASS, *labels], value=TOP_CLASS, label="Explain which class")
+                    resolution = gr.Dropdown(page.resolutions(service), value="coarse", label="Map resolution",
+                                             info="finer maps can follow a smaller lesion; see README for how "
+                                                  "faithful each is")
                     opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Heatmap opacity")
                 button = gr.Button("Analyze", variant="primary", elem_id="analyze")
             with gr.Column():
                 verdict = gr.Markdown(elem_id="verdict")
                 label = gr.Label(label="Most likely conditions", elem_id="label")
                 heatmap = HeatmapOutput(label="Where the model looked", format="jpeg", type="pil", elem_id="heatmap")
+                faithful = gr.Markdown(elem_id="faithfulness")
+                with gr.Accordion("How far can these heatmaps be trusted?", open=False):
+                    gr.Markdown(page.trust_note(service), elem_id="trust")
+                    numbers = gr.JSON(label="This heatmap's faithfulness numbers", elem_id="faithfulness-numbers")
+        with gr.Accordion("Compare methods", open=False, elem_id="compare-section"):
+            gr.Markdown("The four methods' maps of the same class, each with how much of the answer it finds "
+                        "(deletion area against a random mask) and its time, then the default method's maps "
+                        "of the top three classes. Uses the photo and settings above.")
+            compare_button = gr.Button("Compare methods", elem_id="compare")
+            gallery = gr.Gallery(label="Maps", columns=4, format="jpeg", elem_id="compare-gallery")
+            compare_table = gr.Markdown(elem_id="compare-table")
+            compare_numbers = gr.JSON(label="Curves", elem_id="compare-numbers")
 
+        answer = [label, heatmap, verdict, faithful, numbers]
+        settings = [photo, method, target, opacity, top_k, resolution]
         demo.load(model_status, None, status, api_name="model_info")
-        button.click(explain, [photo, method, target, opacity, top_k], [label, heatmap, verdict], api_name="explain")
+        button.click(explain, settings, answer, api_name="explain")
         top_k.release(predict, [photo, top_k], [label, verdict], api_name="predict")
-        opacity.release(explain, [photo, method, target, opacity, top_k], [label, heatmap, verdict],
-                        api_visibility="private")
+        opacity.release(explain, settings, answer, api_visibility="private")
+        compare_button.click(compare, [photo, target, opacity, resolution], [gallery, compare_table, compare_numbers],
+                             api_name="compare")
 
         examples = service.example_photos()
         if examples and service.classifier is not None:
-            gr.Examples(examples=[[p] for p in examples], inputs=[photo], outputs=[label, heatmap, verdict],
-                        fn=lambda p: explain(p, DEFAULT_METHOD, TOP_CLASS, DEFAULT_OPACITY, DEFAULT_TOP_K),
+            gr.Examples(examples=[[p] for p in examples], inputs=[photo], outputs=answer,
+                        fn=lambda p: explain(p, DEFAULT_METHOD, TOP_CLASS, DEFAULT_OPACITY, DEFAULT_TOP_K, "coarse"),
                         example_labels=[example_name(p) for p in examples], cache_examples=True, cache_mode="lazy")
+            gr.Markdown(page.EXAMPLES_CREDIT, elem_id="examples-credit")
     return demo
 
 

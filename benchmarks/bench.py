@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m benchmarks.bench {inprocess,api,startup,input,resize,all}`; each prints a table.
+"""Benchmarks: `python -m benchmarks.bench {inprocess,methods,api,startup,input,resize,all}`; each prints a table.
 
 Ratios are taken within one run on one machine; absolute figures depend on the machine,
 which the header names. Models have random weights (speed does not depend on them).
@@ -110,27 +110,20 @@ def inprocess(backbones: list[str], repeats: int) -> None:
     from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
     from tf_keras_vis.utils.scores import CategoricalScore
 
-    from explain.cams import METHODS
-    from explain.classifier import Classifier
     from explain.overlay import jpeg_bytes
-    from explain.model import ModelSource, loaded_model
     from explain.page import DEFAULT_OPACITY
-    from explain.service import Service
-    from explain.settings import Settings
 
     data = photo_jpeg()
-    rows, method_rows, services = [], [], {}
+    rows, services = [], {}
     for backbone in backbones:
-        classifier = Classifier(loaded_model(random_model(backbone), CLASSES, random_model_config(backbone),
-                                             ModelSource("memory", f"random {backbone}")))
-        classifier.warm_up()
-        service = services[backbone] = Service(Settings(), classifier)
+        service = services[backbone] = random_service(backbone)
+        classifier = service.classifier
         model = classifier.keras_model
         x = classifier.pixels(service.read(data))
         forward = compiled_forward(model, x)
 
         def whole_path(encode=jpeg_bytes):
-            _, heatmap = service.explain(data, opacity=DEFAULT_OPACITY)
+            _, heatmap, _ = service.explain(data, opacity=DEFAULT_OPACITY)  # with the faithfulness sentence
             encode(heatmap)  # as the app's HeatmapOutput writes it
 
         def png_path():
@@ -158,19 +151,82 @@ def inprocess(backbones: list[str], repeats: int) -> None:
         }
         rows.append([backbone, *(f"{t[k]:.0f} ms" for k in t), f"{t['path'] / t['forward']:.2f}x",
                      f"{t['png path'] / t['forward']:.2f}x", f"{t['naive'] / t['path']:.1f}x"])
-        for name in METHODS:
-            cost = median_ms(lambda: classifier.explain_pixels(x, name), slow_repeats)
-            method_rows.append([backbone, name, f"{cost:.0f} ms", f"{cost / t['one pass']:.1f}x"])
-    print("In-process request path (448x448 JPEG in, overlay JPEG out as the app sends it; batch 1, medians;\n"
-          "forward, one pass and both paths measured in turn within each round)\n")
+    print("In-process request path (448x448 JPEG in, overlay JPEG out as the app sends it, with the faithfulness\n"
+          "sentence's three masked copies; batch 1, medians; forward, one pass and both paths measured in turn\n"
+          "within each round)\n")
     table(["model", "compiled forward", "one pass: probs + Grad-CAM", "whole request path",
            "same path, PNG out (zlib 1)", "model.predict", "tf-keras-vis Gradcam (built once)",
            "predict + new tf-keras-vis Gradcam", "path / forward", "PNG path / forward", "naive / path"], rows)
-    print("CAM methods (objects built once per process)\n")
-    table(["model", "method", "median", "x default"], method_rows)
     path_steps(services[backbones[0]], data, 3 * repeats)
     uploads(services[backbones[0]], repeats)
     input_sizes(repeats)
+
+
+def random_service(backbone: str):
+    """A service around a random-weight model held in memory, warmed up."""
+    from explain.classifier import Classifier
+    from explain.model import ModelSource, loaded_model
+    from explain.service import Service
+    from explain.settings import Settings
+
+    classifier = Classifier(loaded_model(random_model(backbone), CLASSES, random_model_config(backbone),
+                                         ModelSource("memory", f"random {backbone}")))
+    classifier.warm_up()
+    return Service(Settings(), classifier)
+
+
+def methods(backbones: list[str], repeats: int) -> None:
+    """Each CAM method and resolution through the classifier's compiled passes, against the forward
+    pass and tf-keras-vis (the reference, built once); the map with its faithfulness sentence; the
+    Compare view. Random weights, on a clinical example photo (`examples/psoriasis.jpg`)."""
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+    from tf_keras_vis.layercam import Layercam
+    from tf_keras_vis.scorecam import Scorecam
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    from explain import faithfulness
+    from explain.cams import METHODS
+    from explain.page import DEFAULT_OPACITY
+
+    references = {"Grad-CAM": Gradcam, "Grad-CAM++": GradcamPlusPlus, "LayerCAM": Layercam, "Score-CAM": Scorecam}
+    data = (ROOT / "examples" / "psoriasis.jpg").read_bytes()
+    rows, view_rows = [], []
+    for backbone in backbones:
+        service = random_service(backbone)
+        classifier = service.classifier
+        x = classifier.pixels(service.read(data))
+        forward = compiled_forward(classifier.keras_model, x)
+        for resolution in classifier.layers:
+            for name, method in METHODS.items():
+                explanation = classifier.explain_pixels(x, name, None, resolution)
+                vis = references[name](classifier.keras_model, model_modifier=ReplaceToLinear(), clone=True)
+                options = {"max_N": method.channels} if name == "Score-CAM" else {}
+                t = interleaved_medians_ms({
+                    "forward": lambda: forward(x),
+                    "map": lambda: classifier.explain_pixels(x, name, None, resolution),
+                    "map + sentence": lambda: faithfulness.check(
+                        classifier, x, classifier.explain_pixels(x, name, None, resolution)),
+                }, repeats)
+                t["vis"] = median_ms(lambda: vis(CategoricalScore([explanation.target_index]), x,
+                                                 penultimate_layer=classifier.layers[resolution],
+                                                 seek_penultimate_conv_layer=False, expand_cam=False, **options),
+                                     max(3, repeats // 6))
+                rows.append([backbone, name, classifier.grid(resolution), f"{t['forward']:.1f} ms",
+                             f"{t['map']:.1f} ms", f"{t['map'] / t['forward']:.2f}x",
+                             f"{t['map + sentence'] / t['forward']:.2f}x", f"{t['vis']:.0f} ms",
+                             f"{t['vis'] / t['map']:.0f}x"])
+        compare = {f"Compare view, {r}": (lambda r=r: service.compare(data, opacity=DEFAULT_OPACITY, resolution=r))
+                   for r in classifier.layers}
+        t = interleaved_medians_ms({"forward": lambda: forward(x), **compare}, max(5, repeats // 3))
+        view_rows += [[backbone, name, f"{t[name]:.0f} ms", f"{t[name] / t['forward']:.1f}x"] for name in compare]
+    print("CAM methods in the app's compiled passes (the photo: examples/psoriasis.jpg at the model input;\n"
+          "random weights; batch 1, medians; forward, map and map + sentence measured in turn)\n")
+    table(["model", "method", "map", "forward", "map (probabilities, score and map)", "map / forward",
+           "map + faithfulness sentence / forward", "tf-keras-vis, built once", "tf-keras-vis / ours"], rows)
+    print("Compare view (4 methods, their deletion curves and the random mask's, 3 classes' maps, 7 overlays)\n")
+    table(["model", "view", "median", "x forward"], view_rows)
 
 
 def path_steps(service, data: bytes, repeats: int) -> None:
@@ -338,7 +394,7 @@ def api(requests: int) -> None:
         app, url, _ = launch("app.py", {"SKIN_MODEL_DIR": str(folder), "SKIN_CONCURRENCY": str(concurrency)})
         for clients in (1, 4, 8):
             latencies, throughput = round_trips(
-                url, "/explain", lambda: [handle_file(str(photo)), "Grad-CAM", "Most likely class", 0.45, 3],
+                url, "/explain", lambda: [handle_file(str(photo)), "Grad-CAM", "Most likely class", 0.45, 3, "coarse"],
                 clients, max(2, requests // clients))
             p50, p95 = 1000 * np.percentile(latencies, 50), 1000 * np.percentile(latencies, 95)
             rows.append([concurrency, clients, f"{p50:.0f} ms", f"{p95:.0f} ms", f"{throughput:.1f}/s"])
@@ -379,7 +435,8 @@ def startup(requests: int) -> None:
         client.predict(handle_file(str(photo)), 3, api_name="/predict")
         cold = time.perf_counter() - started
         for _ in range(requests):
-            client.predict(handle_file(str(photo)), "Grad-CAM", "Most likely class", 0.45, 3, api_name="/explain")
+            client.predict(handle_file(str(photo)), "Grad-CAM", "Most likely class", 0.45, 3, "coarse",
+                           api_name="/explain")
         stop.set()
         process.terminate()
         rows.append([name, f"{cold:.1f} s", f"{peak[0] / 2**30:.2f} GB"])
@@ -430,13 +487,15 @@ def training_input(batches: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=["inprocess", "api", "startup", "input", "resize", "all"])
+    parser.add_argument("what", choices=["inprocess", "methods", "api", "startup", "input", "resize", "all"])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--backbones", nargs="+", default=["mobilenet_v2", "resnet50"])
     args = parser.parse_args()
     header()
     if args.what in ("inprocess", "all"):
         inprocess(args.backbones, args.repeats)
+    if args.what in ("methods", "all"):
+        methods(args.backbones, args.repeats)
     if args.what in ("api", "all"):
         api(args.repeats)
     if args.what in ("startup", "all"):

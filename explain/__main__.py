@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, help="CAM method")
     parser.add_argument("--cam-out", type=Path, help="write a heatmap overlay JPEG per photo into this folder")
     parser.add_argument("--opacity", type=float, default=DEFAULT_OPACITY, help="heatmap opacity, 0..1")
+    parser.add_argument("--resolution", choices=["coarse", "fine"], default="coarse",
+                        help="map on the CAM layer (coarse) or on the layer twice as fine")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     args = parser.parse_args(argv)
 
@@ -55,13 +57,15 @@ def classify(service: Service, path: Path, args) -> dict:
     if not args.cam_out:
         prediction = service.predict(path)
         return {"top": prediction.top_k(args.top_k), "uncertain": prediction.uncertain, "verdict": verdict(prediction)}
-    explanation, picture = service.explain(path, args.method, opacity=args.opacity)
-    overlay = args.cam_out / f"{path.stem}_{args.method.lower().replace('+', 'p')}.jpg"
+    explanation, picture, check = service.explain(path, args.method, opacity=args.opacity, resolution=args.resolution)
+    overlay = args.cam_out / f"{path.stem}_{args.method.lower().replace('+', 'p')}_{args.resolution}.jpg"
     overlay.write_bytes(jpeg_bytes(picture))
     prediction = explanation.prediction
+    faithful = (f"hiding the map's top {check.fraction:.0%}: {check.target} {check.probability:.0%} -> "
+                f"{check.map_hidden:.0%}; a random {check.fraction:.0%}: -> {check.random_hidden:.0%}")
     return {"top": prediction.top_k(args.top_k), "uncertain": prediction.uncertain,
-            "verdict": f"{verdict(prediction)} Overlay: {explanation.method} map of {explanation.target}.",
-            "overlay": str(overlay)}
+            "verdict": f"{verdict(prediction)} Overlay: {explanation.method} map of {explanation.target} ({faithful}).",
+            "overlay": str(overlay), "faithfulness": check.as_dict()}
 
 
 def verdict(prediction: Prediction) -> str:

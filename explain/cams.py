@@ -1,21 +1,16 @@
 """Class activation maps: which pixels drove a class's score.
 
-Each method is a small subclass of `CamMethod` that overrides `cam`: given the model's
-input and a class, return a map at the CAM layer's resolution. The base class takes the
-Keras model and the layer to explain, and normalises the result. Grad-CAM, the default,
-is one compiled forward+backward pass; the classifier fuses the same arithmetic
-(`gradcam_map`) into its prediction pass, so the default answer costs one pass. The other
-methods come from tf-keras-vis, whose objects are built once per model, never per request.
+Each method is a small subclass of `CamMethod` that overrides one function. The gradient
+methods (`GradientCam`) override `combine`: the map from the explained layer's activations
+and the gradients of the class's logit. Score-CAM, gradient-free, overrides `run` and scores
+its masked copies of the photo as one batch. The classifier traces each method's `run` fused
+with its prediction, so a map costs one pass (Score-CAM: one pass and one small batch).
+tf-keras-vis computes the same maps; the tests hold these to it.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
-from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
-from tf_keras_vis.layercam import Layercam
-from tf_keras_vis.scorecam import Scorecam
-from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
-from tf_keras_vis.utils.scores import CategoricalScore
 
 
 def normalize(cam: np.ndarray) -> np.ndarray:
@@ -25,102 +20,133 @@ def normalize(cam: np.ndarray) -> np.ndarray:
     return (cam - low) / (high - low) if high > low else np.zeros_like(cam)
 
 
-def activations_and_logits(model: keras.Model, cam_layer: str) -> keras.Model:
-    """The CAM layer's activations and the logits (the input of the final softmax), in one model."""
-    return keras.Model(model.inputs, [model.get_layer(cam_layer).output, model.layers[-1].input])
+def activations_and_logits(model: keras.Model, *layers: str) -> keras.Model:
+    """The layers' activations and the logits (the input of the final softmax), in one model."""
+    return keras.Model(model.inputs, [*(model.get_layer(name).output for name in layers), model.layers[-1].input])
 
 
-def gradcam_map(activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
-    """Grad-CAM of one image: activations weighted by their mean gradient, negative evidence cut."""
-    weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
-    return tf.nn.relu(tf.reduce_sum(activations * weights, axis=-1))[0]
+def forward_and_backward(activations_and_logits: keras.Model, pixels, class_index, read_out=None):
+    """One pass (traced inside tf.function) of a model from `activations_and_logits`: the first layer's
+    activations, `read_out(last layer's activations, logits)` and the gradients of the explained
+    logit with respect to the first layer; `class_index` < 0 explains the top class."""
+    with tf.GradientTape() as tape:
+        *activations, logits = activations_and_logits(pixels, training=False)
+        outputs = read_out(activations[-1], logits) if read_out else ()
+        target = tf.where(class_index < 0, tf.argmax(logits[0], output_type=tf.int32), class_index)
+        explained = logits[0, target]
+    return outputs, activations[0], tape.gradient(explained, activations[0])
 
 
 class CamMethod:
-    """Base: a [0, 1] map of one class's evidence, at the CAM layer's resolution, for one image.
-    Subclasses override `cam`."""
+    """Base: a [0, 1] map of one class's evidence in one image, at the explained layer's resolution.
+
+    A method is one traced function, `run`, over a model from `activations_and_logits`; the
+    classifier traces it fused with its own read-out of the probabilities, and `__call__` runs
+    it alone. Gradient methods override `GradientCam.combine` instead."""
 
     name = ""
 
-    def __init__(self, model: keras.Model, cam_layer: str):
+    def __init__(self, model: keras.Model, layer: str):
         self.model = model
-        self.cam_layer = cam_layer
+        self.layer = layer
+        self.activations_and_logits = activations_and_logits(model, layer)
+        spec = tf.TensorSpec((1, *model.input_shape[1:]), tf.float32)
+        self._pass = tf.function(lambda pixels, class_index: self.run(self.activations_and_logits, pixels,
+                                                                      class_index)[1],
+                                 input_signature=[spec, tf.TensorSpec([], tf.int32)])
 
     def __call__(self, pixels: np.ndarray, class_index: int) -> np.ndarray:
-        return normalize(self.cam(pixels, class_index))
+        return normalize(self._pass(pixels, tf.constant(class_index, tf.int32)).numpy())
 
-    def cam(self, pixels: np.ndarray, class_index: int) -> np.ndarray:
+    @classmethod
+    def run(cls, outputs: keras.Model, pixels, class_index, read_out=None) -> tuple:
+        """(read_out(CAM-layer activations, logits), the map) in one traced pass; `class_index` < 0
+        explains the top class. `outputs` is a model from `activations_and_logits`."""
         raise NotImplementedError
 
 
-class GradCam(CamMethod):
-    """Grad-CAM (Selvaraju et al. 2017): activations weighted by their mean gradient."""
+class GradientCam(CamMethod):
+    """Base of the gradient methods: one forward and backward pass; subclasses override `combine`."""
+
+    @classmethod
+    def run(cls, outputs, pixels, class_index, read_out=None):
+        read, activations, gradients = forward_and_backward(outputs, pixels, class_index, read_out)
+        return read, cls.combine(activations, gradients)[0]
+
+    @staticmethod
+    def combine(activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
+        """The maps (batch, height, width) from activations and gradients (batch, height, width, channels)."""
+        raise NotImplementedError
+
+
+class GradCam(GradientCam):
+    """Grad-CAM (Selvaraju et al. 2017): each channel weighted by its mean gradient."""
 
     name = "Grad-CAM"
 
-    def __init__(self, model, cam_layer):
-        super().__init__(model, cam_layer)
-        self._activations_and_logits = activations_and_logits(model, cam_layer)
-        spec = tf.TensorSpec((1, *model.input_shape[1:]), tf.float32)
-        self._pass = tf.function(self._gradcam, input_signature=[spec, tf.TensorSpec([], tf.int32)])
-
-    def cam(self, pixels, class_index):
-        return self._pass(pixels, tf.constant(class_index, tf.int32)).numpy()
-
-    def _gradcam(self, pixels, class_index):
-        with tf.GradientTape() as tape:
-            activations, logits = self._activations_and_logits(pixels, training=False)
-            score = logits[0, class_index]
-        return gradcam_map(activations, tape.gradient(score, activations))
+    @staticmethod
+    def combine(activations, gradients):
+        weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+        return tf.nn.relu(tf.reduce_sum(activations * weights, axis=-1))
 
 
-class TfKerasVisCam(CamMethod):
-    """A tf-keras-vis visualiser, built once; subclasses name the class and its options."""
-
-    visualizer = None
-    replace_softmax = True  # gradient methods explain the logit, not the softmax output
-    options: dict = {}
-
-    def __init__(self, model, cam_layer):
-        super().__init__(model, cam_layer)
-        modifier = ReplaceToLinear() if self.replace_softmax else None
-        self._visualizer = self.visualizer(model, model_modifier=modifier, clone=True)
-
-    def cam(self, pixels, class_index):
-        maps = self._visualizer(
-            CategoricalScore([class_index]),
-            pixels,
-            penultimate_layer=self.cam_layer,
-            seek_penultimate_conv_layer=False,  # explain the named layer itself, not the conv before it
-            expand_cam=False,
-            normalize_cam=False,
-            **self.options,
-        )
-        return np.asarray(maps[0])
-
-
-class GradCamPlusPlus(TfKerasVisCam):
-    """Grad-CAM++ (Chattopadhay et al. 2018): better for several instances of a class."""
+class GradCamPlusPlus(GradientCam):
+    """Grad-CAM++ (Chattopadhay et al. 2018): channel weights from positive gradients, each
+    location weighted by higher-order terms, so several instances of a class all show.
+    (The paper's exp(score) factor scales every weight alike and cancels in the normalised map.)"""
 
     name = "Grad-CAM++"
-    visualizer = GradcamPlusPlus
+
+    @staticmethod
+    def combine(activations, gradients):
+        squared, cubed = gradients ** 2, gradients ** 3
+        denominator = 2.0 * squared + cubed * tf.reduce_sum(activations, axis=(1, 2), keepdims=True)
+        alphas = squared / (denominator + tf.cast(squared == 0.0, squared.dtype))
+        total = tf.reduce_sum(alphas, axis=(1, 2), keepdims=True)
+        alphas /= total + tf.cast(total == 0.0, total.dtype)
+        weights = tf.reduce_sum(tf.nn.relu(gradients) * alphas, axis=(1, 2), keepdims=True)
+        return tf.nn.relu(tf.reduce_sum(activations * weights, axis=-1))
 
 
-class LayerCam(TfKerasVisCam):
-    """LayerCAM (Jiang et al. 2021): positive gradients weight each location separately."""
+class LayerCam(GradientCam):
+    """LayerCAM (Jiang et al. 2021): positive gradients weight each location separately,
+    which keeps detail at earlier, finer layers."""
 
     name = "LayerCAM"
-    visualizer = Layercam
+
+    @staticmethod
+    def combine(activations, gradients):
+        return tf.nn.relu(tf.reduce_sum(activations * tf.nn.relu(gradients), axis=-1))
 
 
-class FasterScoreCam(TfKerasVisCam):
-    """Faster Score-CAM: gradient-free, masks the image with the 10 strongest channels."""
+class ScoreCam(CamMethod):
+    """Faster Score-CAM (Wang et al. 2020; Faster: only the channels of largest variance): the photo
+    masked by each of the 5 most varied channels, upsampled and scaled to [0, 1], goes through the
+    model as one batch; each channel is weighted by the class's probability on its masked copy.
+    (This app once ran tf-keras-vis's Scorecam on the softmax output, which it softmaxes again: the
+    weights then hardly differ between classes. Five channels, not ten: each masked copy costs most
+    of a forward pass on a CPU.)"""
 
     name = "Score-CAM"
-    visualizer = Scorecam
-    replace_softmax = False  # Score-CAM weighs channels by the softmax score itself
-    options = {"max_N": 10}
+    channels = 5
+
+    @classmethod
+    def run(cls, outputs, pixels, class_index, read_out=None):
+        *activations, logits = outputs(pixels, training=False)
+        read = read_out(activations[-1], logits) if read_out else ()
+        target = tf.where(class_index < 0, tf.argmax(logits[0], output_type=tf.int32), class_index)
+        spread = tf.math.reduce_std(activations[0][0], axis=(0, 1))
+        k = min(cls.channels, activations[0].shape[-1])
+        chosen = tf.gather(activations[0][0], tf.math.top_k(spread, k).indices, axis=-1)  # (h, w, k)
+        # stretched with the corners aligned, as tf-keras-vis (scipy's zoom) stretches them
+        masks = tf.raw_ops.ResizeBilinear(images=chosen[None], size=tf.shape(pixels)[1:3], align_corners=True)[0]
+        low = tf.reduce_min(masks, axis=(0, 1), keepdims=True)
+        high = tf.reduce_max(masks, axis=(0, 1), keepdims=True)
+        masks = (masks - low) / (high - low + keras.config.epsilon())
+        masked = tf.transpose(masks, (2, 0, 1))[..., None] * pixels  # (k, H, W, 3)
+        weights = tf.nn.softmax(outputs(masked, training=False)[-1])[:, target]
+        return read, tf.nn.relu(tf.reduce_sum(chosen * weights, axis=-1))
 
 
-METHODS = {method.name: method for method in (GradCam, GradCamPlusPlus, FasterScoreCam, LayerCam)}
+METHODS = {method.name: method for method in (GradCam, GradCamPlusPlus, ScoreCam, LayerCam)}
 DEFAULT_METHOD = GradCam.name

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 DISCLAIMER_HEADING = "Disclaimer"
+TRUST_HEADING = "How far the heatmaps can be trusted"  # the page shows this section under the heatmap
 
 # Shown when a model's card has no disclaimer section: the app never answers without one.
 FALLBACK_DISCLAIMER = (

@@ -6,7 +6,8 @@
 
 from pathlib import Path
 
-from huggingface_hub import snapshot_download
+import httpx2
+from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import (
     HfHubHTTPError,
     LocalEntryNotFoundError,
@@ -18,12 +19,23 @@ from huggingface_hub.errors import (
 from explain.errors import ModelDownloadError
 
 
-def fetch_model_folder(repo_id: str, revision: str | None, patterns: list[str]) -> tuple[Path, str]:
+def fetch_model_folder(repo_id: str, revision: str | None, patterns: list[str],
+                       timeout: float = 10.0) -> tuple[Path, str]:
     """Download (or find in the cache) the files of a model repo matching `patterns`
-    (explain.model.FOLDER_PATTERNS); returns its folder and commit hash."""
+    (explain.model.FOLDER_PATTERNS); returns its folder and commit hash.
+
+    `snapshot_download` asks the Hub for the revision with no time limit, so a Hub that accepts
+    the connection and never answers would hang the app's start. A first request, limited to
+    `timeout` seconds, checks that the Hub answers; when it does not (or HF_HUB_OFFLINE=1), the
+    folder comes from the local cache alone."""
     where = f"{repo_id}@{revision or 'main'}"
     try:
-        folder = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=patterns)
+        try:
+            HfApi().repo_info(repo_id, revision=revision, timeout=timeout)
+            folder = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=patterns)
+        except (httpx2.TransportError, OfflineModeIsEnabled):
+            folder = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=patterns,
+                                       local_files_only=True)
     except RepositoryNotFoundError as err:
         raise ModelDownloadError(
             f"Model repo {repo_id} was not found on the Hub (or it is private or gated). "
@@ -37,7 +49,8 @@ def fetch_model_folder(repo_id: str, revision: str | None, patterns: list[str]) 
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
         raise ModelDownloadError(
             f"Model {where} is not in the local Hugging Face cache and the Hub cannot be reached "
-            "(offline). Connect once to download it, or point SKIN_MODEL_DIR at a local model folder."
+            f"(offline, or no answer within {timeout:.0f} s). Connect once to download it, or point "
+            "SKIN_MODEL_DIR at a local model folder."
         ) from err
     except (HfHubHTTPError, OSError) as err:
         raise ModelDownloadError(f"Could not download model {where} from the Hub: {err}") from err

@@ -100,6 +100,7 @@ class LoadedModel:
     config: ModelConfig
     source: ModelSource
     cam_layer: str  # the layer the CAMs explain: config.cam_layer, or the last 4-D activation
+    finer_layer: str | None = None  # an activation on a grid twice as fine, for finer maps (find_finer_layer)
     class_means: np.ndarray | None = None  # (classes, CAM-layer channels), unit rows
     folder: Path | None = None  # None for a model built in memory (no card, no examples)
 
@@ -118,7 +119,8 @@ def loaded_model(keras_model: keras.Model, labels: list, config: ModelConfig, so
         class_means = _unit_class_means(class_means, (len(labels), channels), source, cam_layer)
     else:
         class_means = None
-    return LoadedModel(keras_model, labels, config, source, cam_layer, class_means, folder)
+    return LoadedModel(keras_model, labels, config, source, cam_layer, find_finer_layer(keras_model, cam_layer),
+                       class_means, folder)
 
 
 def write_model_folder(folder: Path, model: keras.Model | Path, labels: list[str], config: ModelConfig, card: str,
@@ -164,7 +166,8 @@ def resolve_model(settings: Settings) -> LoadedModel:
     if settings.model_dir:
         return load_model_folder(Path(settings.model_dir), ModelSource("folder", settings.model_dir))
     if settings.model_repo:
-        folder, commit = fetch_model_folder(settings.model_repo, settings.model_revision, FOLDER_PATTERNS)
+        folder, commit = fetch_model_folder(settings.model_repo, settings.model_revision, FOLDER_PATTERNS,
+                                            settings.hub_timeout)
         return load_model_folder(folder, ModelSource("hub", settings.model_repo, commit))
     if (BUNDLED_MODEL_DIR / MODEL_FILE).is_file():
         return load_bundled_model()
@@ -186,6 +189,18 @@ def find_cam_layer(model: keras.Model) -> str | None:
     return None
 
 
+def find_finer_layer(model: keras.Model, cam_layer: str) -> str | None:
+    """The last activation before `cam_layer` on a grid twice as fine (MobileNetV2 at 224 px:
+    `block_13_expand_relu`, 14x14, under `out_relu`, 7x7): maps that can follow a smaller lesion."""
+    height, width = model.get_layer(cam_layer).output.shape[1:3]
+    names = [layer.name for layer in model.layers]
+    for layer in reversed(model.layers[: names.index(cam_layer)]):
+        if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)) and len(layer.output.shape) == 4 \
+                and tuple(layer.output.shape[1:3]) == (2 * height, 2 * width):
+            return layer.name
+    return None
+
+
 def _cam_layer(model: keras.Model, config: ModelConfig, source: ModelSource) -> str:
     name = config.cam_layer or find_cam_layer(model)
     if name is None:
@@ -195,7 +210,8 @@ def _cam_layer(model: keras.Model, config: ModelConfig, source: ModelSource) -> 
         shape = model.get_layer(name).output.shape
     except ValueError as err:
         raise ModelFormatError(f"{CONFIG_FILE} of {source.describe()} names cam_layer {name!r}, which the model "
-                               "does not have. Fix the name or remove cam_layer to use the last 4-D activation.") from err
+                               "does not have. Fix the name or remove cam_layer to use the last 4-D activation."
+                               ) from err
     if len(shape) != 4:
         raise ModelFormatError(f"cam_layer {name!r} of {source.describe()} has output shape {shape}; "
                                "a CAM needs a 4-D (batch, height, width, channels) activation.")

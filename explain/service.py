@@ -9,13 +9,15 @@ and every request raises the reason, instead of crashing.
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 from PIL import Image
 
-from explain.cams import DEFAULT_METHOD
+from explain import faithfulness
+from explain.cams import DEFAULT_METHOD, METHODS
 from explain.card import FALLBACK_DISCLAIMER
 from explain.classifier import Classifier, Explanation, Prediction
 from explain.errors import InputImageError, SkinExplainError
@@ -25,6 +27,28 @@ from explain.overlay import MAX_SIDE, overlay
 from explain.settings import BUNDLED_MODEL_DIR, EXAMPLES_DIR, Settings
 
 log = logging.getLogger(__name__)
+COMPARED_CLASSES = 3  # the Compare view also maps each of the top 3 classes
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    explanation: Explanation
+    overlay: Image.Image
+    seconds: float  # the map's computation alone
+    deletion: faithfulness.Curve
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every method's map of one class, each with its deletion curve and time; the random
+    baseline's curve; and the default method's maps of the top classes."""
+
+    prediction: Prediction
+    target: str
+    grid: str
+    methods: list[MethodResult]
+    random: faithfulness.Curve
+    classes: list[tuple[Explanation, Image.Image]]
 
 
 @dataclass
@@ -81,12 +105,35 @@ class Service:
     def predict(self, photo) -> Prediction:
         return self._classifier().predict(self.read(photo))
 
-    def explain(self, photo, method: str = DEFAULT_METHOD, target: str | None = None, *,
-                opacity: float) -> tuple[Explanation, Image.Image]:
-        """The explanation of `target` (default: the most likely class) and its map drawn over the photo."""
-        picture = self.read(photo)
-        explanation = self._classifier().explain(picture, method, target)
-        return explanation, overlay(picture, explanation.cam, float(opacity))
+    def explain(self, photo, method: str = DEFAULT_METHOD, target: str | None = None, *, opacity: float,
+                resolution: str = "coarse") -> tuple[Explanation, Image.Image, faithfulness.Check]:
+        """The explanation of `target` (default: the most likely class), its map drawn over the photo,
+        and how much hiding the map's top pixels moves the class against hiding random ones."""
+        picture, classifier = self.read(photo), self._classifier()
+        pixels = classifier.pixels(picture)
+        explanation = classifier.explain_pixels(pixels, method, classifier.class_index(target), resolution)
+        check = faithfulness.check(classifier, pixels, explanation)
+        return explanation, overlay(picture, explanation.cam, float(opacity)), check
+
+    def compare(self, photo, target: str | None = None, *, opacity: float, resolution: str = "coarse") -> Comparison:
+        """The Compare view: every method on one class, with deletion curves and times, and the
+        default method's maps of the top classes."""
+        picture, classifier = self.read(photo), self._classifier()
+        pixels = classifier.pixels(picture)
+        prediction = classifier.predict_pixels(pixels)
+        index = classifier.class_index(target)
+        index = prediction.top_index if index is None else index
+        timed = []
+        for method in METHODS:
+            start = time.perf_counter()
+            explanation = classifier.explain_pixels(pixels, method, index, resolution)
+            timed.append((explanation, time.perf_counter() - start))
+        curves = faithfulness.curves(classifier, pixels, {e.method: e.cam for e, _ in timed}, index, insertion=False)
+        methods = [MethodResult(e, overlay(picture, e.cam, opacity), seconds, curves[e.method]) for e, seconds in timed]
+        top = [int(i) for i in prediction.probabilities.argsort()[::-1][:COMPARED_CLASSES]]
+        classes = [classifier.explain_pixels(pixels, DEFAULT_METHOD, i, resolution) for i in top]
+        return Comparison(prediction, classifier.labels[index], classifier.grid(resolution), methods, curves["random"],
+                          [(e, overlay(picture, e.cam, opacity)) for e in classes])
 
     def _classifier(self) -> Classifier:
         if self.classifier is None:
@@ -95,4 +142,5 @@ class Service:
 
 
 def example_name(path: str) -> str:
-    return Path(path).stem.replace("-", " ")
+    """The label under an example: its file name, e.g. "Psoriasis" or "Coffee cup not skin"."""
+    return Path(path).stem.replace("-", " ").capitalize()

@@ -19,7 +19,8 @@ class Settings:
     model_repo: str | None = None  # SKIN_MODEL_REPO: "org/name" on the Hugging Face Hub
     model_revision: str | None = None  # SKIN_MODEL_REVISION: branch, tag or 40-hex commit
     fallback_to_bundled: bool = False  # SKIN_MODEL_FALLBACK=1: bundled model if the configured one fails
-    max_upload_bytes: int = 20 * 1024 * 1024  # SKIN_MAX_UPLOAD_BYTES
+    hub_timeout: float = 10.0  # SKIN_HUB_TIMEOUT: seconds the Hub may take to answer before the cache is used
+    max_upload_bytes: int = 20_000_000  # SKIN_MAX_UPLOAD_BYTES (20 MB, as the refusal says)
     max_pixels: int = 40_000_000  # SKIN_MAX_PIXELS: width x height, checked before decoding
     host: str = "127.0.0.1"  # SKIN_HOST, else GRADIO_SERVER_NAME, else 0.0.0.0 on a Space
     port: int = 7860  # python app.py --port, else SKIN_PORT, else GRADIO_SERVER_PORT
@@ -38,6 +39,7 @@ class Settings:
             model_repo=env.get("SKIN_MODEL_REPO") or None,
             model_revision=env.get("SKIN_MODEL_REVISION") or None,
             fallback_to_bundled=_flag(env.get("SKIN_MODEL_FALLBACK")),
+            hub_timeout=float(env.get("SKIN_HUB_TIMEOUT", cls.hub_timeout)),
             max_upload_bytes=int(env.get("SKIN_MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
             max_pixels=int(env.get("SKIN_MAX_PIXELS", cls.max_pixels)),
             host=env.get("SKIN_HOST") or env.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if on_space else cls.host),

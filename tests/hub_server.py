@@ -2,16 +2,23 @@
 
 It speaks the part of the Hub's HTTP API that `huggingface_hub` uses to download
 (`snapshot_download`, `hf_hub_download`) and to publish (`create_repo`, `upload_folder`
-with regular, non-LFS files). Repos live in memory as commits of {path: bytes}.
+with regular, non-LFS files). Repos live in memory as commits of {path: bytes}. `fetch`
+runs the app's own download code against it in a fresh process.
 """
 
 import base64
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class FakeHub:
@@ -145,3 +152,24 @@ def _handler_for(hub: FakeHub):
                 self.wfile.write(body)
 
     return Handler
+
+
+def fetch(env: dict, repo: str, revision: str | None, timeout: float = 10.0) -> dict:
+    """Run explain.hub.fetch_model_folder in a fresh process: huggingface_hub reads
+    HF_ENDPOINT and HF_HUB_OFFLINE when it is imported."""
+    code = (
+        "import json, sys\n"
+        "from explain.hub import fetch_model_folder\n"
+        "from explain.model import FOLDER_PATTERNS\n"
+        "from explain.errors import ModelDownloadError\n"
+        "try:\n"
+        "    folder, commit = fetch_model_folder(sys.argv[1], sys.argv[2] or None, FOLDER_PATTERNS,\n"
+        "                                        float(sys.argv[3]))\n"
+        "    print(json.dumps({'folder': str(folder), 'commit': commit}))\n"
+        "except ModelDownloadError as err:\n"
+        "    print(json.dumps({'error': type(err).__name__, 'message': str(err)}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, repo, revision or "", str(timeout)], cwd=ROOT, capture_output=True,
+                            text=True, env={**os.environ, **env}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])

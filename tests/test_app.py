@@ -1,11 +1,14 @@
 """The app launched as a real process on 127.0.0.1, called the way developers will call it."""
 
+import io
 import json
 import re
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -31,12 +34,12 @@ def client(app_url):
 
 def test_readme_snippets_run_against_the_app(app_url):
     snippets = readme_snippets()
-    assert len(snippets) == 2
+    assert len(snippets) == 3
     for snippet in snippets:
         code = snippet.replace("http://127.0.0.1:7860/", app_url)
         result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
-        assert "Most likely" in result.stdout or "Uncertain" in result.stdout
+        assert "Most likely" in result.stdout or "Uncertain" in result.stdout or "deletion area" in result.stdout
 
 
 def test_predict_returns_top_k_label_data(client):
@@ -52,13 +55,35 @@ def test_probabilities_over_all_classes_sum_to_one(client):
     assert sum(c["confidence"] for c in labels["confidences"]) == pytest.approx(1.0, abs=1e-4)
 
 
-@pytest.mark.parametrize("method", ["Grad-CAM", "Score-CAM"])
-def test_explain_returns_a_jpeg_overlay_of_the_photo(client, method):
-    labels, overlay_path, verdict = client.predict(handle_file(PHOTO), method, "Rings", 0.5, 3, api_name="/explain")
+@pytest.mark.parametrize("method", ["Grad-CAM", "Grad-CAM++", "LayerCAM", "Score-CAM"])
+@pytest.mark.parametrize("resolution", ["coarse", "fine"])
+def test_explain_returns_a_jpeg_overlay_and_its_faithfulness(client, method, resolution):
+    labels, overlay_path, verdict, sentence, numbers = client.predict(
+        handle_file(PHOTO), method, "Rings", 0.5, 3, resolution, api_name="/explain")
     overlay = Image.open(overlay_path)
     assert overlay.format == "JPEG" and overlay.size == (512, 512)  # the 512x512 photo, at most 512 a side
     assert f"what drove **Rings** ({method})" in verdict
     assert len(labels["confidences"]) == 3
+    assert numbers["target"] == "Rings" and numbers["fraction"] == 0.2
+    rings = next(c["confidence"] for c in labels["confidences"] if c["label"] == "Rings")
+    assert numbers["probability"] == pytest.approx(rings, abs=1e-4)
+    assert sentence.startswith("Hiding the 20% of the photo the map marks most")
+    assert f"Rings from {numbers['probability']:.0%} to {numbers['map_hidden']:.0%}" in sentence
+    assert ("does no better than a random mask" in sentence) == (not numbers["beats_random"])
+
+
+def test_compare_shows_every_method_and_the_top_classes(client):
+    gallery, table, numbers = client.predict(handle_file(PHOTO), "Stripes", 0.45, "coarse", api_name="/compare")
+    captions = [item["caption"] for item in gallery]
+    assert len(gallery) == 7 and all(Image.open(item["image"]).size == (512, 512) for item in gallery)
+    for caption, method in zip(captions, ["Grad-CAM", "Grad-CAM++", "Score-CAM", "LayerCAM"]):
+        assert caption.startswith(f"{method} of Stripes: deletion area ")
+    assert sorted(c.split(" of ")[1].split(" (")[0] for c in captions[4:]) == ["Dots", "Rings", "Stripes"]
+    assert numbers["target"] == "Stripes" and numbers["grid"] == "3x3 (out_relu)"
+    assert set(numbers["methods"]) == {"Grad-CAM", "Grad-CAM++", "Score-CAM", "LayerCAM"}
+    for method, curve in numbers["methods"].items():
+        assert curve["seconds"] > 0 and len(curve["deletion"]) == len(curve["shares"]) == 7
+        assert f"| {method} | {curve['deletion_area']:.3f} |" in table
 
 
 def test_the_api_says_which_model_answers(app_url, client):
@@ -70,6 +95,8 @@ def test_the_page_carries_the_disclaimer_and_model(app_url):
     texts = " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"])
     assert "tiny-test-model" in texts and "folder model at" in texts
     assert "This is not a diagnosis" in texts
+    # the tiny model's card has no faithfulness section, so the page says so plainly
+    assert "This model's card does not say how faithful its heatmaps are" in texts
 
 
 @pytest.mark.parametrize("name,data,expected", [c for c in CASES if c[2]], ids=[c[0] for c in CASES if c[2]])
@@ -93,20 +120,73 @@ def test_concurrent_identical_requests_all_get_their_heatmap(app_url):
 
     def user(_):
         client = Client(app_url, verbose=False)
-        return [Image.open(client.predict(handle_file(PHOTO), "Grad-CAM", "Most likely class", 0.45, 3,
-                                          api_name="/explain")[1]).size for _ in range(3)]
+        return [open(client.predict(handle_file(PHOTO), "Grad-CAM", "Most likely class", 0.45, 3, "coarse",
+                                    api_name="/explain")[1], "rb").read() for _ in range(3)]
 
     with ThreadPoolExecutor(4) as pool:
-        sizes = [size for result in pool.map(user, range(4)) for size in result]
-    assert sizes == [(512, 512)] * 12
+        heatmaps = [data for result in pool.map(user, range(4)) for data in result]
+    assert len(heatmaps) == 12 and len(set(heatmaps)) == 1  # every copy whole and identical, none truncated
+    picture = Image.open(io.BytesIO(heatmaps[0]))
+    picture.load()  # decodes every byte: a truncated JPEG raises here
+    assert picture.size == (512, 512)
 
 
-def test_gradios_own_server_variables_are_honoured(tiny_model_dir, monkeypatch):
-    """GRADIO_SERVER_NAME / GRADIO_SERVER_PORT work as in any Gradio app; SKIN_HOST / SKIN_PORT win over them."""
+def answers(host: str, port: int) -> bool:
+    """Whether something serves HTTP at host:port (127.0.0.2 is this machine too, but not 127.0.0.1)."""
+    try:
+        urllib.request.urlopen(f"http://{host}:{port}/", timeout=5)
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def default_app(tiny_model_dir):
+    """The app as `python app.py` starts it, no host set, with a 100 kB upload limit."""
+    process, url = launch_app({"SKIN_MODEL_DIR": str(tiny_model_dir), "SKIN_HOST": "", "GRADIO_SERVER_NAME": "",
+                               "SYSTEM": "", "SKIN_MAX_UPLOAD_BYTES": "100000"}, ARTIFACTS / "app_default_host.log")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_the_app_serves_this_machine_only_by_default(default_app):
+    port = int(default_app.rsplit(":", 1)[1].strip("/"))
+    assert answers("127.0.0.1", port) and not answers("127.0.0.2", port)
+
+
+def test_uploads_over_the_byte_limit_are_refused_before_they_arrive(default_app, tmp_path):
+    """Gradio enforces SKIN_MAX_UPLOAD_BYTES on every upload (the app passes it as max_file_size):
+    gradio_client refuses before sending, and the server answers a raw upload with 413."""
+    import uuid
+
+    big, small = tmp_path / "big.jpg", tmp_path / "small.jpg"
+    noise = np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(big, quality=95)
+    Image.fromarray(noise[:150, :150]).save(small, quality=95)
+    assert big.stat().st_size > 100_000 > small.stat().st_size
+    client = Client(default_app, verbose=False)
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 100000 bytes"):
+        client.predict(handle_file(str(big)), 3, api_name="/predict")
+    boundary = uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n").encode() + big.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(default_app + "gradio_api/upload", data=body,
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with pytest.raises(urllib.error.HTTPError, match="413"):
+        urllib.request.urlopen(request)
+    assert len(client.predict(handle_file(str(small)), 3, api_name="/predict")[0]["confidences"]) == 3
+
+
+def test_gradios_own_server_variables_and_a_space_are_honoured(tiny_model_dir, monkeypatch):
+    """GRADIO_SERVER_PORT works as in any Gradio app, and on a Space (SYSTEM=spaces) the app serves every
+    interface; SKIN_HOST / SKIN_PORT win over GRADIO_SERVER_NAME / GRADIO_SERVER_PORT."""
     process, url = launch_app({"SKIN_MODEL_DIR": str(tiny_model_dir), "SKIN_PORT": "", "SKIN_HOST": "",
-                               "GRADIO_SERVER_NAME": "127.0.0.1"}, ARTIFACTS / "app_gradio_port.log",
+                               "GRADIO_SERVER_NAME": "", "SYSTEM": "spaces"}, ARTIFACTS / "app_space.log",
                               port_variable="GRADIO_SERVER_PORT")
     try:
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        assert answers("127.0.0.1", port) and answers("127.0.0.2", port)  # 0.0.0.0
         assert "tiny-test-model" in Client(url, verbose=False).predict(api_name="/model_info")
     finally:
         process.terminate()
@@ -122,5 +202,58 @@ def test_gradios_own_server_variables_are_honoured(tiny_model_dir, monkeypatch):
     for name in ("SKIN_HOST", "SKIN_PORT", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
         monkeypatch.delenv(name)
     assert (Settings.from_env().host, Settings.from_env().port) == ("127.0.0.1", 7860)
-    monkeypatch.setenv("SYSTEM", "spaces")
-    assert Settings.from_env().host == "0.0.0.0"
+
+
+def test_an_app_without_a_model_starts_and_says_why_in_every_answer(tmp_path):
+    missing = tmp_path / "no-model-here"
+    process, url = launch_app({"SKIN_MODEL_DIR": str(missing)}, ARTIFACTS / "app_no_model.log")
+    try:
+        client = Client(url, verbose=False)
+        status = client.predict(api_name="/model_info")
+        assert status.startswith("**No model is available.**") and f"folder model at {missing} has no model.keras" \
+            in status
+        calls = {"/predict": (handle_file(PHOTO), 3),
+                 "/explain": (handle_file(PHOTO), "Grad-CAM", "Most likely class", 0.45, 3, "coarse"),
+                 "/compare": (handle_file(PHOTO), "Most likely class", 0.45, "coarse")}
+        for api_name, args in calls.items():
+            with pytest.raises(AppError, match="has no model.keras. A model folder needs model.keras"):
+                client.predict(*args, api_name=api_name)
+        config = json.loads(urllib.request.urlopen(url + "config").read())
+        assert "No model is available" in " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"])
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("name,data", [(c[0], c[1]) for c in CASES if c[2] is None], ids=[c[0] for c in CASES
+                                                                                         if c[2] is None])
+def test_odd_but_valid_files_are_answered_as_the_library_reads_them(client, classifier, tmp_path, name, data):
+    """CMYK, 16-bit, EXIF-rotated, animated, multi-page TIFF...: the API answers exactly what the
+    library computes from the same bytes (first frame, rotation applied)."""
+    from explain.images import load_photo
+
+    path = tmp_path / "upload.jpg"  # the name says nothing: the bytes decide
+    path.write_bytes(data)
+    labels, _ = client.predict(handle_file(str(path)), 3, api_name="/predict")
+    expected = classifier.predict(load_photo(data, 20_000_000, 40_000_000)).top_k(3)
+    assert [c["label"] for c in labels["confidences"]] == list(expected)
+    for row in labels["confidences"]:
+        assert row["confidence"] == pytest.approx(expected[row["label"]], abs=1e-4)
+
+
+def test_no_analytics_no_flagging_and_the_log_never_carries_the_photo(app_url, client, tmp_path):
+    config = json.loads(urllib.request.urlopen(app_url + "config").read())
+    assert config.get("analytics_enabled") is False
+    assert not [c for c in config["components"] if "flag" in json.dumps(c).lower()]
+    private = tmp_path / "jane-doe-rash-photo.jpg"
+    private.write_bytes((ROOT / "examples" / "psoriasis.jpg").read_bytes())
+    client.predict(handle_file(str(private)), 3, api_name="/predict")
+    client.predict(handle_file(str(private)), "Grad-CAM", "Most likely class", 0.45, 3, "coarse", api_name="/explain")
+    bad = tmp_path / "jane-doe-notes.jpg"
+    bad.write_bytes(b"%PDF-1.4 private notes")
+    with pytest.raises(AppError):
+        client.predict(handle_file(str(bad)), 3, api_name="/predict")
+    log = (ARTIFACTS / "app_under_test.log").read_text(errors="replace")
+    assert "jane-doe" not in log and "private notes" not in log
+    head = private.read_bytes()[200:260]
+    assert head.hex() not in log and str(head)[2:40] not in log

@@ -1,5 +1,7 @@
 """Decoding and validating uploads: every odd file is either read right or refused clearly."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -49,16 +51,25 @@ def test_transparency_is_composited_on_white():
     assert decode(photo_bytes(clear, "PNG")).getpixel((5, 5)) == (255, 255, 255)
 
 
-def test_sixteen_bit_keeps_its_range():
-    pixels = np.full((32, 32), 65535, dtype=np.uint16)
-    assert decode(photo_bytes(Image.fromarray(pixels), "PNG")).getpixel((3, 3)) == (255, 255, 255)
+def test_sixteen_bit_is_scaled_to_eight_bits_not_clipped():
+    levels = np.tile(np.arange(256, dtype=np.uint16), (32, 1))  # every 8-bit level, as 16-bit values
+    decoded = np.asarray(decode(photo_bytes(Image.fromarray(levels * 257), "PNG")))
+    assert decoded.shape == (32, 256, 3)
+    assert np.array_equal(decoded[5, :, 0], np.arange(256)) and np.array_equal(decoded[..., 0], decoded[..., 2])
 
 
-def test_byte_limit_is_checked_before_reading(tmp_path):
+def test_byte_limit_is_checked_before_reading(tmp_path, monkeypatch):
     big = tmp_path / "big.jpg"
     big.write_bytes(b"\xff" * 2_000_001)
-    with pytest.raises(InputImageError, match="limit is 2 MB"):
+
+    def no_reading(path):
+        raise AssertionError(f"{path} was read before its size was checked")
+
+    monkeypatch.setattr(Path, "read_bytes", no_reading)
+    with pytest.raises(InputImageError, match="The file is 2.0 MB; the limit is 2 MB"):
         read_bytes(big, max_bytes=2_000_000)
+    with pytest.raises(AssertionError, match="was read"):  # a file under the limit is read
+        read_bytes(big, max_bytes=3_000_000)
 
 
 def test_pixel_limit_is_configurable():
@@ -73,10 +84,19 @@ def test_missing_file_is_refused(tmp_path):
         load_photo(tmp_path / "gone.jpg", 10**6, 10**6)
 
 
-def test_resize_matches_training_input():
-    pixels = fit_to_model(Image.new("RGB", (300, 200), (10, 20, 30)), 96)
+def test_resize_squeezes_the_whole_photo_bilinearly_as_in_training():
+    x = np.linspace(0, 255, 300)
+    gradient = np.stack(np.broadcast_arrays(x[None, :], np.linspace(0, 255, 200)[:, None], 128.0), -1)
+    picture = Image.fromarray(gradient.astype(np.uint8))
+    pixels = fit_to_model(picture, 96)
     assert pixels.shape == (96, 96, 3) and pixels.dtype == np.float32
-    assert np.allclose(pixels[40, 40], (10, 20, 30))
+    bilinear = np.asarray(picture.resize((96, 96), Image.Resampling.BILINEAR), dtype=np.float32)
+    assert np.array_equal(pixels, bilinear)
+    for other in (Image.Resampling.NEAREST, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS):
+        assert not np.array_equal(pixels, np.asarray(picture.resize((96, 96), other), dtype=np.float32))
+    # the whole photo, squeezed, not a centre crop: both ends of the gradient survive
+    assert pixels[:, 0, 0].max() < 5 and pixels[:, -1, 0].min() > 250
+    assert pixels[0, :, 1].max() < 5 and pixels[-1, :, 1].min() > 250
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

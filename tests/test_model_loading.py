@@ -1,10 +1,9 @@
 """Finding and loading a model folder: local, from a Hub on 127.0.0.1, from an offline cache."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -12,38 +11,18 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from explain import model as model_module
 from explain.errors import ModelFormatError, ModelNotConfiguredError
 from explain.model import ModelConfig, ModelSource, load_model_folder, loaded_model, resolve_model, write_model_folder
 from explain.settings import Settings
-from hub_server import FakeHub
+from conftest import ARTIFACTS, ROOT, launch_app
+from hub_server import FakeHub, fetch
 
 REPO = "skin-demo/tiny-model"
 
 
 def folder_files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
-
-def fetch(env: dict, repo: str, revision: str | None) -> dict:
-    """Run explain.hub.fetch_model_folder in a fresh process: huggingface_hub reads
-    HF_ENDPOINT and HF_HUB_OFFLINE when it is imported."""
-    code = (
-        "import json, sys\n"
-        "from explain.hub import fetch_model_folder\n"
-        "from explain.model import FOLDER_PATTERNS\n"
-        "from explain.errors import ModelDownloadError\n"
-        "try:\n"
-        "    folder, commit = fetch_model_folder(sys.argv[1], sys.argv[2] or None, FOLDER_PATTERNS)\n"
-        "    print(json.dumps({'folder': str(folder), 'commit': commit}))\n"
-        "except ModelDownloadError as err:\n"
-        "    print(json.dumps({'error': type(err).__name__, 'message': str(err)}))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code, repo, revision or ""], cwd=ROOT, capture_output=True,
-                            text=True, env={**os.environ, **env}, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +157,28 @@ def test_hub_download_honours_a_pinned_revision(hub):
     assert "/models--skin-demo--tiny-model/snapshots/" in latest["folder"]  # the standard cache
 
 
+def test_the_app_serves_a_pinned_hub_revision_and_then_works_offline(hub, tmp_path):
+    """What a Space does: SKIN_MODEL_REPO + SKIN_MODEL_REVISION, answered by the app, then the same from
+    the cache with HF_HUB_OFFLINE=1 and no Hub at all."""
+    from gradio_client import Client, handle_file
+
+    _, env, first, _ = hub
+    env = {**env, "HF_HOME": str(tmp_path / "hf_home"), "SKIN_MODEL_DIR": "", "SKIN_MODEL_REPO": REPO,
+           "SKIN_MODEL_REVISION": first}
+    photo = handle_file(str(ROOT / "examples" / "psoriasis.jpg"))
+    for round_env, log in ((env, "app_hub.log"),
+                           ({**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}, "app_hub_offline.log")):
+        process, url = launch_app(round_env, ARTIFACTS / log)
+        try:
+            client = Client(url, verbose=False)
+            assert f"Hub repo {REPO} at revision {first}" in client.predict(api_name="/model_info")
+            labels, _ = client.predict(photo, 3, api_name="/predict")
+            assert {c["label"] for c in labels["confidences"]} == {"Old1", "Old2", "Old3"}  # the pinned commit's labels
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
 @pytest.mark.parametrize("repo,revision,expected", [
     ("skin-demo/no-such-model", None, "was not found on the Hub"),
     (REPO, "0" * 40, "does not exist in skin-demo/tiny-model"),
@@ -208,18 +209,43 @@ def test_offline_cache_serves_what_was_downloaded(hub):
     assert "not in the local Hugging Face cache" in missing["message"]
 
 
-def test_unreachable_hub_without_cache_fails_fast(hub, tmp_path):
+@pytest.fixture()
+def silent_hub():
+    """A "Hub" on 127.0.0.1 that accepts every connection and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:  # closed
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+    for connection in held:
+        connection.close()
+
+
+def test_a_hub_that_refuses_or_never_answers_fails_fast(hub, silent_hub, tmp_path):
+    """Without a bound, huggingface_hub waits forever on a Hub that accepts and never answers."""
     _, env, _, _ = hub
-    unreachable = {**env, "HF_HOME": str(tmp_path), "HF_ENDPOINT": "http://127.0.0.1:9"}
-    started = time.monotonic()
-    result = fetch(unreachable, REPO, None)
-    assert result["error"] == "ModelDownloadError" and REPO in result["message"]
-    assert time.monotonic() - started < 60
+    for endpoint in ("http://127.0.0.1:9", silent_hub):  # nothing listens on port 9: refused at once
+        started = time.monotonic()
+        result = fetch({**env, "HF_HOME": str(tmp_path), "HF_ENDPOINT": endpoint}, REPO, None, timeout=2)
+        elapsed = time.monotonic() - started
+        assert result["error"] == "ModelDownloadError" and REPO in result["message"]
+        assert "the Hub cannot be reached (offline, or no answer within 2 s)" in result["message"]
+        assert elapsed < 20, elapsed  # a fresh Python (TensorFlow imports: about 6 s) plus two 2-s tries
 
 
-def test_corrupted_cached_model_is_refused_with_a_fix(hub):
+def test_corrupted_cached_model_is_refused_with_a_fix(hub, tmp_path):
     _, env, first, _ = hub
-    folder = Path(fetch(env, REPO, first)["folder"])
+    folder = Path(fetch({**env, "HF_HOME": str(tmp_path / "own_cache")}, REPO, first)["folder"])  # not the shared cache
     blob = (folder / "model.keras").resolve()
     blob.write_bytes(blob.read_bytes()[:1000])
     with pytest.raises(ModelFormatError, match="Hugging Face cache"):

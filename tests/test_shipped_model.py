@@ -89,8 +89,9 @@ def test_app_serves_the_bundled_model_end_to_end(tmp_path):
     try:
         client = Client(url, verbose=False)
         assert "bundled model" in client.predict(api_name="/model_info")
-        labels, heatmap, verdict = client.predict(handle_file(str(ROOT / "examples" / "astronaut-face.jpg")),
-                                                  "Grad-CAM", "Most likely class", 0.45, 12, api_name="/explain")
+        labels, heatmap, verdict, _, _ = client.predict(handle_file(str(ROOT / "examples" / "astronaut-face.jpg")),
+                                                        "Grad-CAM", "Most likely class", 0.45, 12, "coarse",
+                                                        api_name="/explain")
         assert len(labels["confidences"]) == 12
         assert sum(c["confidence"] for c in labels["confidences"]) == pytest.approx(1.0, abs=1e-4)
     finally:
@@ -98,9 +99,56 @@ def test_app_serves_the_bundled_model_end_to_end(tmp_path):
         process.wait(timeout=30)
 
 
-def test_fallback_to_the_bundled_model_is_said_on_the_page(tmp_path):
-    broken = Settings(model_dir=str(tmp_path / "not-a-model"), fallback_to_bundled=True)
-    service = Service.start(broken)
-    assert service.classifier.loaded.source.kind == "bundled"
-    assert "could not be loaded, so the bundled model answers instead" in page.model_status(service)
-    assert Service.start(Settings(model_dir=str(tmp_path / "not-a-model"))).classifier is None
+def test_fallback_to_the_bundled_model_is_said_on_the_page_and_by_the_api(tmp_path):
+    """A configured model that cannot be loaded, with SKIN_MODEL_FALLBACK=1: the bundled model answers
+    and the page and /model_info both say why."""
+    import json
+    import urllib.request
+
+    from gradio_client import Client, handle_file
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    process, url = launch_app({"SKIN_MODEL_DIR": str(tmp_path / "not-a-model"), "SKIN_MODEL_FALLBACK": "1"},
+                              ARTIFACTS / "app_fallback.log")
+    try:
+        said = Client(url, verbose=False).predict(api_name="/model_info")
+        assert "bundled model at default_model" in said
+        assert "could not be loaded, so the bundled model answers instead" in said and "has no model.keras" in said
+        config = json.loads(urllib.request.urlopen(url + "config").read())
+        page = " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"])
+        assert "could not be loaded, so the bundled model answers instead" in page
+        labels, _ = Client(url, verbose=False).predict(handle_file(str(ROOT / "examples" / "psoriasis.jpg")), 3,
+                                                       api_name="/predict")
+        assert len(labels["confidences"]) == 3
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("method", ["Grad-CAM", "Grad-CAM++", "LayerCAM", "Score-CAM"])
+def test_sanity_checks_on_the_clinical_examples_agree_with_the_page(service, method):
+    """The shipped model on the 12 unseen clinical examples: the methods the page labels as failing
+    the sanity checks fail them here, and the others pass (same test as on the tiny model)."""
+    from test_explanations import SANITY_THRESHOLD, sanity_correlations
+
+    from explain.page import SANITY_NOTES
+
+    photos = sorted(str(p) for p in (ROOT / "examples").glob("*.jpg") if "-" not in p.stem)
+    assert len(photos) == 12
+    to_random, to_other = sanity_correlations(service.classifier, photos, method, "coarse")
+    assert (to_random < SANITY_THRESHOLD and to_other < SANITY_THRESHOLD) == (method not in SANITY_NOTES), \
+        (to_random, to_other)
+
+
+@pytest.mark.parametrize("method", ["Grad-CAM++", "LayerCAM", "Score-CAM"])
+def test_fast_maps_match_tf_keras_vis_on_real_photos(service, method):
+    """The app's own compiled maps against tf-keras-vis, the reference, on the 12 clinical examples."""
+    from test_explanations import reference_cam
+
+    for path in sorted(p for p in (ROOT / "examples").glob("*.jpg") if "-" not in p.stem):
+        pixels = service.classifier.pixels(service.read(path))
+        for resolution in ("coarse", "fine"):
+            ours = service.classifier.explain_pixels(pixels, method, None, resolution)
+            reference = reference_cam(service.classifier.keras_model, method, pixels, ours.target_index,
+                                      service.classifier.layers[resolution])
+            assert np.corrcoef(ours.cam.ravel(), reference.ravel())[0, 1] >= 0.99, (path.name, resolution)

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -11,7 +12,7 @@ from conftest import SHARED
 from explain.classifier import Classifier
 from explain.images import load_photo
 from explain.model import ModelSource, load_model_folder
-from hub_server import FakeHub
+from hub_server import FakeHub, fetch
 from training import ablate
 from training.backbones import backbone_layers, build_classifier, set_trainable
 from training.config import ExperimentConfig
@@ -41,6 +42,43 @@ def test_split_is_by_original_photo_with_out_of_taxonomy_kept_apart(pipeline_run
         by_cluster.setdefault(r["cluster"], set()).add(r["split"])
     assert all(len(splits) == 1 for splits in by_cluster.values())
     assert {r["fold"] for r in rows if r["split"] != "ood"} == {"0", "1"}
+
+
+def test_curation_drops_bad_and_duplicate_photos_and_split_keeps_near_duplicates_together(tmp_path, capsys):
+    """Planted: near duplicates (a 4-pixel crop, pHash distance 3 to 6: kept, one cluster), a re-saved copy
+    (distance <= 2: dropped), a byte copy, an unreadable file and a tiny photo."""
+    import imagehash
+    from PIL import Image
+
+    from synthetic import make_photo, tiny_config, write_dataset
+    from training.__main__ import main
+
+    root = write_dataset(tmp_path / "data", per_class=12, seed=3)
+    folder = root / "photos" / "Dots"
+    pairs = []
+    for i in range(3):
+        original = folder / f"dots_{i:03d}.jpg"
+        for crop in range(1, 8):  # the smallest crop that makes a near duplicate, not a copy
+            Image.open(original).crop((crop, crop, 128, 128)).resize((128, 128)).save(folder / f"near_{i}.jpg",
+                                                                                      quality=92)
+            distance = imagehash.phash(Image.open(original)) - imagehash.phash(Image.open(folder / f"near_{i}.jpg"))
+            if distance > 2:
+                break
+        assert 2 < distance <= 6, distance  # the planted case is real: kept, but must share a cluster
+        pairs.append((str(original), str(folder / f"near_{i}.jpg")))
+    Image.open(folder / "dots_005.jpg").save(folder / "z_resaved.jpg", quality=60)  # "z": after the original
+    (folder / "z_copy.jpg").write_bytes((folder / "dots_006.jpg").read_bytes())
+    (folder / "notes.jpg").write_text("not a photo")
+    make_photo("Dots", np.random.default_rng(1), size=32).save(folder / "tiny.jpg")
+    config = tiny_config(root, tmp_path / "run")
+    assert main(["curate", "--config", str(config)]) == 0 and main(["split", "--config", str(config)]) == 0
+    assert "dropped: 1 unreadable, 1 too small, 1 exact duplicate, 1 near duplicate" in capsys.readouterr().out
+    rows = {r["path"]: r for r in read_rows(tmp_path / "run" / "split.csv")}
+    assert len(rows) == 3 * 12 + 4 + 3  # the classes, the out-of-taxonomy photos, the kept near duplicates
+    assert not any(name in path for path in rows for name in ("z_resaved", "z_copy", "notes", "tiny"))
+    for original, near in pairs:
+        assert rows[original]["cluster"] == rows[near]["cluster"]
+        assert (rows[original]["split"], rows[original]["fold"]) == (rows[near]["split"], rows[near]["fold"])
 
 
 def test_leakage_check_catches_a_planted_duplicate(pipeline_run):
@@ -92,7 +130,7 @@ def test_published_folder_loads_in_the_app_and_predicts(pipeline_run, test_photo
     assert prediction.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
 
 
-def test_publish_uploads_to_a_hub_and_the_app_can_load_it_back(pipeline_run, monkeypatch):
+def test_publish_uploads_to_a_hub_and_the_app_can_load_it_back(pipeline_run, test_photos, monkeypatch, tmp_path):
     from huggingface_hub import constants
 
     from training import publish
@@ -105,8 +143,16 @@ def test_publish_uploads_to_a_hub_and_the_app_can_load_it_back(pipeline_run, mon
         publish.run(config, dry_run=False)
         stored = hub.repos["skin-demo/published"]
         files = stored["commits"][stored["refs"]["main"]]
-        assert set(files) >= {"model.keras", "labels.json", "config.json", "README.md"}
+        assert set(files) == {"model.keras", "labels.json", "config.json", "class_means.npy", "README.md"}
         assert files["model.keras"] == (pipeline_run / "model" / "model.keras").read_bytes()
+        # download it as the app does (a fresh process: huggingface_hub reads HF_ENDPOINT at import), load, predict
+        fetched = fetch({"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf_home")}, "skin-demo/published", None)
+        assert fetched["commit"] == stored["refs"]["main"]
+        loaded = load_model_folder(Path(fetched["folder"]), ModelSource("hub", "skin-demo/published", fetched["commit"]))
+        prediction = Classifier(loaded).predict(load_photo(test_photos[0][0], 10**8, 10**8))
+        local = Classifier(load_model_folder(pipeline_run / "model", ModelSource("folder", "local")))
+        np.testing.assert_allclose(prediction.probabilities,
+                                   local.predict(load_photo(test_photos[0][0], 10**8, 10**8)).probabilities, atol=1e-6)
     finally:
         hub.stop()
 
@@ -167,11 +213,17 @@ def test_config_defaults_follow_the_backbone():
 
 
 def test_rerun_skips_finished_steps(pipeline_run, capsys):
+    """`all` again: every finished step's outputs keep their bytes and their modification time."""
     from training.__main__ import main
 
-    main(["split", "--config", str(pipeline_run / "config.json")])
-    assert "exists (use --force to redo)" in capsys.readouterr().out
-    assert os.path.getsize(pipeline_run / "split.csv") > 0
+    outputs = ["curated.csv", "split.csv", "train/model.keras", "report.json", "export/model.keras"]
+    before = {name: ((pipeline_run / name).read_bytes(), os.stat(pipeline_run / name).st_mtime_ns) for name in outputs}
+    assert main(["all", "--config", str(pipeline_run / "config.json"), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    for step in ("curate", "split", "train", "evaluate", "export"):
+        assert f"{step}: " in printed and "exists (use --force to redo)" in printed, step
+    for name, (data, mtime) in before.items():
+        assert (pipeline_run / name).read_bytes() == data and os.stat(pipeline_run / name).st_mtime_ns == mtime, name
 
 
 def test_augment_balances_from_training_originals_only(pipeline_run, tmp_path):

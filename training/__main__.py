@@ -1,10 +1,10 @@
 """`python -m training <step> --config FILE`: curate, split, augment, train, evaluate, export, publish, or all;
-ablate compares settings."""
+ablate compares settings, explanations measures the heatmaps."""
 
 import argparse
 import sys
 
-from training import ablate, augment, curate, evaluate, export, publish, split, train
+from training import ablate, augment, curate, evaluate, explanations, export, publish, split, train
 from training.config import ExperimentConfig
 
 STEPS = {
@@ -16,8 +16,10 @@ STEPS = {
     "export": export.run,
     "publish": publish.run,
     "ablate": ablate.run,
+    "explanations": explanations.run,
 }
-IN_ALL = [name for name in STEPS if name != "ablate"]  # ablate is a study, not a step toward the model
+STUDIES = ("ablate", "explanations")  # studies of a model, not steps toward it
+IN_ALL = [name for name in STEPS if name not in STUDIES]
 
 ALL_DOC = "Every step in order (augment only when balance_to is set); finished steps are skipped unless --force."
 

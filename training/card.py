@@ -6,8 +6,14 @@ Its `## Disclaimer` section is what the app shows above every answer
 
 import datetime
 
-from explain.card import DISCLAIMER_HEADING
+import re
+
+from explain.cams import DEFAULT_METHOD
+from explain.card import DISCLAIMER_HEADING, TRUST_HEADING
 from training.config import ExperimentConfig
+
+EXPLANATIONS_HEADING = "Faithfulness and sanity of the heatmaps"
+SANITY_THRESHOLD = 0.5  # a map whose rank correlation with its randomised-model map stays above this fails
 
 DATA_LICENCES = {
     "sd198": ("SD-198 (Sun et al., ECCV 2016), clinical photos", "research and academic use only"),
@@ -76,6 +82,58 @@ def per_class_cell(r: dict | None) -> str:
     if not r or not r["support"]:
         return "no photos"
     return f"F1 {pct(r['f1'])}, recall {pct(r['recall'])} (n={r['support']})"
+
+
+def put_section(markdown: str, heading: str, body: str) -> str:
+    """Replace the `## heading` section's body, or add the section at the end."""
+    section = f"## {heading}\n{body.strip()}\n"
+    match = re.search(rf"^## {re.escape(heading)}\s*$", markdown, flags=re.MULTILINE)
+    if not match:
+        return markdown.rstrip("\n") + "\n\n" + section
+    following = re.search(r"^#{1,2}\s", markdown[match.end():], flags=re.MULTILINE)
+    end = match.end() + following.start() if following else len(markdown)
+    return markdown[: match.start()] + section + ("\n" + markdown[end:] if following else "")
+
+
+def sanity_passes(row: dict) -> bool:
+    return row["rho_random_top"] < SANITY_THRESHOLD and row["rho_other_class"] < SANITY_THRESHOLD
+
+
+def default_map(summary: dict) -> dict:
+    """The summary row of the map the app shows by default (the default method, coarse)."""
+    return summary["table"][f"{DEFAULT_METHOD} | coarse"]
+
+
+def trust_section(summary: dict) -> str:
+    """The short section the app shows under the heatmap (`explain.card.TRUST_HEADING`)."""
+    row = default_map(summary)
+    best = max(summary["table"].values(), key=lambda r: r["beats_random_at_20"])
+    text = (f"Measured on {summary['photos']} held-out test photos: hiding the 20% of the photo that the default "
+            f"map ({row['method']}, {row['grid']}) marks most lowered the answer's probability more than hiding a "
+            f"random 20% on {pct(row['beats_random_at_20'])} of them")
+    if best is not row:
+        text += f" (the best map, {best['method']} at {best['grid']}: {pct(best['beats_random_at_20'])})"
+    return text + (". Read a heatmap as a hint of what drove the score, checked by the sentence under it for your "
+                   "photo; it is not an outline of a lesion, and on many photos it says little more than chance.")
+
+
+def explanations_section(summary: dict) -> str:
+    """The study's table (`python -m training explanations`)."""
+    rows = [[r["method"], r["grid"], f"{r['deletion']:.3f} ({r['random_deletion']:.3f})",
+             f"{r['insertion']:.3f} ({r['random_insertion']:.3f})", pct(r["beats_random_at_20"]),
+             f"{r['rho_random_top']:.2f}", f"{r['rho_other_class']:.2f}", "passes" if sanity_passes(r) else "FAILS"]
+            for r in summary["table"].values()]
+    return "\n".join([
+        f"Measured by `python -m training explanations` on {summary['photos']} held-out test photos, each as the app "
+        "sees it. Deletion: the mean probability of the explained (top) class as the photo is hidden in the map's "
+        "order (5% to 100%, hidden pixels blurred; lower is better); insertion: as it is shown back (higher is "
+        "better); in brackets the same for a random mask of 16x16-pixel blocks. \"Beats random\": the share of "
+        "photos on which hiding the map's top 20% lowered the class more than hiding a random 20% (two draws). "
+        "Sanity (Adebayo et al. 2018): Spearman correlation of each map with the same map after re-initialising "
+        f"the model's `logits` layer, and with the map of the second most likely class; a method passes when both "
+        f"stay below {SANITY_THRESHOLD}.\n",
+        table(["method", "map", "deletion (random)", "insertion (random)", "beats random at 20%",
+               "rho vs random top", "rho vs other class", "sanity"], rows)])
 
 
 def ablation_section(ablation: dict | None) -> str:
@@ -155,11 +213,12 @@ def evaluation(report: dict, names: list[str]) -> str:
     return "\n".join(parts)
 
 
-def render_card(config: ExperimentConfig, report: dict, ablation: dict | None = None) -> str:
+def render_card(config: ExperimentConfig, report: dict, ablation: dict | None = None,
+                explanations: dict | None = None) -> str:
     names = report["classes"]
     data_rows = [[s.name, *DATA_LICENCES.get(s.name, (s.root, "see the source"))] for s in config.sources]
     counts = report["counts"]
-    return f"""{front_matter(config, report)}
+    card = f"""{front_matter(config, report)}
 # {config.model_name}
 
 A {config.backbone} (ImageNet-pretrained, fine-tuned) classifier of clinical skin photos into {len(names)}
@@ -206,5 +265,10 @@ class weights {"on" if config.class_weights else "off"}, test-time mirror averag
   present) show how much accuracy drops on photos unlike the training set.
 - Skin tone, age, sex and body site were not recorded, so fairness across skin types is unmeasured.
 - Similar-looking conditions (dermatitis, eczema, psoriasis, tinea) are often confused.
-- Grad-CAM shows what drove the score, at a coarse 7x7 resolution; it is not a lesion outline.
+- The heatmaps show what drove the score on a coarse grid (7x7, or 14x14 at the finer setting); they are not
+  lesion outlines, and how faithful they are is measured, where it was, in the section below.
 """
+    if explanations:
+        card = put_section(card, TRUST_HEADING, trust_section(explanations["summary"]))
+        card = put_section(card, EXPLANATIONS_HEADING, explanations_section(explanations["summary"]))
+    return card

@@ -114,7 +114,8 @@ class ExperimentConfig:
         data["sources"] = [Source(**s) for s in data.get("sources", [])]
         config = cls(**data)
         if config.abstain_score not in ABSTAIN_SCORES:
-            raise ValueError(f"{path}: abstain_score {config.abstain_score!r} is not one of {', '.join(ABSTAIN_SCORES)}.")
+            raise ValueError(f"{path}: abstain_score {config.abstain_score!r} is not one of "
+                             f"{', '.join(ABSTAIN_SCORES)}.")
         return config
 
     def save(self) -> Path:

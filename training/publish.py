@@ -24,12 +24,13 @@ def assemble(config: ExperimentConfig, out: Path) -> Path:
     report = json.loads((config.out / "report.json").read_text(encoding="utf-8"))
     if out.exists():
         shutil.rmtree(out)
-    ablation_path = config.out / "ablation.json"
-    ablation = json.loads(ablation_path.read_text(encoding="utf-8")) if ablation_path.is_file() else None
+    ablation, explanations = (json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+                              for path in (config.out / "ablation.json", config.out / "explanations.json"))
     means = np.load(config.out / "class_means.npy") if config.abstain_score == "feature_similarity" else None
     examples = Path(expand(config.examples_dir)) if config.examples_dir else None
     write_model_folder(out, config.out / "export" / MODEL_FILE, report["classes"], model_config(config, report),
-                       render_card(config, report, ablation), means, examples if examples and examples.is_dir() else None)
+                       render_card(config, report, ablation, explanations), means,
+                       examples if examples and examples.is_dir() else None)
     return out
 
 

@@ -13,7 +13,8 @@ from training.config import ExperimentConfig
 from training.data import blank_boxes, box_mask, read_photo
 
 
-def watermark_check(config: ExperimentConfig, model: keras.Model, names: list[str], test_rows: list[dict]) -> dict | None:
+def watermark_check(config: ExperimentConfig, model: keras.Model, names: list[str],
+                    test_rows: list[dict]) -> dict | None:
     marked = {s.name for s in config.sources if s.mask_boxes}
     rows = [r for r in test_rows if r["source"] in marked]
     if not rows:

@@ -88,7 +88,8 @@ def build_app(service: Service) -> gr.Blocks:
             with gr.Column():
                 photo = PhotoInput(label="Photo of the skin problem", sources=["upload", "clipboard", "webcam"],
                                    type="filepath", elem_id="photo")
-                top_k = gr.Slider(1, max(1, len(labels)), value=min(DEFAULT_TOP_K, max(1, len(labels))), step=1,
+                # at least 1..3 even without a model: Gradio needs maximum > minimum, and API calls say 3
+                top_k = gr.Slider(1, max(DEFAULT_TOP_K, len(labels)), value=DEFAULT_TOP_K, step=1,
                                   label="How many conditions to list")
                 with gr.Accordion("Explanation settings", open=False):
                     method = gr.Dropdown(page.method_choices(), value=DEFAULT_METHOD, label="Method")

@@ -1,8 +1,8 @@
 """`python -m explain PHOTO... [--top-k K] [--method M] [--cam-out DIR] [--json]`
 
 Classify photos from the command line with the same model and code as the app: a table
-(or JSON) of the most likely conditions per photo, and, with --cam-out, CAM overlays as
-JPEG files.
+(or JSON) of the most likely conditions per photo with the map's faithfulness check, and,
+with --cam-out, CAM overlays as JPEG files.
 """
 
 import argparse
@@ -53,19 +53,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def classify(service: Service, path: Path, args) -> dict:
-    """One photo's answer; the map is computed only when an overlay is asked for."""
-    if not args.cam_out:
-        prediction = service.predict(path)
-        return {"top": prediction.top_k(args.top_k), "uncertain": prediction.uncertain, "verdict": verdict(prediction)}
+    """One photo's answer, with the map's faithfulness check; the overlay is drawn only for --cam-out."""
     explanation, picture, check = service.explain(path, args.method, opacity=args.opacity, resolution=args.resolution)
-    overlay = args.cam_out / f"{path.stem}_{args.method.lower().replace('+', 'p')}_{args.resolution}.jpg"
-    overlay.write_bytes(jpeg_bytes(picture))
     prediction = explanation.prediction
-    faithful = (f"hiding the map's top {check.fraction:.0%}: {check.target} {check.probability:.0%} -> "
-                f"{check.map_hidden:.0%}; a random {check.fraction:.0%}: -> {check.random_hidden:.0%}")
-    return {"top": prediction.top_k(args.top_k), "uncertain": prediction.uncertain,
-            "verdict": f"{verdict(prediction)} Overlay: {explanation.method} map of {explanation.target} ({faithful}).",
-            "overlay": str(overlay), "faithfulness": check.as_dict()}
+    share = f"{check.fraction:.0%}"
+    result = {"top": prediction.top_k(args.top_k), "uncertain": prediction.uncertain,
+              "verdict": (f"{verdict(prediction)} Map check ({explanation.method} of {explanation.target}): hiding "
+                          f"its top {share} gives {check.map_hidden:.0%}, a random {share} {check.random_hidden:.0%} "
+                          f"(from {check.probability:.0%})."),
+              "faithfulness": check.as_dict()}
+    if args.cam_out:
+        overlay = args.cam_out / f"{path.stem}_{args.method.lower().replace('+', 'p')}_{args.resolution}.jpg"
+        overlay.write_bytes(jpeg_bytes(picture))
+        result["overlay"] = str(overlay)
+    return result
 
 
 def verdict(prediction: Prediction) -> str:

@@ -62,7 +62,7 @@ class Service:
     def start(cls, settings: Settings | None = None) -> "Service":
         """Load the configured model once and warm it up; never raises for a missing model."""
         settings = settings or Settings.from_env()
-        # A server logs; it draws no progress bars (Score-CAM's model.predict would draw one per request).
+        # A server logs; it draws no progress bars (any Keras `predict` would draw one per call).
         keras.utils.disable_interactive_logging()
         try:
             loaded, fallback_reason = resolve_model(settings), None

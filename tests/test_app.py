@@ -16,6 +16,7 @@ from PIL import Image
 
 from bad_inputs import CASES
 from conftest import ARTIFACTS, ROOT, launch_app
+from explain.page import SANITY_NOTES
 from explain.settings import Settings
 
 PHOTO = str(ROOT / "examples" / "astronaut-face.jpg")
@@ -83,7 +84,7 @@ def test_compare_shows_every_method_and_the_top_classes(client):
     assert set(numbers["methods"]) == {"Grad-CAM", "Grad-CAM++", "Score-CAM", "LayerCAM"}
     for method, curve in numbers["methods"].items():
         assert curve["seconds"] > 0 and len(curve["deletion"]) == len(curve["shares"]) == 7
-        assert f"| {method} | {curve['deletion_area']:.3f} |" in table
+        assert f"| {method}{SANITY_NOTES.get(method, '')} | {curve['deletion_area']:.3f} |" in table
 
 
 def test_the_api_says_which_model_answers(app_url, client):

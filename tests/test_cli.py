@@ -23,13 +23,16 @@ def test_cli_prints_json_and_writes_overlays(tiny_model_dir, test_photos, tmp_pa
     assert len(lines) == 4
     for line in lines[:3]:
         assert len(line["top"]) == 2 and Image.open(line["overlay"]).format == "JPEG"
-        assert "Overlay: Grad-CAM map of" in line["verdict"] and "**" not in line["verdict"]
+        assert "Map check (Grad-CAM of " in line["verdict"] and "**" not in line["verdict"]
+        check = line["faithfulness"]
+        assert check["fraction"] == 0.2 and check["target"] in ("Dots", "Rings", "Stripes")
+        assert check["probability"] == max(line["top"].values())  # the top class is the one explained
     assert "not a photo this app can read" in lines[3]["error"]
     assert "photos: 100%" in result.stderr  # a progress bar for several files
 
 
 def test_cli_prints_a_table_in_its_own_words(tiny_model_dir, test_photos):
-    """Without --cam-out no map is drawn, and the text says nothing of one."""
+    """Plain text: the top classes, the verdict and the map's check; without --cam-out no overlay is written."""
     photos = [p for p, _ in test_photos[:2]]
     result = subprocess.run([sys.executable, "-m", "explain", *photos], cwd=ROOT, capture_output=True, text=True,
                             timeout=300, env={**os.environ, "SKIN_MODEL_DIR": str(tiny_model_dir)})
@@ -39,7 +42,7 @@ def test_cli_prints_a_table_in_its_own_words(tiny_model_dir, test_photos):
     for row, verdict in (lines[0:2], lines[2:4]):
         assert sum(name in row for name in ("Dots", "Rings", "Stripes")) == 3 and row.count("%") == 3
         assert verdict.startswith("    ") and ("Most likely" in verdict or "Uncertain" in verdict)
-    assert "**" not in result.stdout and "heatmap" not in result.stdout.lower() and "Overlay" not in result.stdout
+    assert "**" not in result.stdout and "overlay" not in result.stdout.lower() and "Map check (Grad-CAM of" in lines[1]
     assert "model: tiny-test-model, folder model at" in result.stderr
 
 

@@ -78,7 +78,7 @@ def test_phone_size_photos_decoded_smaller_get_the_same_answer(service):
         quick = service.classifier.predict(service.read(big.getvalue())).probabilities
         agree.append(full.argmax() == quick.argmax())
         biggest_change = max(biggest_change, float(np.abs(full - quick).max()))
-    assert np.mean(agree) >= 0.9 and biggest_change < 0.05
+    assert np.mean(agree) >= 0.9 and biggest_change <= 0.02, biggest_change  # README: "at most 0.02" (measured 0.016)
 
 
 def test_app_serves_the_bundled_model_end_to_end(tmp_path):

@@ -112,7 +112,9 @@ def trust_section(summary: dict) -> str:
             f"map ({row['method']}, {row['grid']}) marks most lowered the answer's probability more than hiding a "
             f"random 20% on {pct(row['beats_random_at_20'])} of them")
     if best is not row:
-        text += f" (the best map, {best['method']} at {best['grid']}: {pct(best['beats_random_at_20'])})"
+        text += f"; {best['method']} at {best['grid']} does so on {pct(best['beats_random_at_20'])}" + (
+            "" if sanity_passes(best) else ", but fails the sanity checks (its maps hardly depend on the class), so it "
+                                           "is not the default")
     return text + (". Read a heatmap as a hint of what drove the score, checked by the sentence under it for your "
                    "photo; it is not an outline of a lesion, and on many photos it says little more than chance.")
 
@@ -128,7 +130,7 @@ def explanations_section(summary: dict) -> str:
         "sees it. Deletion: the mean probability of the explained (top) class as the photo is hidden in the map's "
         "order (5% to 100%, hidden pixels blurred; lower is better); insertion: as it is shown back (higher is "
         "better); in brackets the same for a random mask of 16x16-pixel blocks. \"Beats random\": the share of "
-        "photos on which hiding the map's top 20% lowered the class more than hiding a random 20% (two draws). "
+        "photos on which hiding the map's top 20% lowered the class more than hiding a random 20%. "
         "Sanity (Adebayo et al. 2018): Spearman correlation of each map with the same map after re-initialising "
         f"the model's `logits` layer, and with the map of the second most likely class; a method passes when both "
         f"stay below {SANITY_THRESHOLD}.\n",

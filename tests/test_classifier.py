@@ -25,14 +25,22 @@ def photo(path: str) -> Image.Image:
 
 
 def test_probabilities_cover_every_class_and_sum_to_one(classifier, test_photos):
-    prediction = classifier.predict(photo(test_photos[0][0]))
-    assert prediction.probabilities.shape == (3,)
-    assert prediction.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
-    everything = prediction.top_k(3)
-    assert list(everything.values()) == sorted(prediction.probabilities, reverse=True)  # most likely first
-    for name, probability in everything.items():
-        assert probability == prediction.probabilities[classifier.labels.index(name)]
-    assert list(prediction.top_k(2)) == list(everything)[:2] and list(everything)[0] == prediction.top_label
+    for path, _ in test_photos:
+        prediction = classifier.predict(photo(path))
+        assert prediction.probabilities.shape == (3,)
+        assert prediction.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+        everything = prediction.top_k(3)
+        assert list(everything.values()) == sorted(prediction.probabilities, reverse=True)  # most likely first
+        for name, probability in everything.items():
+            assert probability == prediction.probabilities[classifier.labels.index(name)]
+        assert list(prediction.top_k(2)) == list(everything)[:2] and list(everything)[0] == prediction.top_label
+
+
+def test_top_k_orders_the_classes_by_probability():
+    """Label order and probability order disagree here, so only a real sort passes."""
+    prediction = Prediction(["A", "B", "C", "D", "E"], np.array([0.05, 0.3, 0.1, 0.4, 0.15]), None, 0.4)
+    assert prediction.top_k(5) == {"D": 0.4, "B": 0.3, "E": 0.15, "C": 0.1, "A": 0.05}
+    assert list(prediction.top_k(2)) == ["D", "B"] and list(prediction.top_k(0)) == ["D"]
 
 
 def test_tiny_model_recognises_held_out_photos(classifier, test_photos):

@@ -25,6 +25,11 @@ def activations_and_logits(model: keras.Model, *layers: str) -> keras.Model:
     return keras.Model(model.inputs, [*(model.get_layer(name).output for name in layers), model.layers[-1].input])
 
 
+def explained_class(logits: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
+    """The class a map explains: `class_index`, or the top class when it is negative (traced)."""
+    return tf.where(class_index < 0, tf.argmax(logits[0], output_type=tf.int32), class_index)
+
+
 def forward_and_backward(activations_and_logits: keras.Model, pixels, class_index, read_out=None):
     """One pass (traced inside tf.function) of a model from `activations_and_logits`: the first layer's
     activations, `read_out(last layer's activations, logits)` and the gradients of the explained
@@ -32,8 +37,7 @@ def forward_and_backward(activations_and_logits: keras.Model, pixels, class_inde
     with tf.GradientTape() as tape:
         *activations, logits = activations_and_logits(pixels, training=False)
         outputs = read_out(activations[-1], logits) if read_out else ()
-        target = tf.where(class_index < 0, tf.argmax(logits[0], output_type=tf.int32), class_index)
-        explained = logits[0, target]
+        explained = logits[0, explained_class(logits, class_index)]
     return outputs, activations[0], tape.gradient(explained, activations[0])
 
 
@@ -134,7 +138,7 @@ class ScoreCam(CamMethod):
     def run(cls, outputs, pixels, class_index, read_out=None):
         *activations, logits = outputs(pixels, training=False)
         read = read_out(activations[-1], logits) if read_out else ()
-        target = tf.where(class_index < 0, tf.argmax(logits[0], output_type=tf.int32), class_index)
+        target = explained_class(logits, class_index)
         spread = tf.math.reduce_std(activations[0][0], axis=(0, 1))
         k = min(cls.channels, activations[0].shape[-1])
         chosen = tf.gather(activations[0][0], tf.math.top_k(spread, k).indices, axis=-1)  # (h, w, k)

@@ -27,8 +27,13 @@ def read_section(markdown: str, heading: str) -> str | None:
     return body.strip() or None
 
 
+def card_section(card_path: Path | None, heading: str) -> str | None:
+    """A section of the card file, or None when the card or the section is missing."""
+    if card_path is None or not card_path.is_file():
+        return None
+    return read_section(card_path.read_text(encoding="utf-8"), heading)
+
+
 def disclaimer(card_path: Path | None) -> str:
     """The card's disclaimer section, or the fallback when the card or section is missing."""
-    if card_path is None or not card_path.is_file():
-        return FALLBACK_DISCLAIMER
-    return read_section(card_path.read_text(encoding="utf-8"), DISCLAIMER_HEADING) or FALLBACK_DISCLAIMER
+    return card_section(card_path, DISCLAIMER_HEADING) or FALLBACK_DISCLAIMER

@@ -1,7 +1,8 @@
 """A loaded model with its compiled passes: probabilities, uncertainty and explanations.
 
 Built once per process; every request reuses the same traced `tf.function`s (fixed
-input signature, so nothing is retraced) and the same CAM objects.
+input signature, so nothing is retraced): one per CAM method and resolution, each the
+method's map fused with the prediction.
 """
 
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from explain.cams import DEFAULT_METHOD, METHODS, CamMethod, activations_and_logits, normalize
+from explain.cams import DEFAULT_METHOD, METHODS, activations_and_logits, normalize
 from explain.images import fit_to_model
 from explain.model import LoadedModel
 
@@ -74,7 +75,6 @@ class Classifier:
         self._batch = tf.function(self._batch_probabilities,
                                   input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
         self._fused: dict[tuple[str, str], tf.types.experimental.GenericFunction] = {}
-        self._cams: dict[tuple[str, str], CamMethod] = {}
 
     @property
     def cam_layer(self) -> str:
@@ -120,13 +120,6 @@ class Classifier:
         prediction, cam = self.prediction(probabilities, score), normalize(cam.numpy())
         class_index = prediction.top_index if class_index is None else class_index
         return Explanation(prediction, cam, method, self.labels[class_index], class_index, self.layers[resolution])
-
-    def cam_method(self, name: str, resolution: str = "coarse") -> CamMethod:
-        """The method's object for a layer, built on first use and kept for the process's life."""
-        self._check(name, resolution)
-        if (name, resolution) not in self._cams:
-            self._cams[name, resolution] = METHODS[name](self.keras_model, self.layers[resolution])
-        return self._cams[name, resolution]
 
     def warm_up(self) -> None:
         """Trace the compiled passes once, so the first real request pays no tracing cost."""

@@ -105,8 +105,12 @@ class LoadedModel:
     folder: Path | None = None  # None for a model built in memory (no card, no examples)
 
     @property
+    def card(self) -> Path | None:
+        return self.folder / CARD_FILE if self.folder else None
+
+    @property
     def disclaimer(self) -> str:
-        return disclaimer(self.folder / CARD_FILE if self.folder else None)
+        return disclaimer(self.card)
 
 
 def loaded_model(keras_model: keras.Model, labels: list, config: ModelConfig, source: ModelSource,

@@ -6,7 +6,7 @@ components. The command line words the same objects as plain text (`explain.__ma
 """
 
 from explain.cams import DEFAULT_METHOD, METHODS
-from explain.card import TRUST_HEADING, read_section
+from explain.card import TRUST_HEADING, card_section
 from explain.classifier import Prediction
 from explain.faithfulness import Check
 from explain.service import Comparison, Service
@@ -49,9 +49,7 @@ def model_status(service: Service) -> str:
 
 def trust_note(service: Service) -> str:
     """What the model card measured about its maps, or a plain warning when it says nothing."""
-    card = service.model.folder / "README.md" if service.model and service.model.folder else None
-    return (read_section(card.read_text(encoding="utf-8"), TRUST_HEADING) if card and card.is_file() else None) \
-        or NO_TRUST_NOTE
+    return card_section(service.model.card if service.model else None, TRUST_HEADING) or NO_TRUST_NOTE
 
 
 def method_choices() -> list[tuple[str, str]]:

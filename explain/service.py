@@ -120,20 +120,25 @@ class Service:
         default method's maps of the top classes."""
         picture, classifier = self.read(photo), self._classifier()
         pixels = classifier.pixels(picture)
-        prediction = classifier.predict_pixels(pixels)
-        index = classifier.class_index(target)
-        index = prediction.top_index if index is None else index
-        timed = []
-        for method in METHODS:
+        index, timed = classifier.class_index(target), []
+        for method in METHODS:  # the first pass settles the class when none is named
             start = time.perf_counter()
             explanation = classifier.explain_pixels(pixels, method, index, resolution)
             timed.append((explanation, time.perf_counter() - start))
+            index = explanation.target_index
+        prediction = timed[0][0].prediction
         curves = faithfulness.curves(classifier, pixels, {e.method: e.cam for e, _ in timed}, index, insertion=False)
         methods = [MethodResult(e, overlay(picture, e.cam, opacity), seconds, curves[e.method]) for e, seconds in timed]
-        top = [int(i) for i in prediction.probabilities.argsort()[::-1][:COMPARED_CLASSES]]
-        classes = [classifier.explain_pixels(pixels, DEFAULT_METHOD, i, resolution) for i in top]
+        drawn = {index: next(m for m in methods if m.explanation.method == DEFAULT_METHOD)}  # not computed twice
+        classes = []
+        for i in (int(i) for i in prediction.probabilities.argsort()[::-1][:COMPARED_CLASSES]):
+            if i in drawn:
+                classes.append((drawn[i].explanation, drawn[i].overlay))
+            else:
+                explanation = classifier.explain_pixels(pixels, DEFAULT_METHOD, i, resolution)
+                classes.append((explanation, overlay(picture, explanation.cam, opacity)))
         return Comparison(prediction, classifier.labels[index], classifier.grid(resolution), methods, curves["random"],
-                          [(e, overlay(picture, e.cam, opacity)) for e in classes])
+                          classes)
 
     def _classifier(self) -> Classifier:
         if self.classifier is None:

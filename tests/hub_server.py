@@ -169,7 +169,7 @@ def fetch(env: dict, repo: str, revision: str | None, timeout: float = 10.0) -> 
         "except ModelDownloadError as err:\n"
         "    print(json.dumps({'error': type(err).__name__, 'message': str(err)}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code, repo, revision or "", str(timeout)], cwd=ROOT, capture_output=True,
-                            text=True, env={**os.environ, **env}, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code, repo, revision or "", str(timeout)], cwd=ROOT,
+                            capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -220,7 +220,8 @@ def test_an_app_without_a_model_starts_and_says_why_in_every_answer(tmp_path):
             with pytest.raises(AppError, match="has no model.keras. A model folder needs model.keras"):
                 client.predict(*args, api_name=api_name)
         config = json.loads(urllib.request.urlopen(url + "config").read())
-        assert "No model is available" in " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"])
+        page = " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"])
+        assert "No model is available" in page
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -11,7 +11,7 @@ from tf_keras_vis.gradcam import Gradcam
 from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
 from tf_keras_vis.utils.scores import CategoricalScore
 
-from explain.cams import METHODS, normalize
+from explain.cams import METHODS, GradCam, normalize
 from explain.classifier import Prediction
 from explain.model import find_cam_layer
 from explain.images import decode_photo, fit_to_model, load_photo
@@ -55,7 +55,7 @@ def test_fast_gradcam_matches_tf_keras_vis(classifier, test_photos):
     for path, _ in test_photos[:8]:
         pixels = classifier.pixels(photo(path))
         fused = classifier.explain_pixels(pixels)
-        alone = classifier.cam_method("Grad-CAM")(pixels, fused.prediction.top_index)
+        alone = GradCam(classifier.keras_model, classifier.cam_layer)(pixels, fused.prediction.top_index)
         slow = reference(CategoricalScore([fused.prediction.top_index]), pixels,
                          penultimate_layer=classifier.cam_layer, seek_penultimate_conv_layer=False, expand_cam=False)
         slow = normalize(np.asarray(slow)[0])
@@ -104,7 +104,7 @@ def test_requests_reuse_the_compiled_pass(classifier, test_photos):
         classifier.explain(photo(path), target="Dots")
     assert classifier._fused_pass("Grad-CAM", "coarse").experimental_get_tracing_count() == 1
     assert classifier._forward.experimental_get_tracing_count() == 1
-    assert classifier.cam_method("Score-CAM") is classifier.cam_method("Score-CAM")
+    assert classifier._fused_pass("Score-CAM", "coarse") is classifier._fused_pass("Score-CAM", "coarse")
 
 
 def test_unknown_method_or_class_is_refused(classifier, test_photos):

@@ -166,8 +166,8 @@ def test_the_app_serves_a_pinned_hub_revision_and_then_works_offline(hub, tmp_pa
     env = {**env, "HF_HOME": str(tmp_path / "hf_home"), "SKIN_MODEL_DIR": "", "SKIN_MODEL_REPO": REPO,
            "SKIN_MODEL_REVISION": first}
     photo = handle_file(str(ROOT / "examples" / "psoriasis.jpg"))
-    for round_env, log in ((env, "app_hub.log"),
-                           ({**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}, "app_hub_offline.log")):
+    offline = {**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens on port 9
+    for round_env, log in ((env, "app_hub.log"), (offline, "app_hub_offline.log")):
         process, url = launch_app(round_env, ARTIFACTS / log)
         try:
             client = Client(url, verbose=False)

@@ -148,7 +148,8 @@ def test_publish_uploads_to_a_hub_and_the_app_can_load_it_back(pipeline_run, tes
         # download it as the app does (a fresh process: huggingface_hub reads HF_ENDPOINT at import), load, predict
         fetched = fetch({"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf_home")}, "skin-demo/published", None)
         assert fetched["commit"] == stored["refs"]["main"]
-        loaded = load_model_folder(Path(fetched["folder"]), ModelSource("hub", "skin-demo/published", fetched["commit"]))
+        source = ModelSource("hub", "skin-demo/published", fetched["commit"])
+        loaded = load_model_folder(Path(fetched["folder"]), source)
         prediction = Classifier(loaded).predict(load_photo(test_photos[0][0], 10**8, 10**8))
         local = Classifier(load_model_folder(pipeline_run / "model", ModelSource("folder", "local")))
         np.testing.assert_allclose(prediction.probabilities,

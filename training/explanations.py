@@ -51,24 +51,31 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a.ravel(), b.ravel()).statistic)
 
 
+def sanity(classifier: Classifier, randomized: Classifier, pixels: np.ndarray, explanation,
+           resolution: str) -> dict:
+    """The two sanity correlations of one map: with the same map from the model whose top was
+    re-initialised (`with_random_top`), and with the map of the second most likely class."""
+    second = int(explanation.prediction.probabilities.argsort()[::-1][1])
+    shuffled = randomized.explain_pixels(pixels, explanation.method, explanation.target_index, resolution).cam
+    other = classifier.explain_pixels(pixels, explanation.method, second, resolution).cam
+    return {"rho_random_top": rank_correlation(explanation.cam, shuffled),
+            "rho_other_class": rank_correlation(explanation.cam, other)}
+
+
 def photo_results(classifier: Classifier, randomized: Classifier, pixels: np.ndarray) -> dict:
     """Every method and resolution on one photo: faithfulness and the two sanity correlations."""
-    prediction = classifier.predict_pixels(pixels)
-    top, second = (int(i) for i in prediction.probabilities.argsort()[::-1][:2])
+    top = classifier.predict_pixels(pixels).top_index
     results = {}
     for resolution in classifier.layers:
         explanations = {m: classifier.explain_pixels(pixels, m, top, resolution) for m in METHODS}
         curves = faithfulness.curves(classifier, pixels, {m: e.cam for m, e in explanations.items()}, top)
         for method, explanation in explanations.items():
             check = faithfulness.check(classifier, pixels, explanation)
-            other = classifier.explain_pixels(pixels, method, second, resolution).cam
-            shuffled = randomized.explain_pixels(pixels, method, top, resolution).cam
             results[f"{method} | {resolution}"] = {
                 "deletion": curves[method].deletion_area, "insertion": curves[method].insertion_area,
                 "random_deletion": curves["random"].deletion_area, "random_insertion": curves["random"].insertion_area,
                 "beats_random_at_20": check.beats_random,
-                "rho_random_top": rank_correlation(explanation.cam, shuffled),
-                "rho_other_class": rank_correlation(explanation.cam, other),
+                **sanity(classifier, randomized, pixels, explanation, resolution),
             }
     return results
 

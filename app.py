@@ -94,7 +94,8 @@ def build_app(service: Service) -> gr.Blocks:
                 with gr.Accordion("Explanation settings", open=False):
                     method = gr.Dropdown(page.method_choices(), value=DEFAULT_METHOD, label="Method")
                     target = gr.Dropdown([TOP_CLASS, *labels], value=TOP_CLASS, label="Explain which class")
-                    resolution = gr.Dropdown(page.resolutions(service), value="coarse", label="Map resolution",
+                    resolution = gr.Dropdown(page.resolutions(service), value=page.default_resolution(service),
+                                             label="Map resolution",
                                              info="finer maps can follow a smaller lesion; see README for how "
                                                   "faithful each is")
                     opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Heatmap opacity")
@@ -128,7 +129,8 @@ def build_app(service: Service) -> gr.Blocks:
         examples = service.example_photos()
         if examples and service.classifier is not None:
             gr.Examples(examples=[[p] for p in examples], inputs=[photo], outputs=answer,
-                        fn=lambda p: explain(p, DEFAULT_METHOD, TOP_CLASS, DEFAULT_OPACITY, DEFAULT_TOP_K, "coarse"),
+                        fn=lambda p: explain(p, DEFAULT_METHOD, TOP_CLASS, DEFAULT_OPACITY, DEFAULT_TOP_K,
+                                             page.default_resolution(service)),
                         example_labels=[example_name(p) for p in examples], cache_examples=True, cache_mode="lazy")
             gr.Markdown(page.EXAMPLES_CREDIT, elem_id="examples-credit")
     return demo

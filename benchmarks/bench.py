@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m benchmarks.bench {inprocess,methods,api,startup,input,resize,all}`; each prints a table.
+"""Benchmarks: `python -m benchmarks.bench {inprocess,methods,api,startup,input,resize,models,all}`; each prints a table.
 
 Ratios are taken within one run on one machine; absolute figures depend on the machine,
 which the header names. Models have random weights (speed does not depend on them).
@@ -489,11 +489,41 @@ def training_input(batches: int) -> None:
     keras.backend.clear_session()
 
 
+def models(folders: list[str], repeats: int) -> None:
+    """Trained model folders side by side (e.g. the shipped model and its predecessor): a prediction
+    and the whole /explain request (Grad-CAM, faithfulness check, overlay) at each map resolution,
+    interleaved in one run; ratios against the first folder's."""
+    from explain.classifier import Classifier
+    from explain.model import ModelSource, load_model_folder
+    from explain.service import Service
+    from explain.settings import Settings
+
+    photo = Path(tempfile.mkdtemp()) / "photo.jpg"
+    photo.write_bytes(photo_jpeg())
+    services = {}
+    for folder in folders:
+        classifier = Classifier(load_model_folder(Path(folder), ModelSource("folder", folder)))
+        classifier.warm_up()
+        services[folder] = Service(Settings(), classifier)
+    fns = {}
+    for folder, service in services.items():
+        fns[(folder, "prediction")] = lambda s=service: s.predict(photo)
+        for resolution in service.classifier.layers:
+            fns[(folder, f"/explain request, {resolution} map")] = lambda s=service, r=resolution: s.explain(
+                photo, "Grad-CAM", None, opacity=0.45, resolution=r)
+    times = interleaved_medians_ms(fns, repeats)
+    first = folders[0]
+    rows = [[folder, what, f"{ms:.1f}", f"{ms / times[(first, what)]:.2f}x"] for (folder, what), ms in times.items()]
+    print(f"Model folders compared ({repeats} interleaved rounds, medians; ratio against {first}):\n")
+    table(["model folder", "what", "ms", "ratio"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=["inprocess", "methods", "api", "startup", "input", "resize", "all"])
+    parser.add_argument("what", choices=["inprocess", "methods", "api", "startup", "input", "resize", "models", "all"])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--backbones", nargs="+", default=["mobilenet_v2", "resnet50"])
+    parser.add_argument("--model-dirs", nargs="+", default=[], help="model folders for `models` (first: the baseline)")
     args = parser.parse_args()
     header()
     if args.what in ("inprocess", "all"):
@@ -508,6 +538,8 @@ def main() -> None:
         training_input(20)
     if args.what in ("resize", "all"):
         resize_filters(900)
+    if args.what == "models":
+        models(args.model_dirs, args.repeats)
 
 
 if __name__ == "__main__":

@@ -32,11 +32,11 @@ def explained_class(logits: tf.Tensor, class_index: tf.Tensor) -> tf.Tensor:
 
 def forward_and_backward(activations_and_logits: keras.Model, pixels, class_index, read_out=None):
     """One pass (traced inside tf.function) of a model from `activations_and_logits`: the first layer's
-    activations, `read_out(last layer's activations, logits)` and the gradients of the explained
+    activations, `read_out(every layer's activations, logits)` and the gradients of the explained
     logit with respect to the first layer; `class_index` < 0 explains the top class."""
     with tf.GradientTape() as tape:
         *activations, logits = activations_and_logits(pixels, training=False)
-        outputs = read_out(activations[-1], logits) if read_out else ()
+        outputs = read_out(activations, logits) if read_out else ()
         explained = logits[0, explained_class(logits, class_index)]
     return outputs, activations[0], tape.gradient(explained, activations[0])
 
@@ -64,7 +64,7 @@ class CamMethod:
 
     @classmethod
     def run(cls, outputs: keras.Model, pixels, class_index, read_out=None) -> tuple:
-        """(read_out(CAM-layer activations, logits), the map) in one traced pass; `class_index` < 0
+        """(read_out(the layers' activations, logits), the map) in one traced pass; `class_index` < 0
         explains the top class. `outputs` is a model from `activations_and_logits`."""
         raise NotImplementedError
 
@@ -137,7 +137,7 @@ class ScoreCam(CamMethod):
     @classmethod
     def run(cls, outputs, pixels, class_index, read_out=None):
         *activations, logits = outputs(pixels, training=False)
-        read = read_out(activations[-1], logits) if read_out else ()
+        read = read_out(activations, logits) if read_out else ()
         target = explained_class(logits, class_index)
         spread = tf.math.reduce_std(activations[0][0], axis=(0, 1))
         k = min(cls.channels, activations[0].shape[-1])

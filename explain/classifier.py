@@ -16,6 +16,13 @@ from explain.images import fit_to_model
 from explain.model import LoadedModel
 
 BATCH = 4  # photos per call when many go through the model (see Classifier.probabilities)
+# The map shown unless another is asked for: the finer one where the model has it. On the shipped
+# model, whose head also reads that layer, its Grad-CAM beats a random mask on 67% of held-out
+# photos against 52% for the coarse map (README, 'Explanations').
+DEFAULT_RESOLUTION = "fine"
+
+
+NOT_SKIN, OTHER_CONDITION, UNSURE, ANSWER = "not skin", "another condition", "unsure", "answer"
 
 
 @dataclass(frozen=True)
@@ -24,6 +31,8 @@ class Prediction:
     probabilities: np.ndarray  # over all classes, sums to 1
     abstain_threshold: float | None
     abstain_score: float  # the top probability, or the feature similarity (see ModelConfig.abstain_score)
+    other_condition_threshold: float | None = None  # a second, higher threshold on abstain_score
+    unsure_threshold: float | None = None  # on the top probability
 
     @property
     def top_index(self) -> int:
@@ -34,9 +43,21 @@ class Prediction:
         return self.labels[self.top_index]
 
     @property
+    def verdict(self) -> str:
+        """NOT_SKIN (far from every photo the model learned from), OTHER_CONDITION (less far), UNSURE
+        (the top probability is low) or ANSWER, checked in that order; each threshold is optional."""
+        if self.abstain_threshold is not None and self.abstain_score < self.abstain_threshold:
+            return NOT_SKIN
+        if self.other_condition_threshold is not None and self.abstain_score < self.other_condition_threshold:
+            return OTHER_CONDITION
+        if self.unsure_threshold is not None and self.probabilities.max() < self.unsure_threshold:
+            return UNSURE
+        return ANSWER
+
+    @property
     def uncertain(self) -> bool:
-        """True when the abstention score is under the model's threshold."""
-        return self.abstain_threshold is not None and self.abstain_score < self.abstain_threshold
+        """True when the model does not name a class (any verdict but ANSWER)."""
+        return self.verdict != ANSWER
 
     def top_k(self, k: int) -> dict[str, float]:
         """The k most likely classes with their probabilities, most likely first."""
@@ -80,6 +101,10 @@ class Classifier:
     def cam_layer(self) -> str:
         return self.layers["coarse"]
 
+    @property
+    def default_resolution(self) -> str:
+        return DEFAULT_RESOLUTION if DEFAULT_RESOLUTION in self.layers else "coarse"
+
     def pixels(self, photo: Image.Image) -> np.ndarray:
         """The model's input batch of one, resized as in training."""
         return fit_to_model(photo, self.config.image_size)[None]
@@ -115,9 +140,9 @@ class Classifier:
     def explain_pixels(self, pixels: np.ndarray, method: str = DEFAULT_METHOD, class_index: int | None = None,
                        resolution: str = "coarse") -> Explanation:
         self._check(method, resolution)
-        probabilities, score, cam = self._fused_pass(method, resolution)(
+        *read, cam = self._fused_pass(method, resolution)(
             pixels, tf.constant(-1 if class_index is None else class_index, tf.int32))
-        prediction, cam = self.prediction(probabilities, score), normalize(cam.numpy())
+        prediction, cam = self.prediction(*read), normalize(cam.numpy())
         class_index = prediction.top_index if class_index is None else class_index
         return Explanation(prediction, cam, method, self.labels[class_index], class_index, self.layers[resolution])
 
@@ -140,26 +165,30 @@ class Classifier:
             run, outputs = METHODS[method].run, self.activations_and_logits[resolution]
 
             def fused(pixels, class_index):
-                (probabilities, score), cam = run(outputs, pixels, class_index, self._read_out)
-                return probabilities, score, cam
+                read, cam = run(outputs, pixels, class_index, self._read_out)
+                return (*read, cam)
 
             self._fused[method, resolution] = tf.function(
                 fused, input_signature=[self.input_spec, tf.TensorSpec([], tf.int32)])
         return self._fused[method, resolution]
 
     def _probabilities_and_score(self, pixels):
-        return self._read_out(*self.activations_and_logits["coarse"](pixels, training=False))
+        *activations, logits = self.activations_and_logits["coarse"](pixels, training=False)
+        return self._read_out(activations, logits)
 
     def _batch_probabilities(self, batch):
         return tf.nn.softmax(self.activations_and_logits["coarse"](batch, training=False)[1] / self.temperature)
 
-    def _read_out(self, activations, logits) -> tuple[tf.Tensor, tf.Tensor]:
-        """Probabilities and the abstention score from one pass (traced inside tf.function)."""
+    def _read_out(self, activations: list, logits) -> tuple[tf.Tensor, tf.Tensor]:
+        """Probabilities and the abstention score from one pass (traced inside tf.function); the CAM
+        layer's activations come last."""
         probabilities = tf.nn.softmax(logits / self.temperature)[0]
         if self.class_means is None:
             return probabilities, tf.reduce_max(probabilities)
-        features = tf.math.l2_normalize(tf.reduce_mean(activations, axis=(1, 2)), axis=-1)  # = the pooled features
-        return probabilities, tf.reduce_max(tf.matmul(features, self.class_means, transpose_b=True))
+        pooled = tf.math.l2_normalize(tf.reduce_mean(activations[-1], axis=(1, 2)), axis=-1)  # = the pooled features
+        return probabilities, tf.reduce_max(tf.matmul(pooled, self.class_means, transpose_b=True))
 
     def prediction(self, probabilities, score) -> Prediction:
-        return Prediction(self.labels, np.asarray(probabilities), self.config.abstain_threshold, float(score))
+        config = self.config
+        return Prediction(self.labels, np.asarray(probabilities), config.abstain_threshold, float(score),
+                          config.other_condition_threshold, config.unsure_threshold)

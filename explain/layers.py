@@ -27,3 +27,30 @@ class ResNet50Preprocess(keras.layers.Layer):
 
 
 PREPROCESSING = {"mobilenet_v2": MobileNetV2Preprocess, "resnet50": ResNet50Preprocess}
+
+
+@keras.saving.register_keras_serializable(package="skin")
+class ParentLogits(keras.layers.Layer):
+    """Logits of fine-grained conditions -> logits of the classes they belong to.
+
+    Each class's logit is the log-sum-exp of its conditions' logits, so its softmax
+    probability is exactly the sum of theirs: a model trained on fine targets (the
+    partitioning of Esteva et al., Nature 2017) answers in the app's classes.
+    `parent_of[i]` is the class index of fine output i.
+    """
+
+    def __init__(self, parent_of: list[int], **kwargs):
+        super().__init__(**kwargs)
+        self.parent_of = [int(p) for p in parent_of]
+        classes = max(self.parent_of) + 1
+        membership = [[1.0 if p == c else 0.0 for c in range(classes)] for p in self.parent_of]
+        self._log_membership = ops.log(ops.convert_to_tensor(membership) + 1e-30)  # (fine, classes)
+
+    def call(self, fine_logits):
+        return ops.logsumexp(fine_logits[:, :, None] + ops.cast(self._log_membership, fine_logits.dtype), axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], max(self.parent_of) + 1)
+
+    def get_config(self):
+        return {**super().get_config(), "parent_of": self.parent_of}

@@ -2,8 +2,8 @@
 
 A model folder holds `model.keras`, `labels.json` (class names in output order),
 `config.json` (the fields of `ModelConfig`, nothing else), `README.md` (the model card)
-and, for the feature-similarity "uncertain" answer, `class_means.npy`; optionally
-`examples/`. The training pipeline writes it with `write_model_folder`, the app reads it
+and, for the feature-similarity answers ("not a skin photo", "another condition"),
+`class_means.npy`; optionally `examples/`. The training pipeline writes it with `write_model_folder`, the app reads it
 with `load_model_folder`, and both go through `loaded_model`, which checks the contract.
 `resolve_model` picks the folder: `SKIN_MODEL_DIR`, `SKIN_MODEL_REPO`[@`SKIN_MODEL_REVISION`]
 on the Hub, or the bundled default model.
@@ -52,6 +52,11 @@ class ModelConfig:
     # over its training photos), which separates unfamiliar photos far better on the default model.
     abstain_threshold: float | None = None
     abstain_score: str = "max_probability"
+    # "looks like a condition outside the classes" when the abstention score is at least abstain_threshold
+    # but below other_condition_threshold (a second, higher threshold on the same score); "unsure between
+    # A and B" when the top probability is below unsure_threshold. None turns either off.
+    other_condition_threshold: float | None = None
+    unsure_threshold: float | None = None
 
     @classmethod
     def from_json(cls, data: dict) -> "ModelConfig":
@@ -71,6 +76,11 @@ class ModelConfig:
             raise ValueError(f"preprocessing {config.preprocessing!r} is not one of {', '.join(PREPROCESSING)}")
         if config.abstain_score not in ABSTAIN_SCORES:
             raise ValueError(f"abstain_score {config.abstain_score!r}: use one of {', '.join(ABSTAIN_SCORES)}")
+        if None not in (config.other_condition_threshold, config.abstain_threshold) and \
+                config.other_condition_threshold < config.abstain_threshold:
+            raise ValueError(f"other_condition_threshold {config.other_condition_threshold} is below abstain_threshold "
+                             f"{config.abstain_threshold}; it must be higher (a photo less like the training photos "
+                             "than both is 'not a skin photo')")
         return config
 
     def to_json(self) -> dict:
@@ -136,6 +146,7 @@ def write_model_folder(folder: Path, model: keras.Model | Path, labels: list[str
         model.save(folder / MODEL_FILE)
     else:
         shutil.copy(model, folder / MODEL_FILE)
+    _deflate(folder / MODEL_FILE)
     (folder / LABELS_FILE).write_text(json.dumps(list(labels), indent=1) + "\n", encoding="utf-8")
     (folder / CONFIG_FILE).write_text(json.dumps(config.to_json(), indent=2) + "\n", encoding="utf-8")
     (folder / CARD_FILE).write_text(card, encoding="utf-8")
@@ -144,6 +155,16 @@ def write_model_folder(folder: Path, model: keras.Model | Path, labels: list[str
     if examples is not None:
         shutil.copytree(examples, folder / EXAMPLES_FOLDER, dirs_exist_ok=True)
     return folder
+
+
+def _deflate(path: Path) -> None:
+    """Rewrite a .keras archive compressed: Keras stores it uncompressed, and deflate takes about 12% off
+    (a Space repo takes files under 10 MB without large-file storage); Keras reads either alike."""
+    packed = path.with_suffix(".deflating")
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as out:
+        for item in source.infolist():
+            out.writestr(item.filename, source.read(item.filename))
+    packed.replace(path)
 
 
 def load_model_folder(folder: Path, source: ModelSource) -> LoadedModel:

@@ -7,7 +7,7 @@ components. The command line words the same objects as plain text (`explain.__ma
 
 from explain.cams import DEFAULT_METHOD, METHODS
 from explain.card import TRUST_HEADING, card_section
-from explain.classifier import Prediction
+from explain.classifier import NOT_SKIN, OTHER_CONDITION, UNSURE, Prediction
 from explain.faithfulness import Check
 from explain.service import Comparison, Service
 
@@ -22,17 +22,29 @@ FAILS_SANITY = " (fails sanity checks: hardly depends on the class)"
 SANITY_NOTES = {"Grad-CAM++": FAILS_SANITY, "LayerCAM": FAILS_SANITY, "Score-CAM": FAILS_SANITY}
 DEFAULT_TOP_K = 3
 DEFAULT_OPACITY = 0.45  # of the heatmap over the photo, 0..1
-UNCERTAIN = "Uncertain: this photo does not look like any condition this model knows."
+NOT_SKIN_WORDS = "This does not look like a photo of skin like the ones this model learned from."
+OTHER_CONDITION_WORDS = "This photo is unlike the photos of the 12 conditions this model knows: it may show another condition."
 NO_TRUST_NOTE = ("This model's card does not say how faithful its heatmaps are. The sentence under each heatmap "
                  "measures it for your photo: a map worth reading hides more of the answer than a random mask does.")
 
 
 def verdict(prediction: Prediction) -> str:
-    """One Markdown line: the top answer, or "uncertain" with the closest guess."""
-    top = f"{prediction.top_label.replace('_', ' ')} ({prediction.probabilities.max():.0%})"
-    if prediction.uncertain:
-        return f"**{UNCERTAIN}** Its closest guess would be {top}."
-    return f"Most likely: **{top}**. Not a diagnosis."
+    """One Markdown line: the top answer; or "not a skin photo", "another condition" or "unsure
+    between A and B", each with the closest guesses (the probabilities and heatmap stay shown)."""
+    first, second = _top_two(prediction)
+    if prediction.verdict == NOT_SKIN:
+        return f"**{NOT_SKIN_WORDS}** Its closest guess would be {first}."
+    if prediction.verdict == OTHER_CONDITION:
+        return f"**{OTHER_CONDITION_WORDS}** Closest of the 12: {first}. Not a diagnosis."
+    if prediction.verdict == UNSURE:
+        return f"**Unsure between {first} and {second}.** Not a diagnosis."
+    return f"Most likely: **{first}**. Not a diagnosis."
+
+
+def _top_two(prediction: Prediction) -> list[str]:
+    """The two most likely classes as "Name (p%)" (a one-class model names its class twice)."""
+    named = [f"{name.replace('_', ' ')} ({p:.0%})" for name, p in prediction.top_k(2).items()]
+    return (named * 2)[:2]
 
 
 def model_status(service: Service) -> str:
@@ -55,6 +67,11 @@ def trust_note(service: Service) -> str:
 def method_choices() -> list[tuple[str, str]]:
     """(label, value) choices of the CAM method; a method that fails the sanity checks says so."""
     return [(name + SANITY_NOTES.get(name, ""), name) for name in METHODS]
+
+
+def default_resolution(service: Service) -> str:
+    """The map resolution the page starts with (Classifier.default_resolution)."""
+    return service.classifier.default_resolution if service.classifier else "coarse"
 
 
 def resolutions(service: Service) -> list[tuple[str, str]]:
@@ -86,20 +103,21 @@ def predict(service: Service, photo, top_k: int = DEFAULT_TOP_K) -> tuple[dict[s
 
 
 def explain(service: Service, photo, method: str = DEFAULT_METHOD, target: str | None = TOP_CLASS,
-            opacity: float = DEFAULT_OPACITY, top_k: int = DEFAULT_TOP_K, resolution: str = "coarse"):
+            opacity: float = DEFAULT_OPACITY, top_k: int = DEFAULT_TOP_K, resolution: str | None = None):
     """/explain: top-k label data, the overlay image, the verdict naming the explained class, the
     faithfulness sentence and its numbers."""
     explanation, picture, check = service.explain(photo, method, _target(target), opacity=opacity,
-                                                  resolution=resolution)
+                                                  resolution=resolution or default_resolution(service))
     note = (verdict(explanation.prediction)
             + f" The heatmap shows what drove **{explanation.target}** ({explanation.method}).")
     return explanation.prediction.top_k(int(top_k)), picture, note, sentence(check), check.as_dict()
 
 
 def compare(service: Service, photo, target: str | None = TOP_CLASS, opacity: float = DEFAULT_OPACITY,
-            resolution: str = "coarse"):
+            resolution: str | None = None):
     """/compare: a gallery of (overlay, caption), a Markdown table and its numbers."""
-    comparison = service.compare(photo, _target(target), opacity=opacity, resolution=resolution)
+    comparison = service.compare(photo, _target(target), opacity=opacity,
+                                 resolution=resolution or default_resolution(service))
     return _gallery(comparison), _table(comparison), _numbers(comparison)
 
 

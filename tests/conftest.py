@@ -61,7 +61,8 @@ def test_photos(pipeline_run) -> list[tuple[str, str]]:
     """(path, true class) of the tiny model's held-out test photos."""
     from training.tables import read_rows
 
-    return [(r["path"], r["target_class"]) for r in read_rows(pipeline_run / "split.csv") if r["split"] == "test"]
+    return [(r["path"], r["target_class"]) for r in read_rows(pipeline_run / "split.csv")
+            if r["split"] == "test" and r["target_class"]]
 
 
 def free_port() -> int:

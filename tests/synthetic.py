@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 
 CLASSES = ("Dots", "Rings", "Stripes")
 OUT_OF_TAXONOMY = "Blank"
+OTHER_SHAPES = ("Crosses", "Squares", "Triangles")  # drawn for the "another condition" source's conditions
 
 
 def make_photo(kind: str, rng: np.random.Generator, size: int = 128) -> Image.Image:
@@ -33,6 +34,13 @@ def make_photo(kind: str, rng: np.random.Generator, size: int = 128) -> Image.Im
         offset = int(rng.integers(0, 20))
         for x in range(-size + offset, size, 20):
             draw.line((x, 0, x + size, size), fill=brown, width=8)
+    elif kind.split("_")[0] in OTHER_SHAPES:
+        for _ in range(int(rng.integers(3, 6))):
+            x, y, r = *rng.integers(16, size - 16, 2), int(rng.integers(6, 12))
+            shape = {"Crosses": [(x - r, y - r), (x + r, y + r), (x, y), (x - r, y + r), (x + r, y - r)],
+                     "Squares": [(x - r, y - r), (x + r, y - r), (x + r, y + r), (x - r, y + r), (x - r, y - r)],
+                     "Triangles": [(x, y - r), (x + r, y + r), (x - r, y + r), (x, y - r)]}[kind.split("_")[0]]
+            draw.line(shape, fill=red, width=4)
     return image
 
 
@@ -43,6 +51,11 @@ def write_dataset(root: Path, per_class: int = 24, seed: int = 0) -> Path:
         folder = root / "photos" / kind
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class if kind != OUT_OF_TAXONOMY else 4):
+            make_photo(kind, rng).save(folder / f"{kind.lower()}_{i:03d}.jpg", quality=92)
+    for kind in (f"{shape}_{k}" for shape in OTHER_SHAPES for k in range(4)):  # 12 other conditions, each
+        folder = root / "others" / kind  # kept whole on one side of every split
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(3):
             make_photo(kind, rng).save(folder / f"{kind.lower()}_{i:03d}.jpg", quality=92)
     taxonomy = {kind: kind for kind in CLASSES} | {OUT_OF_TAXONOMY: None}
     (root / "taxonomy.json").write_text(json.dumps(taxonomy), encoding="utf-8")
@@ -55,7 +68,10 @@ def tiny_config(root: Path, out: Path, **overrides) -> Path:
         "output_dir": str(out),
         "model_name": "tiny-test-model",
         "sources": [{"name": "synthetic", "root": str(root / "photos"), "taxonomy": str(root / "taxonomy.json"),
-                     "mask_boxes": [[0.0, 0.9, 0.1, 1.0]]}],  # a corner blanked, as the DermNet NZ logo is
+                     "mask_boxes": [[0.0, 0.9, 0.1, 1.0]]},  # a corner blanked, as the DermNet NZ logo is
+                    {"name": "others", "root": str(root / "others"), "taxonomy": "", "other_conditions": True}],
+        "other_condition_coverage": 0.9, "answer_coverage": 0.8,
+        "fine_labels": True,
         "backbone": "mobilenet_v2", "alpha": 0.35, "image_size": 96, "imagenet_weights": None,
         "batch_size": 16, "head_epochs": 20, "head_learning_rate": 0.01, "finetune_epochs": 12,
         "finetune_learning_rate": 0.001,

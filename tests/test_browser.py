@@ -17,7 +17,7 @@ def test_upload_analyze_and_see_labels_and_heatmap(app_url, tmp_path, monkeypatc
     photo = str(ROOT / "examples" / "psoriasis.jpg")
     # what the page must show: the API's answer for the same photo and settings (Markdown stripped)
     _, _, verdict, sentence, _ = Client(app_url, verbose=False).predict(
-        handle_file(photo), "Grad-CAM", "Most likely class", 0.45, 3, "coarse", api_name="/explain")
+        handle_file(photo), "Grad-CAM", "Most likely class", 0.45, 3, "fine", api_name="/explain")  # page defaults
 
     monkeypatch.setenv("HOME", str(tmp_path))  # Chromium writes its profile under $HOME
     with sync_playwright() as p:

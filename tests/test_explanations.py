@@ -19,6 +19,7 @@ from explain.overlay import upsample
 from explain.page import SANITY_NOTES, method_choices
 from training.card import sanity_passes
 from training.explanations import rank_correlation, sanity, with_random_top
+from training.tables import read_rows
 
 
 
@@ -180,7 +181,7 @@ def test_the_explanations_study_writes_its_table_into_the_card(pipeline_run, tin
     (tmp_path / "explain.json").write_text(json.dumps(config))
     assert main(["explanations", "--config", str(tmp_path / "explain.json")]) == 0
     result = json.loads((tmp_path / "explanations.json").read_text())
-    tests = [r for r in (pipeline_run / "split.csv").read_text().splitlines() if ",test," in r]
+    tests = [r for r in read_rows(pipeline_run / "split.csv") if r["split"] == "test" and r["target_class"]]
     assert result["summary"]["photos"] == len(result["per_photo"]) == len(tests)
     table = result["summary"]["table"]
     assert set(table) == {f"{m} | {r}" for m in METHODS for r in ("coarse", "fine")}

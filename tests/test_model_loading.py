@@ -5,6 +5,7 @@ import shutil
 import socket
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import keras
@@ -74,6 +75,7 @@ def test_label_count_must_match_outputs(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("change,expected", [
     ({"abstain_score": "vibes"}, "use one of max_probability, feature_similarity"),
     ({"remove_means": True}, "class_means.npy is missing or unreadable"),
+    ({"other_condition_threshold": 0.01}, "other_condition_threshold 0.01 is below abstain_threshold"),
     ({"means": lambda m: m[:2]}, r"has shape \(2, \d+\); it needs one non-zero row per class \(3\)"),
     ({"means": lambda m: m[:, :5]}, r"has shape \(3, 5\); .* one column per channel of the CAM layer"),
     ({"means": lambda m: m[0]}, r"has shape \(\d+,\)"),
@@ -97,6 +99,7 @@ def test_folder_contract_is_checked_with_a_fix(tiny_model_dir, tmp_path, change,
         (copy / "class_means.npy").unlink()
     if "means" in change:
         np.save(copy / "class_means.npy", change["means"](np.load(copy / "class_means.npy")))
+
     with pytest.raises(ModelFormatError, match=expected):
         load_model_folder(copy, ModelSource("folder", str(copy)))
 
@@ -107,6 +110,11 @@ def test_a_folder_written_from_memory_loads_back_the_same(tiny_model_dir, tmp_pa
     folder = write_model_folder(tmp_path / "model", original.keras_model, original.labels, original.config,
                                 (tiny_model_dir / "README.md").read_text(), np.load(tiny_model_dir / "class_means.npy"))
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in tiny_model_dir.iterdir())
+    # stored compressed (a Space takes files under 10 MB without LFS): smaller than Keras's own archive
+    original.keras_model.save(tmp_path / "plain.keras")
+    with zipfile.ZipFile(folder / "model.keras") as archive:
+        assert {item.compress_type for item in archive.infolist()} == {zipfile.ZIP_DEFLATED}
+    assert (folder / "model.keras").stat().st_size < 0.95 * (tmp_path / "plain.keras").stat().st_size
     copy = load_model_folder(folder, ModelSource("folder", str(folder)))
     assert copy.config == original.config and copy.labels == original.labels and copy.cam_layer == "out_relu"
     np.testing.assert_allclose(copy.class_means, original.class_means, atol=1e-6)

@@ -37,6 +37,13 @@ def test_split_is_by_original_photo_with_out_of_taxonomy_kept_apart(pipeline_run
     rows = read_rows(pipeline_run / "split.csv")
     assert {r["split"] for r in rows} == {"train", "val", "test", "ood"}
     assert all(r["split"] == "ood" for r in rows if r["source_class"] == "Blank")
+    # photos of other conditions are split too, each condition whole on one side of every split
+    other = [r for r in rows if r["other_condition"]]
+    assert {r["split"] for r in other} == {"train", "val", "test"} and not any(r["target_class"] for r in other)
+    by_condition = {}
+    for r in other:
+        by_condition.setdefault(r["other_condition"], set()).add((r["split"], r["fold"]))
+    assert len(by_condition) == 12 and all(len(places) == 1 for places in by_condition.values())
     by_cluster = {}
     for r in rows:
         by_cluster.setdefault(r["cluster"], set()).add(r["split"])
@@ -73,7 +80,7 @@ def test_curation_drops_bad_and_duplicate_photos_and_split_keeps_near_duplicates
     config = tiny_config(root, tmp_path / "run")
     assert main(["curate", "--config", str(config)]) == 0 and main(["split", "--config", str(config)]) == 0
     assert "dropped: 1 unreadable, 1 too small, 1 exact duplicate, 1 near duplicate" in capsys.readouterr().out
-    rows = {r["path"]: r for r in read_rows(tmp_path / "run" / "split.csv")}
+    rows = {r["path"]: r for r in read_rows(tmp_path / "run" / "split.csv") if r["source"] == "synthetic"}
     assert len(rows) == 3 * 12 + 4 + 3  # the classes, the out-of-taxonomy photos, the kept near duplicates
     assert not any(name in path for path in rows for name in ("z_resaved", "z_copy", "notes", "tiny"))
     for original, near in pairs:
@@ -102,11 +109,73 @@ def test_report_has_test_cv_calibration_and_abstention(pipeline_run):
     assert report["cross_validation"]["folds"] == 2 and len(report["cross_validation"]["accuracy"]["folds"]) == 2
     assert report["calibration"]["temperature"] > 0
     assert 0 < report["abstention"]["threshold"] < 1
-    ood = report["abstention"]["ood"]["synthetic conditions outside the taxonomy"]
+    abstention = report["abstention"]
+    ood = abstention["ood"]["synthetic conditions outside the taxonomy"]
     assert len(ood["auroc_by_score"]) == 3 and ood["auroc"] in ood["auroc_by_score"].values()
+    # three verdicts, every threshold from validation; what each set of photos gets adds up
+    thresholds = abstention["thresholds"]
+    assert thresholds["abstain"] <= thresholds["other_condition"] and thresholds["unsure"] is not None
+    held_out = abstention["ood"]["other conditions held out whole (test split)"]
+    for verdicts in (held_out["verdicts"], abstention["test_verdicts"]):
+        assert sum(verdicts.values()) == pytest.approx(1.0)
+    assert abstention["test_verdicts"]["answer"] == pytest.approx(abstention["test_coverage"])
+    assert held_out["share_flagged_uncertain"] == pytest.approx(1 - held_out["verdicts"]["answer"])
+    for curve in abstention["risk_coverage"].values():
+        assert 0 <= curve["aurc"] <= 1 and curve["coverage"][-1] == 1.0
+        assert curve["risk"][-1] == pytest.approx(1 - test["accuracy"], abs=1e-3)  # everything answered
+    assert (pipeline_run / "risk_coverage.png").stat().st_size > 10_000
+    cv = report["cross_validation"]
+    assert 0 <= cv["other_condition_auroc"]["mean"] <= 1 and set(cv["per_class_recall"]) == {"Dots", "Rings", "Stripes"}
     watermark = report["watermark"]  # the tiny config blanks a corner box, as the shipped config does the logo
     assert watermark["n"] == test["n"] and watermark["box_area_share"] == pytest.approx(0.1 * 0.1, abs=0.005)
     assert 0.0 <= watermark["cam_share_blanked"] <= 1.0 and 0.0 <= watermark["cam_share_logo_visible"] <= 1.0
+
+
+def test_the_app_gives_each_photo_the_verdict_the_evaluation_counted(pipeline_run, test_photos):
+    """The shipped thresholds, applied by the app's compiled pass and by the evaluation's arrays."""
+    from training.abstention import verdicts
+    from training.common import predict
+    from training.data import photo_pixels
+    from training.metrics import abstention_scores
+
+    folder = pipeline_run / "model"
+    classifier = Classifier(load_model_folder(folder, ModelSource("folder", str(folder))))
+    report = json.loads((pipeline_run / "report.json").read_text())
+    rows = read_rows(pipeline_run / "split.csv")
+    photos = [r["path"] for r in rows if r["split"] == "test"]  # ours and other conditions'
+    app = [classifier.predict(load_photo(p, 10**8, 10**8)).verdict for p in photos]
+    pixels = np.stack([photo_pixels(p, 96, []) for p in photos])
+    scores = abstention_scores(*predict(classifier.keras_model, pixels), classifier.temperature,
+                               np.load(pipeline_run / "class_means.npy"))
+    shipped = {k: getattr(classifier.config, f"{k}_threshold") for k in ("abstain", "other_condition", "unsure")}
+    thresholds = {**report["abstention"]["thresholds"], **shipped}  # as rounded into config.json
+    assert app == list(verdicts(scores, thresholds))
+    assert len(set(app)) >= 2  # the photos are not all given one verdict
+
+
+def test_cam_features_are_the_cam_layers_block_of_the_pooled_features(pipeline_run, test_photos):
+    """With several feature layers, the feature-similarity score reads the CAM layer's part of them."""
+    from training.data import photo_pixels
+    from training.features import cam_features
+
+    config = ExperimentConfig.load(pipeline_run / "config.json",
+                                   feature_layers=["block_13_expand_relu", "out_relu", "block_16_project_BN"])
+    model = build_classifier("mobilenet_v2", 3, 96, alpha=0.35, feature_layers=config.feature_layers)
+    rows = [{"path": path, "source": "synthetic"} for path, _ in test_photos[:3]]
+    pixels = np.stack([photo_pixels(r["path"], 96, [[0.0, 0.9, 0.1, 1.0]]) for r in rows])
+    expected = np.asarray(keras.Model(model.inputs, model.get_layer("pool_out_relu").output)(pixels))
+    assert model.get_layer("pool").output.shape[-1] == 192 + 1280 + 112
+    np.testing.assert_allclose(cam_features(model, rows, config), expected, atol=1e-5)
+
+
+def test_risk_coverage_ranks_mistakes_last_for_a_perfect_score():
+    from training.metrics import risk_coverage
+
+    correct = np.array([1, 1, 1, 0, 0], dtype=bool)
+    perfect = risk_coverage(np.array([5, 4, 3, 2, 1.0]), correct)
+    worst = risk_coverage(np.array([1, 2, 3, 4, 5.0]), correct)
+    assert perfect["risk"] == [0.0, 0.0, 0.0, 0.25, 0.4] and perfect["aurc"] == pytest.approx(0.13)
+    assert worst["risk"][0] == 1.0 and worst["aurc"] > perfect["aurc"]
 
 
 def test_exports_agree_with_the_keras_model(pipeline_run):
@@ -123,6 +192,8 @@ def test_published_folder_loads_in_the_app_and_predicts(pipeline_run, test_photo
     config = json.loads((folder / "config.json").read_text())
     assert config["cam_layer"] == "out_relu" and config["abstain_threshold"] is not None
     assert config["abstain_score"] == "feature_similarity" and loaded.class_means.shape == (3, 1280)
+    assert config["abstain_threshold"] <= config["other_condition_threshold"] and config["unsure_threshold"] is not None
+    assert "logits" in [layer.name for layer in loaded.keras_model.layers]  # fine conditions summed inside the model
     assert not any("augmentation" in layer.name or "random" in layer.name for layer in loaded.keras_model.layers)
     card = (folder / "README.md").read_text()
     assert card.startswith("---\n") and "model-index:" in card and "## Disclaimer" in card
@@ -271,7 +342,7 @@ def test_ablation_scores_each_variant_on_the_same_folds_and_reaches_the_card(pip
     photo_view, copy0, copy1 = (np.load(features / "96px" / f"view{i}.npy") for i in (0, 2, 3))
     assert not np.allclose(copy0, photo_view, atol=1e-3) and not np.allclose(copy0, copy1, atol=1e-3)
     variant = ExperimentConfig.load(tmp_path / "ablate.json")
-    rows = [r for r in read_rows(tmp_path / "split.csv") if r["fold"] != ""]
+    rows = [r for r in read_rows(tmp_path / "split.csv") if r["fold"] != "" and r["target_class"]]
     names = class_names(rows)
     alone = feature_view(new_model(variant, len(names)), dataset(rows, names, variant, shuffle=False), variant, 3)
     np.testing.assert_allclose(alone, copy1, atol=1e-5)

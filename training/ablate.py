@@ -100,7 +100,7 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
                          "set imagenet_weights in the config.")
     out = config.out / "ablation.json"
     done = json.loads(out.read_text()) if out.is_file() and not force else {"variants": {}}
-    rows = [r for r in read_rows(config.out / "split.csv") if r["fold"] != ""]
+    rows = [r for r in read_rows(config.out / "split.csv") if r["fold"] != "" and r["target_class"]]
     names = class_names(rows)
     for name, overrides in config.ablations.items():
         if name not in done["variants"]:

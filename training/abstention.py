@@ -1,6 +1,9 @@
-"""When the model should say "uncertain": class means from training photos, a threshold from
-validation photos only, and how well each score separates the test split from photos the model
-must not know (out-of-taxonomy conditions, the configured out-of-distribution folders)."""
+"""When the model should not name a class, and which of three things it says instead: "not a skin
+photo" (the abstention score, feature similarity to the class means, below its threshold),
+"another condition" (the same score below a second, higher threshold) or "unsure between A and B"
+(the top probability). Thresholds from validation photos only; each score's risk-coverage curve
+and AURC, and how well it separates the test split from photos the model must not know (other
+conditions held out whole, out-of-taxonomy photos, configured folders)."""
 
 from pathlib import Path
 
@@ -8,6 +11,7 @@ import keras
 import numpy as np
 
 from training import metrics
+from explain.classifier import ANSWER, NOT_SKIN, OTHER_CONDITION, UNSURE
 from training.common import IMAGE_SUFFIXES, predict
 from training.config import ExperimentConfig, expand
 from training.data import load_pixels
@@ -41,33 +45,83 @@ def ood_photos(config: ExperimentConfig, rows: list[dict]) -> dict[str, list[dic
     return sets
 
 
+def verdicts(scores: dict, thresholds: dict) -> np.ndarray:
+    """The app's verdict for each photo (explain.classifier.Prediction.verdict, on arrays)."""
+    verdict = np.full(len(scores["max_probability"]), ANSWER, dtype=object)
+    if thresholds["unsure"] is not None:
+        verdict[scores["max_probability"] < thresholds["unsure"]] = UNSURE
+    score = scores[thresholds["abstain_score"]]
+    if thresholds["other_condition"] is not None:
+        verdict[score < thresholds["other_condition"]] = OTHER_CONDITION
+    verdict[score < thresholds["abstain"]] = NOT_SKIN
+    return verdict
+
+
+def shares(verdict: np.ndarray) -> dict:
+    return {v: float(np.mean(verdict == v)) for v in (ANSWER, UNSURE, OTHER_CONDITION, NOT_SKIN)}
+
+
+def choose_thresholds(config: ExperimentConfig, val: dict, val_other: dict | None) -> dict:
+    """Every threshold from validation photos only: the abstention score's keeps abstain_coverage of the
+    validation skin photos (ours and other conditions'); the other-condition threshold, on the same
+    score, keeps other_condition_coverage of ours; the unsure threshold then leaves answer_coverage
+    of ours answered."""
+    score = config.abstain_score
+    skin = np.concatenate([val[score]] + ([val_other[score]] if val_other else []))
+    thresholds = {"abstain_score": score, "abstain": metrics.threshold_for_coverage(skin, config.abstain_coverage),
+                  "other_condition": None, "unsure": None}
+    if config.other_condition_coverage:
+        thresholds["other_condition"] = max(thresholds["abstain"], metrics.threshold_for_coverage(
+            val[score], config.other_condition_coverage))
+    if config.answer_coverage:
+        kept = verdicts(val, thresholds) == ANSWER
+        share = min(1.0, config.answer_coverage / max(kept.mean(), 1e-9))
+        thresholds["unsure"] = metrics.threshold_for_coverage(val["max_probability"][kept], share)
+    return thresholds
+
+
 def abstention(config: ExperimentConfig, model: keras.Model, temperature: float, outputs: dict, labels: dict,
                rows: list[dict]) -> tuple[dict, np.ndarray]:
-    """Class means from training photos and the threshold from validation only; AUROC of every
-    score per out-of-distribution set (the configured one decides); accuracy against coverage.
+    """Class means from training photos and every threshold from validation only; for each score its
+    risk-coverage curve and AURC on the test photos; the verdicts and AUROC of each score on the test
+    split's other conditions (held out whole) and on every out-of-distribution set.
 
-    `outputs` maps train/val/test to (features, logits). Returns the report and the class means."""
+    `outputs` maps train/val/test (and other_val/other_test) to predict()'s outputs. Returns the
+    report and the class means."""
     means = metrics.class_means(outputs["train"][0], labels["train"], outputs["train"][1].shape[1])
-    scores = {split: metrics.abstention_scores(*outputs[split], temperature, means) for split in ("val", "test")}
-    chosen = config.abstain_score
-    threshold = metrics.threshold_for_coverage(scores["val"][chosen], config.abstain_coverage)
-    answering = scores["test"][chosen] >= threshold
+
+    def scored(split_outputs):
+        return metrics.abstention_scores(*split_outputs, temperature, means)
+
+    scores = {split: scored(outputs[split]) for split in outputs if split != "train"}
+    thresholds = choose_thresholds(config, scores["val"], scores.get("other_val"))
+    test = scores["test"]
     correct = outputs["test"][1].argmax(axis=1) == labels["test"]
+    answered = verdicts(test, thresholds) == ANSWER
+    score_names = list(metrics.SCORE_NAMES)
     result = {
-        "score": metrics.SCORE_NAMES[chosen],
-        "threshold": threshold,
+        "score": metrics.SCORE_NAMES[config.abstain_score],
+        "threshold": thresholds["abstain"],
+        "thresholds": thresholds,
         "chosen_for_validation_coverage": config.abstain_coverage,
-        "test_coverage": float(np.mean(answering)),
-        "test_accuracy_when_answering": float(np.mean(correct[answering])),
-        "accuracy_at_coverage": metrics.accuracy_at_coverage(scores["test"][chosen], correct),
+        "test_coverage": float(np.mean(answered)),
+        "test_accuracy": float(np.mean(correct)),
+        "test_accuracy_when_answering": float(np.mean(correct[answered])) if answered.any() else float("nan"),
+        "test_verdicts": shares(verdicts(test, thresholds)),
+        "accuracy_at_coverage": metrics.accuracy_at_coverage(test["max_probability"], correct),
+        "risk_coverage": {metrics.SCORE_NAMES[k]: metrics.risk_coverage(test[k], correct) for k in score_names},
         "ood": {},
     }
+    sets = {"other conditions held out whole (test split)": scores.get("other_test")}
     for name, ood_rows in ood_photos(config, rows).items():
-        if not ood_rows:
+        if ood_rows:
+            sets[name] = scored(predict(model, load_pixels(ood_rows, config), config.tta))
+    for name, ood in sets.items():
+        if ood is None:
             continue
-        ood = metrics.abstention_scores(*predict(model, load_pixels(ood_rows, config), config.tta), temperature, means)
-        result["ood"][name] = {"n": len(ood_rows), "auroc": metrics.ood_auroc(scores["test"][chosen], ood[chosen]),
-                               "share_flagged_uncertain": float(np.mean(ood[chosen] < threshold)),
-                               "auroc_by_score": {metrics.SCORE_NAMES[k]: metrics.ood_auroc(scores["test"][k], ood[k])
-                                                  for k in metrics.SCORE_NAMES}}
+        result["ood"][name] = {
+            "n": len(ood["max_probability"]), "auroc": metrics.ood_auroc(test[config.abstain_score], ood[config.abstain_score]),
+            "share_flagged_uncertain": float(np.mean(verdicts(ood, thresholds) != ANSWER)),
+            "verdicts": shares(verdicts(ood, thresholds)),
+            "auroc_by_score": {metrics.SCORE_NAMES[k]: metrics.ood_auroc(test[k], ood[k]) for k in score_names}}
     return result, means

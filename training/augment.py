@@ -39,7 +39,7 @@ def balance(rows: list[dict], target: int, folder: Path, seed: int) -> list[dict
     rng = np.random.default_rng(seed)
     by_class = collections.defaultdict(list)
     for row in rows:
-        if row["split"] == "train":
+        if row["split"] == "train" and row["target_class"]:  # not the photos of other conditions
             by_class[row["target_class"]].append(row)
     made = []
     for name, originals in sorted(by_class.items()):

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import keras
 
-from explain.layers import PREPROCESSING
+from explain.layers import PREPROCESSING, ParentLogits
 from training.mobilenet_npy import load_npy_weights
 
 BACKBONES = {
     "mobilenet_v2": keras.applications.MobileNetV2,
     "resnet50": keras.applications.ResNet50,
 }
+FEATURES_LAYER = "features"  # the pooled backbone features, standardised: what the head reads
+HEAD_LAYERS = (FEATURES_LAYER, "dropout", "fine_logits", "logits", "probs")
 CAM_LAYERS = {"mobilenet_v2": "out_relu", "resnet50": "conv5_block3_out"}
 
 
@@ -27,8 +29,17 @@ def build_classifier(
     augmentation: keras.layers.Layer | None = None,
     dropout: float = 0.2,
     alpha: float = 1.0,
+    feature_layers: list[str] | None = None,
+    parent_of: list[int] | None = None,
+    feature_mean=None,
+    feature_variance=None,
 ) -> keras.Model:
-    """pixels [0, 255] -> (augmentation) -> preprocess -> backbone -> pool -> dropout -> logits -> probs."""
+    """pixels [0, 255] -> (augmentation) -> preprocess -> backbone -> pool -> features -> dropout -> logits -> probs.
+
+    `pool` concatenates the average of each of `feature_layers` (default: the last backbone layer);
+    `features` standardises them (mean and variance of the training photos' features, once known).
+    With `parent_of`, the head scores fine-grained conditions (`fine_logits`) and `logits` sums them
+    to `num_classes` classes (explain.layers.ParentLogits)."""
     if backbone not in BACKBONES:
         raise ValueError(f"Unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}.")
     inputs = keras.Input((image_size, image_size, 3), name="pixels")
@@ -36,17 +47,36 @@ def build_classifier(
     x = PREPROCESSING[backbone](name="preprocess")(x)
     kwargs = {"alpha": alpha} if backbone == "mobilenet_v2" else {}
     base = BACKBONES[backbone](include_top=False, weights=None, input_tensor=x, **kwargs)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(base.output)
+    names = feature_layers or [base.layers[-1].name]
+    pooled = [keras.layers.GlobalAveragePooling2D(name="pool" if len(names) == 1 else f"pool_{name}")(
+        base.get_layer(name).output) for name in names]
+    x = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="pool")(pooled)
+    width = x.shape[-1]
+    mean = [0.0] * width if feature_mean is None else [float(v) for v in feature_mean]
+    variance = [1.0] * width if feature_variance is None else [float(v) for v in feature_variance]
+    x = keras.layers.Normalization(mean=mean, variance=variance, name=FEATURES_LAYER)(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
-    x = keras.layers.Dense(num_classes, name="logits")(x)
+    if parent_of is None:
+        x = keras.layers.Dense(num_classes, name="logits")(x)
+    else:
+        x = ParentLogits(parent_of, name="logits")(keras.layers.Dense(len(parent_of), name="fine_logits")(x))
     outputs = keras.layers.Activation("softmax", name="probs")(x)
     return keras.Model(inputs, outputs, name=f"skin_{backbone}")
 
 
+def head_settings(model: keras.Model, config) -> dict:
+    """The keyword arguments of build_classifier that rebuild `model`'s head (features, fine classes)."""
+    norm = model.get_layer(FEATURES_LAYER).get_config()
+    logits = model.get_layer("logits")
+    return {"feature_layers": config.feature_layers, "feature_mean": norm["mean"], "feature_variance": norm["variance"],
+            "parent_of": logits.parent_of if isinstance(logits, ParentLogits) else None}
+
+
 def backbone_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """The backbone's layers, in order: everything between `preprocess` and the head."""
+    """The backbone's layers, in order: everything after `preprocess` but the head."""
     names = [layer.name for layer in model.layers]
-    return model.layers[names.index("preprocess") + 1 : names.index("pool")]
+    return [layer for layer in model.layers[names.index("preprocess") + 1:]
+            if not layer.name.startswith("pool") and layer.name not in HEAD_LAYERS]
 
 
 def set_trainable(model: keras.Model, unfrozen_backbone_layers: int) -> None:
@@ -96,7 +126,7 @@ def load_imagenet_weights(model: keras.Model, backbone: str, weights: str | None
         return
     if weights == "keras":
         reference = BACKBONES[backbone](include_top=False, weights="imagenet")
-        _copy_backbone(reference, model)
+        copy_backbone(reference, model)
         return
     path = Path(weights)
     if path.is_dir():
@@ -105,10 +135,11 @@ def load_imagenet_weights(model: keras.Model, backbone: str, weights: str | None
         load_npy_weights(backbone_layers(model), path)
         return
     reference = BACKBONES[backbone](include_top=False, weights=str(path))
-    _copy_backbone(reference, model)
+    copy_backbone(reference, model)
 
 
-def _copy_backbone(reference: keras.Model, model: keras.Model) -> None:
+def copy_backbone(reference: keras.Model, model: keras.Model) -> None:
+    """Copy the backbone's weights (BatchNorm statistics included) from `reference`, layer by layer name."""
     by_name = {layer.name: layer for layer in reference.layers}
     for layer in backbone_layers(model):
         if layer.weights:

@@ -9,6 +9,7 @@ import datetime
 import re
 
 from explain.cams import DEFAULT_METHOD
+from explain.classifier import DEFAULT_RESOLUTION
 from explain.card import DISCLAIMER_HEADING, TRUST_HEADING
 from training.config import ExperimentConfig
 
@@ -19,6 +20,8 @@ DATA_LICENCES = {
     "sd198": ("SD-198 (Sun et al., ECCV 2016), clinical photos", "research and academic use only"),
     "dermnetnz": ("DermNet NZ image library (dermnetnz.org), clinical photos, watermarked",
                   "CC BY-NC-ND; credit: DermNet, dermnetnz.org"),
+    "dermnetnz-other": ("DermNet NZ, photos of 204 conditions outside the classes (held out and measured, "
+                        "never trained on)", "CC BY-NC-ND; credit: DermNet, dermnetnz.org"),
 }
 
 
@@ -66,9 +69,10 @@ def disclaimer(names: list[str], photos: int, sources: int) -> str:
 **This is not a diagnosis.** This is a research demo: a computer program that guesses which of
 {len(names)} skin conditions ({", ".join(n.replace("_", " ") for n in names)}) a photo looks most like.
 It is often wrong, and it cannot tell you that your skin is healthy. It learned from {photos:,}
-photos from {libraries}; it has not been tested on every skin tone, body site or camera, and it knows
-nothing about conditions outside that list, so it may name one of them for something else entirely. The coloured overlay shows which parts of the photo drove the guess,
-not where a disease is. **If a skin problem worries you, is changing, bleeding, painful or not healing,
+photos from {libraries}; it has not been tested on every skin tone, body site or camera. Most skin
+problems are not on that list: it tries to say so when a photo looks like another condition, but it
+misses many, and then names one of its conditions for something else entirely. The coloured overlay
+shows which parts of the photo drove the guess, not where a disease is. **If a skin problem worries you, is changing, bleeding, painful or not healing,
 see a doctor or dermatologist.** In an emergency, call your local emergency number.
 """
 
@@ -100,8 +104,9 @@ def sanity_passes(row: dict) -> bool:
 
 
 def default_map(summary: dict) -> dict:
-    """The summary row of the map the app shows by default (the default method, coarse)."""
-    return summary["table"][f"{DEFAULT_METHOD} | coarse"]
+    """The summary row of the map the app shows by default (the default method and resolution)."""
+    table = summary["table"]
+    return table.get(f"{DEFAULT_METHOD} | {DEFAULT_RESOLUTION}") or table[f"{DEFAULT_METHOD} | coarse"]
 
 
 def trust_section(summary: dict) -> str:
@@ -165,15 +170,21 @@ def evaluation(report: dict, names: list[str]) -> str:
         rows = [["all", pm(cv["accuracy"]), pm(cv["top3_accuracy"]), pm(cv["macro_f1"])]]
         rows += [[s, pm(r["accuracy"]), pm(r["top3_accuracy"]), pm(r["macro_f1"])] for s, r in cv.get("by_source", {}).items()]
         parts.append(table(["photos", "top-1", "top-3", "macro-F1"], rows))
-    parts.append("\n### Per class (held-out test" + (", and CV F1" if cv else "") + ")\n")
+        if "other_condition_auroc" in cv:
+            parts.append(f"\nOther conditions held out whole, fold by fold: AUROC of the feature similarity against the "
+                         f"fold's in-taxonomy photos {cv['other_condition_auroc']['mean']:.3f} ± "
+                         f"{cv['other_condition_auroc']['std']:.3f}.")
+    parts.append("\n### Per class (held-out test" + (", and CV F1 and recall" if cv else "") + ")\n")
     rows = []
     for name in names:
         r = test["per_class"][name]
         row = [name, r["support"], pct(r["precision"]), pct(r["recall"]), pct(r["f1"])]
-        rows.append(row + ([pm(cv["per_class_f1"][name])] if cv else []))
-    parts.append(table(["class", "test n", "precision", "recall", "F1"] + (["CV F1"] if cv else []), rows))
+        rows.append(row + ([pm(cv["per_class_f1"][name]), pm(cv["per_class_recall"][name])]
+                           if cv and "per_class_recall" in cv else []))
+    parts.append(table(["class", "test n", "precision", "recall", "F1"]
+                       + (["CV F1", "CV recall"] if cv and "per_class_recall" in cv else []), rows))
     if report.get("cross_source"):
-        parts.append("\n### Cross-source generalisation (train on one library, test on the other)\n")
+        parts.append("\n### Leave one source out (train on one library, test on the other)\n")
         parts.append(table(["train -> test", "n", "top-1", "top-3", "macro-F1"],
                            [[k, r["n"], pct(r["accuracy"]), pct(r.get("top3_accuracy", 0)), pct(r["macro_f1"])]
                             for k, r in report["cross_source"].items()]))
@@ -185,21 +196,7 @@ def evaluation(report: dict, names: list[str]) -> str:
     cal = report["calibration"]
     parts.append(f"\n### Calibration\nTemperature fitted on validation: {cal['temperature']:.2f}. Expected calibration "
                  f"error on test: {cal['test_ece_before']:.3f} before, {cal['test_ece_after']:.3f} after.\n")
-    ab = report["abstention"]
-    parts.append(f"### Knowing what it does not know\nScore: {ab['score']}; threshold {ab['threshold']:.3f}, chosen "
-                 f"on validation to answer {pct(ab['chosen_for_validation_coverage'])} of photos. On the test split it "
-                 f"answers {pct(ab['test_coverage'])} of photos, with {pct(ab['test_accuracy_when_answering'])} "
-                 "top-1 accuracy on those.\n")
-    parts.append(table(["photos the model must not know", "n", "AUROC vs test", "flagged uncertain"],
-                       [[k, r["n"], f"{r['auroc']:.3f}", pct(r["share_flagged_uncertain"])] for k, r in ab["ood"].items()]))
-    scores = list(next(iter(ab["ood"].values()), {}).get("auroc_by_score", {}))
-    if scores:
-        parts.append("\nThe scores compared (AUROC, test split against each set; the threshold is only ever "
-                     "chosen on validation):\n")
-        parts.append(table(["photos the model must not know", *scores],
-                           [[k, *(f"{r['auroc_by_score'][n]:.3f}" for n in scores)] for k, r in ab["ood"].items()]))
-    parts.append("\n" + table(["coverage", "top-1 accuracy"],
-                              [[pct(r["coverage"]), pct(r["accuracy"])] for r in ab["accuracy_at_coverage"]]))
+    parts.append(verdicts_section(report["abstention"]))
     wm = report.get("watermark")
     if wm:
         parts.append(f"\n### Watermark shortcut check\nShare of the Grad-CAM map inside the DermNet NZ logo box, on "
@@ -215,19 +212,76 @@ def evaluation(report: dict, names: list[str]) -> str:
     return "\n".join(parts)
 
 
+VERDICT_WORDS = {"answer": "answers", "unsure": "\"unsure between A and B\"",
+                 "another condition": "\"another condition\"", "not skin": "\"not a skin photo\""}
+
+
+def verdicts_section(ab: dict) -> str:
+    """The three verdicts: thresholds, what each set of photos gets, each score's AURC and AUROC."""
+    th = ab.get("thresholds", {})
+    parts = ["### When it does not name a class\n",
+             "Checked in this order, every threshold chosen on validation photos only: **not a skin photo** when "
+             f"the {ab['score']} is below {ab['threshold']:.3f} (kept {pct(ab['chosen_for_validation_coverage'])} "
+             "of validation skin photos)"]
+    if th.get("other_condition") is not None:
+        parts[-1] += f"; **another condition** when it is below {th['other_condition']:.3f}"
+    if th.get("unsure") is not None:
+        parts[-1] += f"; **unsure between A and B** when the top probability is below {th['unsure']:.3f}"
+    parts[-1] += (f". On the held-out test split it answers {pct(ab['test_coverage'])} of in-taxonomy photos, "
+                  f"{pct(ab['test_accuracy_when_answering'])} of them right (all photos: "
+                  f"{pct(ab.get('test_accuracy', float('nan')))}).\n")
+    kinds = list(VERDICT_WORDS)
+    rows = [["in-taxonomy test photos", "-", *(pct(ab.get("test_verdicts", {}).get(k, 0)) for k in kinds)]]
+    rows += [[name, r["n"], *(pct(r.get("verdicts", {}).get(k, 0)) for k in kinds)] for name, r in ab["ood"].items()]
+    parts.append(table(["photos", "n", *VERDICT_WORDS.values()], rows))
+    if ab.get("risk_coverage"):
+        parts.append("\nRisk-coverage on the in-taxonomy test photos (error rate among the photos a score ranks most "
+                     "confident, against the share answered; `risk_coverage.png`); AURC, lower is better:\n")
+        parts.append(table(["score", "AURC"], [[k, f"{r['aurc']:.3f}"] for k, r in ab["risk_coverage"].items()]))
+    scores = list(next(iter(ab["ood"].values()), {}).get("auroc_by_score", {}))
+    if scores:
+        parts.append("\nHow well each score separates the test split from each set (AUROC):\n")
+        parts.append(table(["photos the model must not know", *scores],
+                           [[k, *(f"{r['auroc_by_score'][n]:.3f}" for n in scores)] for k, r in ab["ood"].items()]))
+    parts.append("\n" + table(["coverage (top probability)", "top-1 accuracy"],
+                              [[pct(r["coverage"]), pct(r["accuracy"])] for r in ab["accuracy_at_coverage"]]))
+    return "\n".join(parts)
+
+
+def training_section(config: ExperimentConfig) -> str:
+    features = ", ".join(config.feature_layers) if config.feature_layers else "the last backbone layer"
+    text = (f"Input {config.image_size}x{config.image_size}, whole photo resized (bilinear). Features: the average of "
+            f"each of {features}, concatenated and standardised. Stage 1: head on the frozen backbone (learning rate "
+            f"{config.head_learning_rate}) on "
+            + ("the sources' fine-grained conditions, their probabilities summed to the classes" if config.fine_labels
+               else "the classes") + ". ")
+    if config.finetune_epochs:
+        text += (f"Stage 2: last {config.unfrozen} backbone layers unfrozen at {config.finetune_learning_rate}, "
+                 "BatchNorm frozen. ")
+    else:
+        text += "The backbone stays ImageNet's (frozen). "
+    if config.other_condition_coverage:
+        text += ("Photos of other conditions are held out whole, by condition, to measure the \"another "
+                 "condition\" answer; they train nothing (every way of training on them that was tried learned "
+                 "their photo library instead, see README). ")
+    return text + (f"Label smoothing {config.label_smoothing}, class weights {'on' if config.class_weights else 'off'}, "
+                   f"test-time mirror averaging {'on' if config.tta else 'off'}, seed {config.seed}.")
+
+
 def render_card(config: ExperimentConfig, report: dict, ablation: dict | None = None,
                 explanations: dict | None = None) -> str:
     names = report["classes"]
     data_rows = [[s.name, *DATA_LICENCES.get(s.name, (s.root, "see the source"))] for s in config.sources]
     counts = report["counts"]
+    trained_on = [s for s in config.sources if not s.other_conditions]
     card = f"""{front_matter(config, report)}
 # {config.model_name}
 
-A {config.backbone} (ImageNet-pretrained, fine-tuned) classifier of clinical skin photos into {len(names)}
+A {config.backbone} (ImageNet-pretrained{", fine-tuned" if config.finetune_epochs else ", frozen"}) classifier of clinical skin photos into {len(names)}
 conditions, with Grad-CAM explanations. Generated on {datetime.date.today().isoformat()} by
 `python -m training publish` from the evaluation report; every figure below was measured.
 
-{disclaimer(names, sum(counts.values()), len(config.sources))}
+{disclaimer(names, sum(counts.values()), len(trained_on))}
 ## Intended use
 A public, educational demo of image classification with visual explanations, and a baseline for
 researchers. It shows which of its classes a photo resembles and where the model looked.
@@ -251,18 +305,14 @@ photo of both sources during training and evaluation, so "logo present" carries 
 The model inherits the data's licences: research and non-commercial use only.
 
 ## Training
-Input {config.image_size}x{config.image_size}, whole photo resized (bilinear). Stage 1: head on the frozen
-backbone (learning rate {config.head_learning_rate}); stage 2: last {config.unfrozen} backbone layers
-unfrozen at {config.finetune_learning_rate}, BatchNorm frozen. Label smoothing {config.label_smoothing},
-class weights {"on" if config.class_weights else "off"}, test-time mirror averaging
-{"on" if config.tta else "off"}, seed {config.seed}.
+{training_section(config)}
 
 ## Evaluation
 {evaluation(report, names)}
 
 {ablation_section(ablation)}
 ## Limitations
-- Small data: {sum(counts.values()):,} photos from {len(config.sources)} source(s); several classes have few photos.
+- Small data: {sum(counts.values()):,} photos from {len(trained_on)} source(s); several classes have few photos.
 - Each source has its own cameras, framing and populations; the cross-source figures (where
   present) show how much accuracy drops on photos unlike the training set.
 - Skin tone, age, sex and body site were not recorded, so fairness across skin types is unmeasured.

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from explain.model import ModelConfig
+from explain.model import ModelConfig, find_cam_layer
 from training.backbones import CAM_LAYERS
 from training.config import ExperimentConfig
 
@@ -26,6 +26,11 @@ def already_done(step: str, output: Path, force: bool) -> bool:
 def class_names(rows: list[dict]) -> list[str]:
     """The classes of a split table, sorted: the model's output order."""
     return sorted({r["target_class"] for r in rows if r["target_class"]})
+
+
+def fine_classes(rows: list[dict]) -> list[str]:
+    """The fine-grained conditions of a split table, sorted: the fine head's output order."""
+    return sorted({r["fine_class"] for r in rows if r["target_class"]})
 
 
 def labels_of(rows: list[dict], names: list[str]) -> np.ndarray:
@@ -47,14 +52,16 @@ def group_split(labels: list[str], groups: list, fraction: float, seed: int) -> 
 
 
 def predict(model: keras.Model, pixels: np.ndarray, tta: bool = False, batch_size: int = 32) -> tuple:
-    """Pooled features and logits for uint8 pixels; with `tta`, the logits are averaged with the
-    mirrored photos' (the features never are: the app computes them from the photo alone)."""
-    outputs = keras.Model(model.inputs, [model.get_layer("pool").output, model.get_layer("logits").output])
-    features, logits = outputs.predict(pixels.astype(np.float32), batch_size=batch_size, verbose=0)
+    """The CAM layer's pooled activations (what the feature-similarity score reads) and the logits
+    for uint8 pixels; with `tta`, the logits are averaged with the mirrored photos' (the features
+    never are: the app computes them from the photo alone)."""
+    cam = keras.layers.GlobalAveragePooling2D()(model.get_layer(find_cam_layer(model)).output)
+    outputs = keras.Model(model.inputs, [cam, model.get_layer("logits").output])
+    cam_features, logits = outputs.predict(pixels.astype(np.float32), batch_size=batch_size, verbose=0)
     if tta:
         logits = (logits + outputs.predict(pixels[:, :, ::-1].astype(np.float32), batch_size=batch_size,
                                            verbose=0)[1]) / 2
-    return features, logits
+    return cam_features, logits
 
 
 def model_config(config: ExperimentConfig, report: dict | None = None) -> ModelConfig:
@@ -62,7 +69,13 @@ def model_config(config: ExperimentConfig, report: dict | None = None) -> ModelC
     model as trained (no temperature, no abstention threshold yet)."""
     if report is None:
         return ModelConfig(config.model_name, config.image_size, config.backbone, CAM_LAYERS[config.backbone])
+    thresholds = report["abstention"]["thresholds"]
     return ModelConfig(config.model_name, config.image_size, config.backbone, CAM_LAYERS[config.backbone],
                        temperature=round(report["calibration"]["temperature"], 4),
-                       abstain_threshold=round(report["abstention"]["threshold"], 4),
-                       abstain_score=config.abstain_score)
+                       abstain_threshold=round(thresholds["abstain"], 4), abstain_score=config.abstain_score,
+                       other_condition_threshold=_rounded(thresholds["other_condition"]),
+                       unsure_threshold=_rounded(thresholds["unsure"]))
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)

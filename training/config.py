@@ -25,6 +25,8 @@ class Source:
     class_column: str | None = None  # manifest.csv column holding the class; None: parent folder
     cluster_column: str | None = None  # manifest.csv column of known near-duplicate groups
     mask_boxes: list[list[float]] = field(default_factory=list)  # [x0, y0, x1, y1] fractions to blank
+    fine_column: str | None = None  # manifest.csv column of the fine-grained condition; None: the class
+    other_conditions: bool = False  # every photo shows a condition outside the taxonomy (taxonomy unused)
 
 
 @dataclass
@@ -48,6 +50,8 @@ class ExperimentConfig:
     image_size: int = 224
     imagenet_weights: str | None = "${SHARED}/weights/mobilenet_v2_1.0_224_imagenet"
     dropout: float = 0.2
+    feature_layers: list[str] = field(default_factory=list)  # backbone layers pooled into the features; [] the CAM layer
+    fine_labels: bool = False  # train on the sources' fine-grained conditions, summed to the classes
     blank_all_mask_boxes: bool = True  # blank every source's boxes in every image
     # online augmentation strength (0 turns each off)
     flip: bool = True
@@ -61,6 +65,7 @@ class ExperimentConfig:
     head_augmented_copies: int = 0  # stage 1 on features: randomly augmented copies per photo (besides its mirror)
     head_epochs: int = 10
     head_learning_rate: float = 1e-3
+    head_l2: float = 0.0  # weight decay (L2) of the head's weights
     finetune_epochs: int = 10
     finetune_learning_rate: float = 1e-5
     unfreeze_layers: int | None = None  # None: 50 for ResNet50, 30 for MobileNetV2
@@ -73,6 +78,10 @@ class ExperimentConfig:
     cross_source: bool = False  # also train on each source alone and test on the other
     abstain_score: str = "feature_similarity"  # one of explain.model.ABSTAIN_SCORES
     abstain_coverage: float = 0.9  # threshold keeps this share of validation photos
+    # "another condition": a second, higher threshold on the abstention score, keeping this share of
+    # validation in-taxonomy photos (photos of other conditions, held out whole, measure it). 0: off.
+    other_condition_coverage: float = 0.0
+    answer_coverage: float = 0.0  # "unsure": the top-probability threshold answering this share of validation photos
     ood_folders: dict[str, str] = field(default_factory=dict)  # name -> folder of photos the model must not know
     # ablate: variant name -> the settings it changes (see training/ablate.py)
     ablations: dict[str, dict] = field(default_factory=lambda: {

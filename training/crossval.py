@@ -15,40 +15,57 @@ from training import metrics
 from training.common import group_split, labels_of, predict
 from training.config import ExperimentConfig
 from training.data import load_pixels
+from training.features import cam_features
 from training.train import fit
 
 
 def train_and_predict(config: ExperimentConfig, train_rows: list[dict], eval_rows: list[dict], names: list[str],
-                      out: Path) -> np.ndarray:
-    """Fit on `train_rows` (early-stopped on a grouped slice of them), return logits of `eval_rows`.
+                      out: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Fit on `train_rows` (early-stopped on a grouped slice of them); return the logits of `eval_rows`
+    and their feature similarity to the class means of `train_rows` (the "not skin" and "another
+    condition" score).
 
-    The logits are saved in `out/logits.npy`, the model in `out/model.keras`: a rerun reads the
-    logits, or predicts again with the saved model, instead of training again.
+    They are saved in `out/logits.npy` and `out/similarity.npy`, the model in `out/model.keras`: a
+    rerun reads them, or predicts again with the saved model, instead of training again.
     """
-    saved = out / "logits.npy"
-    if saved.is_file():
-        return np.load(saved)
+    saved, saved_similarity = out / "logits.npy", out / "similarity.npy"
+    if saved.is_file() and saved_similarity.is_file():
+        return np.load(saved), np.load(saved_similarity)
     if (out / "model.keras").is_file():
         model = keras.saving.load_model(out / "model.keras", safe_mode=True, compile=False)
     else:
-        fit_idx, val_idx = group_split([r["target_class"] for r in train_rows], [r["cluster"] for r in train_rows],
-                                       config.val_fraction, config.seed)
-        model = fit(config, [train_rows[i] for i in fit_idx], [train_rows[i] for i in val_idx], names, out)
-    _, logits = predict(model, load_pixels(eval_rows, config), tta=config.tta)
-    np.save(saved, logits)
-    return logits
+        model = fit(config, *_grouped_slice(train_rows, [r["target_class"] for r in train_rows], config), names, out)
+    if not saved.is_file():
+        np.save(saved, predict(model, load_pixels(eval_rows, config), tta=config.tta)[1])
+    means = metrics.class_means(cam_features(model, train_rows, config), labels_of(train_rows, names), len(names))
+    np.save(saved_similarity, (metrics.unit(cam_features(model, eval_rows, config)) @ means.T).max(axis=1))
+    return np.load(saved), np.load(saved_similarity)
+
+
+def _grouped_slice(rows: list[dict], labels: list[str], config: ExperimentConfig) -> tuple[list, list]:
+    """(fit, validation) rows: about val_fraction held out for early stopping, whole clusters."""
+    fit_idx, val_idx = group_split(labels, [r["cluster"] for r in rows], config.val_fraction, config.seed)
+    return [rows[i] for i in fit_idx], [rows[i] for i in val_idx]
 
 
 def cross_validate(config: ExperimentConfig, rows: list[dict], names: list[str]) -> dict:
-    """k-fold CV grouped by near-duplicate cluster: mean and std of each headline metric."""
+    """k-fold CV grouped by near-duplicate cluster: mean and std of each headline metric. Photos of
+    other conditions are held out fold by fold, whole conditions at a time: the feature-similarity
+    score's AUROC on them says how well it tells conditions nobody trained on from ours."""
     folds = []
     for fold in range(config.cv_folds):
-        held = [r for r in rows if r["fold"] == str(fold)]
-        train_rows = [r for r in rows if r["fold"] not in ("", str(fold))]
-        print(f"cross-validation fold {fold + 1}/{config.cv_folds}: {len(train_rows)} train, {len(held)} held out")
-        logits = train_and_predict(config, train_rows, held, names, config.out / "cv" / f"fold{fold}")
-        folds.append(metrics.summarize(logits, labels_of(held, names), names, [r["source"] for r in held],
-                                       config.top_k))
+        held = [r for r in rows if r["fold"] == str(fold) and r["target_class"]]
+        held_other = [r for r in rows if r["fold"] == str(fold) and r.get("other_condition")]
+        train_rows = [r for r in rows if r["fold"] not in ("", str(fold)) and r["target_class"]]
+        print(f"cross-validation fold {fold + 1}/{config.cv_folds}: {len(train_rows)} train, {len(held)} held out"
+              + (f", and {len(held_other)} photos of other conditions" if held_other else ""))
+        logits, similarity = train_and_predict(config, train_rows, held + held_other, names,
+                                               config.out / "cv" / f"fold{fold}")
+        summary = metrics.summarize(logits[: len(held)], labels_of(held, names), names,
+                                    [r["source"] for r in held], config.top_k)
+        if held_other:
+            summary["other_condition_auroc"] = metrics.ood_auroc(similarity[: len(held)], similarity[len(held):])
+        folds.append(summary)
     return aggregate_folds(folds, config, names)
 
 
@@ -60,6 +77,9 @@ def aggregate_folds(folds: list[dict], config: ExperimentConfig, names: list[str
         result["by_source"] = {s: {k: metrics.mean_std([f["by_source"][s][k] for f in folds]) for k in keys}
                                for s in folds[0]["by_source"]}
     result["per_class_f1"] = {n: metrics.mean_std([f["per_class"][n]["f1"] for f in folds]) for n in names}
+    result["per_class_recall"] = {n: metrics.mean_std([f["per_class"][n]["recall"] for f in folds]) for n in names}
+    if "other_condition_auroc" in folds[0]:
+        result["other_condition_auroc"] = metrics.mean_std([f["other_condition_auroc"] for f in folds])
     return result
 
 
@@ -75,7 +95,7 @@ def cross_source(config: ExperimentConfig, rows: list[dict], names: list[str]) -
             known = sorted({r["target_class"] for r in train_rows})
             test_rows = [r for r in rows if r["source"] == test_source and r["target_class"] in known]
             print(f"cross-source: train on {train_source}, test on {test_source} ({len(test_rows)} photos)")
-            logits = train_and_predict(config, train_rows, test_rows, known,
+            logits, _ = train_and_predict(config, train_rows, test_rows, known,
                                        config.out / "cross_source" / f"{train_source}_to_{test_source}")
             report = metrics.classification_report(metrics.calibrated(logits), labels_of(test_rows, known), known,
                                                    config.top_k)

@@ -22,17 +22,18 @@ from training.tables import print_table, read_rows, write_rows
 OUT_OF_TAXONOMY = ""  # target class of a photo kept only for out-of-distribution checks
 
 
-def list_photos(source: Source) -> list[tuple[Path, str, str]]:
-    """(path, source class, cluster hint) for every image file of a source."""
+def list_photos(source: Source) -> list[tuple[Path, str, str, str]]:
+    """(path, source class, cluster hint, fine-grained condition) for every image file of a source."""
     root = Path(expand(source.root))
     manifest = root / "manifest.csv"
     if source.class_column and manifest.is_file():
         return [
-            (root / row["path"], row[source.class_column], row.get(source.cluster_column or "", "") or "")
+            (root / row["path"], row[source.class_column], row.get(source.cluster_column or "", "") or "",
+             row[source.fine_column or source.class_column])
             for row in read_rows(manifest)
         ]
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    return [(p, p.parent.name, "") for p in files]
+    return [(p, p.parent.name, "", p.parent.name) for p in files]
 
 
 def load_taxonomy(path: str) -> dict[str, str | None]:
@@ -64,8 +65,10 @@ def cluster_ids(distances: np.ndarray, within: int, hints: list[str]) -> list[in
 def curate(config: ExperimentConfig) -> list[dict]:
     rows, dropped = [], collections.Counter()
     for source in config.sources:
-        taxonomy = load_taxonomy(source.taxonomy)
-        for path, source_class, hint in tqdm(list_photos(source), desc=f"curate {source.name}", unit="photo"):
+        taxonomy = {} if source.other_conditions else load_taxonomy(source.taxonomy)
+        for path, source_class, hint, fine in tqdm(list_photos(source), desc=f"curate {source.name}", unit="photo"):
+            if source.other_conditions:  # kept whole: a condition is one cluster, on one side of every split
+                taxonomy[source_class], hint = None, hint or source_class
             if source_class not in taxonomy:
                 raise ValueError(
                     f"Class folder {source_class!r} of source {source.name} is not in {source.taxonomy}: "
@@ -79,9 +82,11 @@ def curate(config: ExperimentConfig) -> list[dict]:
             if min(photo.size) < config.min_side:
                 dropped["too small"] += 1
                 continue
+            target = taxonomy[source_class] or OUT_OF_TAXONOMY
             rows.append({
-                "path": str(path), "source": source.name, "source_class": source_class,
-                "target_class": taxonomy[source_class] or OUT_OF_TAXONOMY,
+                "path": str(path), "source": source.name, "source_class": source_class, "target_class": target,
+                "fine_class": f"{source.name}:{fine}" if target else "",
+                "other_condition": source_class if source.other_conditions else "",
                 "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "phash": str(imagehash.phash(photo)),
                 "width": photo.width, "height": photo.height, "hint": f"{source.name}:{hint}" if hint else "",
             })

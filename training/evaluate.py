@@ -1,7 +1,7 @@
 """Step 5, evaluate: held-out test, calibration, abstention, watermark check, cross-validation, cross-source.
 
 Writes `report.json` (read by export and publish), `confusion_matrix.png`,
-`training_curves.png` and `reliability.png` into the run folder. The parts live in their own
+`training_curves.png`, `reliability.png` and `risk_coverage.png` into the run folder. The parts live in their own
 modules: `abstention`, `watermark`, `crossval` (whose runs resume from saved predictions).
 """
 
@@ -27,9 +27,11 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
         return out
     rows = read_rows(config.out / "split.csv")
     names = class_names(rows)
-    by_split = {s: [r for r in rows if r["split"] == s] for s in ("train", "val", "test")}
+    by_split = {s: [r for r in rows if r["split"] == s and r["target_class"]] for s in ("train", "val", "test")}
+    other = {f"other_{s}": [r for r in rows if r["split"] == s and r.get("other_condition")] for s in ("val", "test")}
     model = keras.saving.load_model(config.out / "train" / "model.keras", safe_mode=True, compile=False)
-    outputs = {s: predict(model, load_pixels(split_rows, config), config.tta) for s, split_rows in by_split.items()}
+    outputs = {s: predict(model, load_pixels(split_rows, config), config.tta)
+               for s, split_rows in {**by_split, **other}.items() if split_rows}
     labels = {s: labels_of(split_rows, names) for s, split_rows in by_split.items()}
     val_logits, test_logits = outputs["val"][1], outputs["test"][1]
     val_labels, test_labels = labels["val"], labels["test"]
@@ -48,6 +50,7 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
         },
     }
     report["abstention"], means = abstention(config, model, temperature, outputs, labels, rows)
+    plots.risk_coverage_png(report["abstention"]["risk_coverage"], config.out / "risk_coverage.png")
     np.save(config.out / "class_means.npy", means.astype(np.float32))
     plots.confusion_matrix_png(report["test"]["confusion_matrix"], names, config.out / "confusion_matrix.png",
                                "Held-out test split")
@@ -59,7 +62,7 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
         report["cross_validation"] = cross_validate(config, rows, names)
         save(report, out)
     if config.cross_source:
-        report["cross_source"] = cross_source(config, [r for r in rows if r["split"] != "ood"], names)
+        report["cross_source"] = cross_source(config, [r for r in rows if r["target_class"]], names)
         save(report, out)
     _print_headline(report)
     return out

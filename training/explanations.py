@@ -33,10 +33,10 @@ SANITY_SEED = 7
 
 
 def with_random_top(loaded: LoadedModel, seed: int = SANITY_SEED) -> LoadedModel:
-    """The same model with its `logits` layer re-initialised (the first step of Adebayo et al.'s cascade)."""
+    """The same model with its last Dense layer (the head) re-initialised (the first step of Adebayo et al.'s cascade)."""
     model = keras.models.clone_model(loaded.keras_model)
     model.set_weights(loaded.keras_model.get_weights())
-    logits = model.get_layer("logits")
+    logits = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
     rng = np.random.default_rng(seed)
     kernel, bias = logits.get_weights()
     limit = np.sqrt(6 / sum(kernel.shape))  # Glorot uniform, as Keras initialises it
@@ -107,7 +107,7 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
     keras.utils.disable_interactive_logging()
     classifier, randomized = Classifier(loaded), Classifier(with_random_top(loaded))
     done = json.loads(out.read_text()) if out.is_file() and not force else {"per_photo": {}}
-    rows = [r for r in read_rows(split) if r["split"] == "test"]
+    rows = [r for r in read_rows(split) if r["split"] == "test" and r["target_class"]]
     for row in tqdm([r for r in rows if r["path"] not in done["per_photo"]], desc="explanations", unit="photo"):
         pixels = classifier.pixels(read_photo(row["path"]))  # as the app sees it: no box blanked
         done["per_photo"][row["path"]] = photo_results(classifier, randomized, pixels)

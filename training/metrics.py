@@ -114,6 +114,16 @@ def accuracy_at_coverage(confidence: np.ndarray, correct: np.ndarray, coverages=
     return [{"coverage": c, "accuracy": float(ordered[: max(1, round(c * len(ordered)))].mean())} for c in coverages]
 
 
+def risk_coverage(confidence: np.ndarray, correct: np.ndarray, points: int = 50) -> dict:
+    """Error rate among the most confident photos at each coverage, and the area under that curve
+    (AURC: lower is better; a score that ranks every mistake last reaches the error rate's minimum)."""
+    ordered = 1.0 - correct[np.argsort(-confidence, kind="stable")].astype(float)
+    risks = np.cumsum(ordered) / np.arange(1, len(ordered) + 1)
+    coverage = np.linspace(1 / len(ordered), 1, min(points, len(ordered)))
+    picked = np.clip(np.round(coverage * len(ordered)).astype(int) - 1, 0, len(ordered) - 1)
+    return {"aurc": float(risks.mean()), "coverage": coverage.round(4).tolist(), "risk": risks[picked].round(4).tolist()}
+
+
 def ood_auroc(in_confidence: np.ndarray, out_confidence: np.ndarray) -> float:
     """How well a score separates known conditions (positive) from unknown photos."""
     scores = np.concatenate([in_confidence, out_confidence])

@@ -59,3 +59,19 @@ def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def risk_coverage_png(curves: dict, path: Path) -> None:
+    """Error rate against the share of photos answered, one line per score (with its AURC)."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, curve in curves.items():
+        ax.plot(curve["coverage"], curve["risk"], label=f"{name}: AURC {curve['aurc']:.3f}")
+    ax.set_xlabel("share of test photos answered (most confident first)")
+    ax.set_ylabel("error rate among answered photos")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    ax.set_title("Risk-coverage on the held-out test split")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -20,25 +20,38 @@ class LeakageError(ValueError):
 
 
 def assign_splits(rows: list[dict], config: ExperimentConfig) -> list[dict]:
-    """Adds `split` (train/val/test, or ood for out-of-taxonomy photos) and `fold` to each row."""
-    in_taxonomy = [i for i, r in enumerate(rows) if r["target_class"]]
-    labels = [rows[i]["target_class"] for i in in_taxonomy]
-    groups = [rows[i]["cluster"] for i in in_taxonomy]
+    """Adds `split` (train/val/test, or ood for out-of-taxonomy photos) and `fold` to each row.
+    Photos of other conditions (`other_condition`) are split too: their condition is part of
+    their cluster, so whole conditions go to one side."""
+    known = [r for r in rows if r["target_class"]]
+    _split_groups(known, [r["target_class"] for r in known], config)
+    other = [r for r in rows if r.get("other_condition")]
+    _split_groups(other, ["other"] * len(other), config)
     for row in rows:
-        row["split"], row["fold"] = ("ood", "") if not row["target_class"] else ("train", "")
+        if not row["target_class"] and not row.get("other_condition"):
+            row["split"], row["fold"] = "ood", ""
+    return rows
+
+
+def _split_groups(rows: list[dict], labels: list[str], config: ExperimentConfig) -> None:
+    """train/val/test and CV folds of `rows`, stratified by `labels`, whole near-duplicate clusters."""
+    if not rows:
+        return
+    groups = [r["cluster"] for r in rows]
+    for row in rows:
+        row["split"], row["fold"] = "train", ""
     rest, test = group_split(labels, groups, config.test_fraction, config.seed)
     for i in test:
-        rows[in_taxonomy[i]]["split"] = "test"
+        rows[i]["split"] = "test"
     val_fraction = config.val_fraction / (1 - config.test_fraction)
     _, val = group_split([labels[i] for i in rest], [groups[i] for i in rest], val_fraction, config.seed + 1)
     for i in val:
-        rows[in_taxonomy[rest[i]]]["split"] = "val"
+        rows[rest[i]]["split"] = "val"
     if config.cv_folds:
         splitter = StratifiedGroupKFold(n_splits=config.cv_folds, shuffle=True, random_state=config.seed)
         for fold, (_, held) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
             for i in held:
-                rows[in_taxonomy[i]]["fold"] = fold
-    return rows
+                rows[i]["fold"] = fold
 
 
 def check_no_leakage(rows: list[dict], within: int, held_out: str = "test", against: str = "train") -> None:

@@ -1,8 +1,10 @@
 """Step 4, train: two-stage transfer learning.
 
-Stage 1 trains the head on a frozen ImageNet backbone; stage 2 unfreezes the
-backbone's last N layers at a low learning rate, BatchNorm staying in inference mode.
-Writes `model.keras` (with its augmentation layers), `history.csv` and checkpoints.
+Stage 1 trains the head on a frozen ImageNet backbone (on cached features: `training.features`),
+on the classes or, with `fine_labels`, on the sources' fine-grained conditions summed to the
+classes; stage 2 (optional) unfreezes the backbone's last N layers at a low learning rate,
+BatchNorm staying in inference mode. Writes `model.keras` (with its augmentation layers),
+`history.csv` and checkpoints.
 """
 
 import collections
@@ -11,10 +13,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from training.backbones import build_classifier, load_imagenet_weights, recalibrate_batchnorm, set_trainable
-from training.common import already_done, class_names
+from training.backbones import (FEATURES_LAYER, build_classifier, copy_backbone, load_imagenet_weights,
+                                recalibrate_batchnorm, set_trainable)
+from training.common import already_done, class_names, fine_classes
 from training.config import ExperimentConfig, expand
 from training.data import dataset
+from training.features import pooled_features
 from training.tables import read_rows
 
 
@@ -38,7 +42,7 @@ def augmentation(config: ExperimentConfig, seed: int | None = None) -> keras.Seq
 
 def new_model(config: ExperimentConfig, num_classes: int) -> keras.Model:
     model = build_classifier(config.backbone, num_classes, config.image_size, augmentation=augmentation(config),
-                             dropout=config.dropout, alpha=config.alpha)
+                             dropout=config.dropout, alpha=config.alpha, feature_layers=config.feature_layers)
     load_imagenet_weights(model, config.backbone, expand(config.imagenet_weights))
     return model
 
@@ -87,32 +91,67 @@ def feature_view(model: keras.Model, ds, config: ExperimentConfig, view: int) ->
     return features(model, ds, augmentation(config, seed=config.seed + view - 2))[0]
 
 
-def feature_views(model: keras.Model, ds, config: ExperimentConfig) -> tuple[list[np.ndarray], np.ndarray]:
-    """Features of each photo, its mirror, and `head_augmented_copies` augmented copies; and labels."""
-    photo, labels = features(model, ds)
-    return [photo] + [feature_view(model, ds, config, v) for v in range(1, 2 + config.head_augmented_copies)], labels
-
-
 def fit_head(config: ExperimentConfig, train: tuple, val: tuple, weights: dict | None, out: Path) -> tuple:
-    """A dropout + softmax head on pooled features; returns it and the epochs run."""
+    """A dropout + softmax head on standardised pooled features; returns it and the epochs run."""
     num_classes = train[1].shape[1]
-    head = keras.Sequential([keras.Input(train[0].shape[1:]), keras.layers.Dropout(config.dropout),
-                             keras.layers.Dense(num_classes, name="logits"), keras.layers.Activation("softmax")])
+    head = keras.Sequential([keras.Input(train[0].shape[1:]), standardiser(train[0]), keras.layers.Dropout(config.dropout),
+                             keras.layers.Dense(num_classes, kernel_regularizer=l2(config), name="logits"),
+                             keras.layers.Activation("softmax")])
     compile_for(head, config, config.head_learning_rate, num_classes)
     history = head.fit(*train, validation_data=val, epochs=config.head_epochs, batch_size=config.batch_size,
                        class_weight=weights, callbacks=callbacks(config, out, 1), verbose=0)
     return head, len(history.history["loss"])
 
 
-def train_head_on_features(model, config, train_rows, val_ds, names, weights, out: Path) -> int:
-    """Stage 1 on features computed once: the frozen backbone's output does not change between
-    epochs, so each epoch costs milliseconds instead of a full pass over the photos.
-    Mirrored (and optionally augmented) photos' features enlarge the training set. Returns the epochs run."""
-    views, y_train = feature_views(model, dataset(train_rows, names, config, shuffle=False), config)
-    head, epochs = fit_head(config, (np.concatenate(views), np.tile(y_train, (len(views), 1))),
-                            features(model, val_ds), weights, out)
-    model.get_layer("logits").set_weights(head.get_layer("logits").get_weights())
-    return epochs
+def l2(config: ExperimentConfig) -> keras.regularizers.Regularizer | None:
+    """Weight decay of the head (head_l2; None: off)."""
+    return keras.regularizers.L2(config.head_l2) if config.head_l2 else None
+
+
+def standardiser(features: np.ndarray) -> keras.layers.Normalization:
+    """Standardises features with the training photos' mean and variance (the model's `features` layer)."""
+    return keras.layers.Normalization(mean=features.mean(axis=0), variance=features.var(axis=0) + 1e-6,
+                                      name=FEATURES_LAYER)
+
+
+def one_hot(rows: list[dict], names: list[str], column: str) -> np.ndarray:
+    return keras.utils.to_categorical([names.index(r[column]) for r in rows], len(names))
+
+
+def train_head_on_features(model: keras.Model, config: ExperimentConfig, train_rows: list[dict],
+                           val_rows: list[dict], names: list[str], weights: dict | None, out: Path) -> keras.Model:
+    """Stage 1 on features computed once (`training.features`): the frozen backbone's output does not
+    change between epochs, so each epoch costs milliseconds instead of a full pass over the photos.
+    Mirrored (and optionally augmented) photos' features enlarge the training set. Returns the model
+    with its standardisation and head (fine-grained with `fine_labels`) in place."""
+    views = [pooled_features(model, train_rows, config, 0), pooled_features(model, train_rows, config, 1)]
+    if config.head_augmented_copies:
+        ds = dataset(train_rows, names, config, shuffle=False)
+        views += [feature_view(model, ds, config, v) for v in range(2, 2 + config.head_augmented_copies)]
+    column, targets, parent_of = "target_class", names, None
+    if config.fine_labels:
+        column, targets = "fine_class", fine_classes(train_rows)
+        parent_of = [names.index(next(r["target_class"] for r in train_rows if r["fine_class"] == f)) for f in targets]
+        val_rows = [r for r in val_rows if r["fine_class"] in targets]  # a condition unseen in training: no target
+    y_train = one_hot(train_rows, targets, column)
+    head, _ = fit_head(config, (np.concatenate(views), np.tile(y_train, (len(views), 1))),
+                       (pooled_features(model, val_rows, config, 0), one_hot(val_rows, targets, column)),
+                       _fine_weights(weights, train_rows, names, targets, column), out)
+    norm = head.get_layer(FEATURES_LAYER).get_config()
+    trained = build_classifier(config.backbone, len(names), config.image_size, augmentation=augmentation(config),
+                               dropout=config.dropout, alpha=config.alpha, feature_layers=config.feature_layers,
+                               parent_of=parent_of, feature_mean=norm["mean"], feature_variance=norm["variance"])
+    copy_backbone(model, trained)
+    trained.get_layer("fine_logits" if parent_of else "logits").set_weights(head.get_layer("logits").get_weights())
+    return trained
+
+
+def _fine_weights(weights: dict | None, rows: list[dict], names: list[str], targets: list[str], column: str):
+    """Class weights carried over to fine-grained targets (each condition weighs as its class does)."""
+    if weights is None or column == "target_class":
+        return weights
+    parent = {r[column]: r["target_class"] for r in rows}
+    return {i: weights[names.index(parent[t])] for i, t in enumerate(targets)}
 
 
 def fit(config: ExperimentConfig, train_rows: list[dict], val_rows: list[dict], names: list[str], out: Path,
@@ -130,7 +169,9 @@ def fit(config: ExperimentConfig, train_rows: list[dict], val_rows: list[dict], 
     set_trainable(model, 0)
     if config.head_on_features:
         print(f"stage 1: head on cached backbone features, up to {config.head_epochs} epochs")
-        epoch = train_head_on_features(model, config, train_rows, val_ds, names, weights, out)
+        model = train_head_on_features(model, config, train_rows, val_rows, names, weights, out)
+        epoch = len(read_rows(out / "history.csv"))
+        set_trainable(model, 0)
     else:
         print(f"stage 1: head on the frozen backbone, up to {config.head_epochs} epochs")
         compile_for(model, config, config.head_learning_rate, len(names))
@@ -152,7 +193,8 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
         return out
     rows = read_rows(config.out / "split.csv") + _augmented_rows(config)
     names = class_names(rows)
-    fit(config, [r for r in rows if r["split"] == "train"], [r for r in rows if r["split"] == "val"], names, out)
+    known = [r for r in rows if r["target_class"]]
+    fit(config, [r for r in known if r["split"] == "train"], [r for r in known if r["split"] == "val"], names, out)
     return out
 
 

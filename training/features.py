@@ -1,0 +1,67 @@
+"""Pooled backbone features of each photo, computed once and kept on disk.
+
+While the backbone is ImageNet's and frozen, a photo's features never change: every model
+of a run (the final one, each cross-validation fold, each cross-source run) reads them from
+`<output_dir>/features/` instead of running the backbone again. The file name carries
+everything the features depend on, so a changed setting never reads stale ones.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm import tqdm
+
+from explain.model import find_cam_layer
+from training.config import ExperimentConfig
+from training.data import mask_boxes, photo_pixels
+
+BATCH = 32
+
+
+def cache_file(config: ExperimentConfig, view: int) -> Path:
+    key = json.dumps([config.backbone, config.alpha, config.image_size, config.feature_layers,
+                      config.imagenet_weights, config.blank_all_mask_boxes, [s.mask_boxes for s in config.sources]])
+    return config.out / "features" / f"{hashlib.sha256(key.encode()).hexdigest()[:12]}_view{view}.npz"
+
+
+def pooled_features(model: keras.Model, rows: list[dict], config: ExperimentConfig, view: int = 0,
+                    cached: bool = True) -> np.ndarray:
+    """(photos, features) of the `pool` layer for view 0 (the photo) or 1 (its mirror image).
+    `cached=False` for a fine-tuned backbone; a backbone without ImageNet weights (random,
+    recalibrated per model) is never cached."""
+    path = cache_file(config, view) if cached and config.imagenet_weights else None
+    cache = dict(np.load(path, allow_pickle=False)) if path and path.is_file() else {}
+    cache = dict(zip(cache.get("paths", []), cache.get("features", [])))
+    missing = list(dict.fromkeys(r["path"] for r in rows if r["path"] not in cache))
+    if missing:
+        pool = keras.Model(model.inputs, model.get_layer("pool").output)
+        by_path = {r["path"]: r for r in rows}
+        for start in tqdm(range(0, len(missing), BATCH), desc=f"features (view {view})", unit="batch"):
+            paths = missing[start:start + BATCH]
+            pixels = np.stack([photo_pixels(p, config.image_size, mask_boxes(config, by_path[p]["source"]))
+                               for p in paths])
+            if view == 1:
+                pixels = pixels[:, :, ::-1]
+            cache.update(zip(paths, pool.predict(pixels, batch_size=BATCH, verbose=0)))
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, paths=np.array(list(cache)), features=np.stack(list(cache.values())))
+    return np.stack([cache[r["path"]] for r in rows])
+
+
+def cam_features(model: keras.Model, rows: list[dict], config: ExperimentConfig) -> np.ndarray:
+    """Each photo's average of the CAM layer (what the feature-similarity score reads), taken from
+    pooled features (cached while the backbone stays ImageNet's): the CAM layer must be one of them."""
+    pooled = pooled_features(model, rows, config, 0, cached=config.finetune_epochs == 0)
+    if not config.feature_layers:
+        return pooled
+    cam = find_cam_layer(model)
+    if cam not in config.feature_layers:
+        raise ValueError(f"feature_layers {config.feature_layers} leave out the CAM layer {cam!r}: add it, so that "
+                         "the feature-similarity score can be computed from the cached features.")
+    widths = [model.get_layer(f"pool_{name}").output.shape[-1] for name in config.feature_layers]
+    start = sum(widths[: config.feature_layers.index(cam)])
+    return pooled[:, start:start + widths[config.feature_layers.index(cam)]]

@@ -270,6 +270,7 @@ def test_backbones_build_train_a_step_and_reload_safely(backbone, size, tmp_path
      "sources\\[0\\]: unknown setting 'mask_box' \\(did you mean 'mask_boxes'\\?\\)"),
     ({"sources": [{"name": "a", "root": "r"}]}, "sources\\[0\\]: missing setting taxonomy"),
     ({"abstain_score": "energy"}, "abstain_score 'energy' is not one of max_probability, feature_similarity"),
+    ({"fine_labels": True, "head_on_features": False}, "fine_labels needs head_on_features"),
 ])
 def test_a_misspelled_or_missing_setting_is_named(tmp_path, change, expected):
     path = tmp_path / "experiment.json"

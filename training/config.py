@@ -125,6 +125,9 @@ class ExperimentConfig:
         if config.abstain_score not in ABSTAIN_SCORES:
             raise ValueError(f"{path}: abstain_score {config.abstain_score!r} is not one of "
                              f"{', '.join(ABSTAIN_SCORES)}.")
+        if config.fine_labels and not config.head_on_features:
+            raise ValueError(f"{path}: fine_labels needs head_on_features (the fine-grained head is trained on "
+                             "cached features); set head_on_features to true or fine_labels to false.")
         return config
 
     def save(self) -> Path:

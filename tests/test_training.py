@@ -2,15 +2,19 @@
 
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import SHARED
 from explain.classifier import Classifier
-from explain.images import load_photo
+from explain.images import fit_to_model, load_photo
 from explain.model import ModelSource, load_model_folder
 from hub_server import FakeHub, fetch
 from training import ablate
@@ -126,7 +130,7 @@ def test_report_has_test_cv_calibration_and_abstention(pipeline_run):
     assert (pipeline_run / "risk_coverage.png").stat().st_size > 10_000
     cv = report["cross_validation"]
     assert 0 <= cv["other_condition_auroc"]["mean"] <= 1 and set(cv["per_class_recall"]) == {"Dots", "Rings", "Stripes"}
-    watermark = report["watermark"]  # the tiny config blanks a corner box, as the shipped config does the logo
+    watermark = report["watermark"]  # the tiny config marks a corner box, as the shipped config does the logo
     assert watermark["n"] == test["n"] and watermark["box_area_share"] == pytest.approx(0.1 * 0.1, abs=0.005)
     assert 0.0 <= watermark["cam_share_blanked"] <= 1.0 and 0.0 <= watermark["cam_share_logo_visible"] <= 1.0
 
@@ -321,7 +325,8 @@ def test_ablation_scores_each_variant_on_the_same_folds_and_reaches_the_card(pip
     config = json.loads((pipeline_run / "config.json").read_text())
     with pytest.raises(ValueError, match="pretrained"):  # frozen random features would compare nothing
         ablate.run(ExperimentConfig(**{**config, "sources": [], "imagenet_weights": None}))
-    config.update(output_dir=str(tmp_path), alpha=1.0, imagenet_weights=str(WEIGHTS), ablations={
+    config.update(output_dir=str(tmp_path), alpha=1.0, imagenet_weights=str(WEIGHTS), flip=True, contrast=0.15,
+                  ablations={
         "as configured": {}, "no label smoothing": {"label_smoothing": 0.0}, "image size 64": {"image_size": 64},
         "2 augmented copies per photo": {"head_augmented_copies": 2},
         "fine-tuned briefly": {"fine_tune": True, "head_epochs": 2, "finetune_epochs": 1, "unfreeze_layers": 5}})
@@ -357,3 +362,83 @@ def test_ablation_scores_each_variant_on_the_same_folds_and_reaches_the_card(pip
     report = json.loads((pipeline_run / "report.json").read_text())
     card = render_card(ExperimentConfig.load(tmp_path / "ablate.json"), report, ablation)
     assert "What each setting is worth" in card and "| no label smoothing |" in card
+
+
+def test_augmentation_is_fixed_by_its_seed_and_each_op_changes_the_photo(synthetic_root):
+    import tensorflow as tf
+
+    from training.finetune import augment
+
+    photo = np.asarray(load_photo(next((synthetic_root / "photos" / "Dots").glob("*.jpg")), 10**7, 10**8)
+                       .resize((110, 110)))
+    plain = {"image_size": 96, "crop_min": 1.0, "flip": False, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0,
+             "hue": 0.0, "white_balance": 0.0, "jpeg_quality_min": 0, "erase": 0.0}
+    seed = tf.constant([3, 7], tf.int64)
+
+    def view(seed=seed, **change):
+        return augment(tf.constant(photo), seed, ExperimentConfig(**{**plain, **change})).numpy()
+
+    base = view()
+    assert base.shape == (96, 96, 3) and base.dtype == np.float32
+    served = fit_to_model(Image.fromarray(photo), 96)  # with every op off: the photo resized whole, as served
+    assert np.abs(base - served).mean() < 3.0
+    strong = {"crop_min": 0.55, "flip": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.05,
+              "white_balance": 0.1, "jpeg_quality_min": 40, "erase": 1.0}
+    for name, value in strong.items():
+        changed = view(**{name: value})
+        seeds = [tf.constant([s, 1], tf.int64) for s in range(4)]
+        differs = [np.abs(view(s, **{name: value}) - base).mean() > 0.5 for s in seeds]
+        assert any(differs), name  # the op does something for some seed
+        np.testing.assert_array_equal(changed, view(**{name: value}))  # and the same thing for the same seed
+        assert changed.min() >= 0.0 and changed.max() <= 255.0, name
+    everything = view(**strong)
+    assert not np.array_equal(everything, view(tf.constant([4, 7], tf.int64), **strong))
+
+
+def _train_in_process(config: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen([sys.executable, "-m", "training", "train", "--config", str(config), *args],
+                            cwd=Path(__file__).resolve().parent.parent, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _epochs_done(checkpoint: Path) -> int:
+    try:
+        with np.load(checkpoint) as saved:
+            return json.loads(str(saved["state"]))["epoch"]
+    except (OSError, KeyError, ValueError):
+        return 0
+
+
+def test_an_interrupted_fine_tune_resumes_to_the_same_model(pipeline_run, tmp_path):
+    """Killed (SIGKILL) after its first epoch, then `--resume`d: the same weights as a run never stopped.
+    Without --resume, the step refuses to overwrite the checkpoint and says what to pass."""
+    config = json.loads((pipeline_run / "config.json").read_text())
+    runs = {}
+    for name in ("straight", "killed"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "split.csv").write_bytes((pipeline_run / "split.csv").read_bytes())
+        runs[name] = tmp_path / f"{name}.json"
+        runs[name].write_text(json.dumps({**config, "output_dir": str(folder), "finetune_epochs": 4}))
+    straight = _train_in_process(runs["straight"])
+    assert straight.wait(timeout=600) == 0, straight.stdout.read()
+    killed = _train_in_process(runs["killed"])
+    checkpoint = tmp_path / "killed" / "train" / "finetune_checkpoint" / "checkpoint.npz"
+    deadline = time.time() + 600
+    while _epochs_done(checkpoint) < 1 and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    killed.kill()
+    killed.wait()
+    assert 1 <= _epochs_done(checkpoint) < 4  # stopped part way
+    refused = _train_in_process(runs["killed"])
+    assert refused.wait(timeout=600) == 2 and "pass --resume to continue it" in refused.stdout.read()
+    resumed = _train_in_process(runs["killed"], "--resume")
+    output = resumed.stdout.read()
+    assert resumed.wait(timeout=600) == 0 and "resuming after epoch" in output, output
+    weights = [keras.saving.load_model(tmp_path / name / "train" / "model.keras", compile=False).get_weights()
+               for name in ("straight", "killed")]
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    history = read_rows(tmp_path / "killed" / "train" / "history.csv")
+    assert [r["stage"] for r in history].count("2") == 4  # each fine-tune epoch logged once

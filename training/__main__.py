@@ -1,11 +1,12 @@
 """`python -m training <step> --config FILE`: curate, split, augment, train, evaluate, export, publish, or all;
-ablate compares settings, explanations measures the heatmaps."""
+ablate compares settings, explanations measures the heatmaps, score answers held-out photos with model folders."""
 
 import argparse
 import sys
 
-from training import ablate, augment, curate, evaluate, explanations, export, publish, split, train
+from training import ablate, augment, curate, evaluate, explanations, export, publish, score, split, train
 from training.config import ExperimentConfig
+from training.finetune import CheckpointError
 
 STEPS = {
     "curate": curate.run,
@@ -17,8 +18,9 @@ STEPS = {
     "publish": publish.run,
     "ablate": ablate.run,
     "explanations": explanations.run,
+    "score": score.run,
 }
-STUDIES = ("ablate", "explanations")  # studies of a model, not steps toward it
+STUDIES = ("ablate", "explanations", "score")  # studies of a model, not steps toward it
 IN_ALL = [name for name in STEPS if name not in STUDIES]
 
 ALL_DOC = "Every step in order (augment only when balance_to is set); finished steps are skipped unless --force."
@@ -33,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         step.add_argument("--config", required=True, help="experiment JSON (see configs/)")
         step.add_argument("--output-dir", help="override the config's output_dir")
         step.add_argument("--force", action="store_true", help="redo the step even if its outputs exist")
+        if name in ("train", "all"):
+            step.add_argument("--resume", action="store_true",
+                              help="continue an interrupted fine-tune from its last checkpoint")
+        if name == "score":
+            step.add_argument("--model-dir", nargs="+", required=True, help="model folders to score")
+            step.add_argument("--unseen-by", nargs="*", default=[], metavar="SPLIT_CSV",
+                              help="leave out photos in these splits' train or validation parts")
         if name in ("publish", "all"):
             step.add_argument("--dry-run", action="store_true", help="write the model folder, do not upload")
             step.add_argument("--repo", help="Hub repo id to upload to (overrides hub_repo)")
@@ -40,14 +49,26 @@ def main(argv: list[str] | None = None) -> int:
     config = ExperimentConfig.load(args.config, output_dir=args.output_dir,
                                    hub_repo=getattr(args, "repo", None))
     print(f"config saved to {config.save()}")
+    try:
+        run_steps(args, config)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_steps(args: argparse.Namespace, config: ExperimentConfig) -> None:
     for name in IN_ALL if args.step == "all" else [args.step]:
         if name == "augment" and not config.balance_to:
             continue
         if name == "publish":
             publish.run(config, force=args.force, dry_run=args.dry_run or not config.hub_repo)
+        elif name == "train":
+            train.run(config, force=args.force, resume=args.resume)
+        elif name == "score":
+            score.run(config, force=args.force, model_dirs=args.model_dir, unseen_by=args.unseen_by)
         else:
             STEPS[name](config, force=args.force)
-    return 0
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from training.train import balanced_class_weights, feature_view, fit_head, new_m
 
 # every setting that changes the cached features; a cache made with other values is recomputed
 # (the number of augmented copies is not one: each copy is its own file)
-FEATURE_SETTINGS = ("backbone", "alpha", "image_size", "imagenet_weights", "sources", "blank_all_mask_boxes",
+FEATURE_SETTINGS = ("backbone", "alpha", "image_size", "imagenet_weights", "sources", "blank_boxes",
                     "flip", "rotation", "zoom", "contrast", "brightness", "seed", "batch_size")
 
 

@@ -22,6 +22,9 @@ DATA_LICENCES = {
                   "CC BY-NC-ND; credit: DermNet, dermnetnz.org"),
     "dermnetnz-other": ("DermNet NZ, photos of 204 conditions outside the classes (held out and measured, "
                         "never trained on)", "CC BY-NC-ND; credit: DermNet, dermnetnz.org"),
+    "pad-ufes": ("PAD-UFES-20 (Pacheco et al., Data in Brief 2020), smartphone photos of lesions, grouped by "
+                 "patient; its naevi are outside the classes (measured, never trained on)",
+                 "CC BY 4.0; credit: PAD-UFES-20, Pacheco et al. 2020"),
 }
 
 
@@ -184,7 +187,8 @@ def evaluation(report: dict, names: list[str]) -> str:
     parts.append(table(["class", "test n", "precision", "recall", "F1"]
                        + (["CV F1", "CV recall"] if cv and "per_class_recall" in cv else []), rows))
     if report.get("cross_source"):
-        parts.append("\n### Leave one source out (train on one library, test on the other)\n")
+        parts.append("\n### Leave one source out (train on the other libraries, test on this one's photos of the "
+                     "classes they know)\n")
         parts.append(table(["train -> test", "n", "top-1", "top-3", "macro-F1"],
                            [[k, r["n"], pct(r["accuracy"]), pct(r.get("top3_accuracy", 0)), pct(r["macro_f1"])]
                             for k, r in report["cross_source"].items()]))
@@ -201,7 +205,7 @@ def evaluation(report: dict, names: list[str]) -> str:
     if wm:
         parts.append(f"\n### Watermark shortcut check\nShare of the Grad-CAM map inside the DermNet NZ logo box, on "
                      f"{wm['n']} DermNet NZ test photos: {pct(wm['cam_share_logo_visible'])} with the logo visible, "
-                     f"{pct(wm['cam_share_blanked'])} with the box blanked as in training; the box is "
+                     f"{pct(wm['cam_share_blanked'])} with the box blanked; the box is "
                      f"{pct(wm['box_area_share'])} of the image.\n")
     ex = report.get("export")
     if ex:
@@ -248,6 +252,15 @@ def verdicts_section(ab: dict) -> str:
     return "\n".join(parts)
 
 
+def watermark_sentence(config: ExperimentConfig) -> str:
+    if config.blank_boxes == "none":
+        return ("Photos were trained on and evaluated as the app receives them: the DermNet NZ watermark was left "
+                "as it is (the watermark check below measures how much the heatmap looks at it).")
+    whose = "every photo of every source" if config.blank_boxes == "all" else "its own source's photos"
+    return (f"The watermark box was blanked in {whose} during training and evaluation, so \"logo present\" "
+            "carries no information (the app does not blank it).")
+
+
 def training_section(config: ExperimentConfig) -> str:
     features = ", ".join(config.feature_layers) if config.feature_layers else "the last backbone layer"
     text = (f"Input {config.image_size}x{config.image_size}, whole photo resized (bilinear). Features: the average of "
@@ -256,8 +269,15 @@ def training_section(config: ExperimentConfig) -> str:
             + ("the sources' fine-grained conditions, their probabilities summed to the classes" if config.fine_labels
                else "the classes") + ". ")
     if config.finetune_epochs:
-        text += (f"Stage 2: last {config.unfrozen} backbone layers unfrozen at {config.finetune_learning_rate}, "
-                 "BatchNorm frozen. ")
+        text += (f"Stage 2: {config.finetune_epochs} epochs of fine-tuning end to end, the last {config.unfrozen} "
+                 f"backbone layers trainable (BatchNorm frozen), AdamW (weight decay {config.finetune_weight_decay}) "
+                 f"warmed up for {config.finetune_warmup_epochs} epoch(s) to {config.finetune_learning_rate} for the "
+                 f"backbone and {config.finetune_head_learning_rate} for the head, then cosine-decayed; the epoch "
+                 f"kept is the best on validation top-1. Augmentation: random square crops of "
+                 f"{pct(config.crop_min)}-100% of the side, flips and quarter turns, brightness, contrast, "
+                 f"saturation and hue jitter, per-channel gains of up to ±{pct(config.white_balance)}, JPEG "
+                 f"re-compression (quality {config.jpeg_quality_min}-100) and, with probability {config.erase}, a "
+                 "randomly erased rectangle. ")
     else:
         text += "The backbone stays ImageNet's (frozen). "
     if config.other_condition_coverage:
@@ -300,8 +320,7 @@ out-of-distribution input for it, see below).
 
 Photos were deduplicated (exact bytes and perceptual hash), split by original photo with
 near-duplicate clusters kept on one side, BEFORE any augmentation: {counts['train']} train,
-{counts['val']} validation, {counts['test']} test. The DermNet NZ watermark box was blanked in every
-photo of both sources during training and evaluation, so "logo present" carries no information.
+{counts['val']} validation, {counts['test']} test. {watermark_sentence(config)}
 The model inherits the data's licences: research and non-commercial use only.
 
 ## Training

@@ -11,6 +11,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from explain.model import ModelConfig, find_cam_layer
 from training.backbones import CAM_LAYERS
 from training.config import ExperimentConfig
+from training.data import mirror
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
@@ -59,7 +60,7 @@ def predict(model: keras.Model, pixels: np.ndarray, tta: bool = False, batch_siz
     outputs = keras.Model(model.inputs, [cam, model.get_layer("logits").output])
     cam_features, logits = outputs.predict(pixels.astype(np.float32), batch_size=batch_size, verbose=0)
     if tta:
-        logits = (logits + outputs.predict(pixels[:, :, ::-1].astype(np.float32), batch_size=batch_size,
+        logits = (logits + outputs.predict(mirror(pixels).astype(np.float32), batch_size=batch_size,
                                            verbose=0)[1]) / 2
     return cam_features, logits
 

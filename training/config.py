@@ -14,6 +14,8 @@ from pathlib import Path
 
 from explain.model import ABSTAIN_SCORES
 
+BLANK_BOXES = ("none", "own", "all")
+
 
 @dataclass
 class Source:
@@ -52,13 +54,22 @@ class ExperimentConfig:
     dropout: float = 0.2
     feature_layers: list[str] = field(default_factory=list)  # backbone layers pooled into the features; [] the CAM layer
     fine_labels: bool = False  # train on the sources' fine-grained conditions, summed to the classes
-    blank_all_mask_boxes: bool = True  # blank every source's boxes in every image
-    # online augmentation strength (0 turns each off)
+    # which sources' mask_boxes are blanked: "none" (photos as the app receives them), "own" (each
+    # source's own boxes) or "all" (every source's boxes in every photo)
+    blank_boxes: str = "none"
+    # online augmentation strength (0 turns each off): stage 1's Keras layers use flip to brightness;
+    # the fine-tune (training.finetune) uses flip (with quarter turns), contrast, brightness and the rest
     flip: bool = True
     rotation: float = 0.1
     zoom: float = 0.15
     contrast: float = 0.15
     brightness: float = 0.15
+    crop_min: float = 0.55  # fine-tune: random square crops of this share of the side, up to all of it
+    saturation: float = 0.2
+    hue: float = 0.03
+    white_balance: float = 0.1  # per-channel gains of up to +-10%: another camera's colours
+    jpeg_quality_min: int = 40  # re-compressed at a random JPEG quality from this to 100; 0: off
+    erase: float = 0.5  # probability of a randomly erased rectangle (2-20% of the photo)
     # training
     batch_size: int = 32
     head_on_features: bool = True  # stage 1 on features computed once (fast)
@@ -66,8 +77,11 @@ class ExperimentConfig:
     head_epochs: int = 10
     head_learning_rate: float = 1e-3
     head_l2: float = 0.0  # weight decay (L2) of the head's weights
-    finetune_epochs: int = 10
-    finetune_learning_rate: float = 1e-5
+    finetune_epochs: int = 0  # stage 2 (training.finetune): 0 keeps the backbone frozen
+    finetune_learning_rate: float = 1e-4  # the backbone's peak rate (AdamW, warm-up then cosine)
+    finetune_head_learning_rate: float = 1e-3  # the head's
+    finetune_warmup_epochs: int = 1
+    finetune_weight_decay: float = 0.01
     unfreeze_layers: int | None = None  # None: 50 for ResNet50, 30 for MobileNetV2
     label_smoothing: float = 0.0
     class_weights: bool = False
@@ -83,6 +97,7 @@ class ExperimentConfig:
     other_condition_coverage: float = 0.0
     answer_coverage: float = 0.0  # "unsure": the top-probability threshold answering this share of validation photos
     ood_folders: dict[str, str] = field(default_factory=dict)  # name -> folder of photos the model must not know
+    explanation_photos: int = 0  # the explanations study: 0 every test photo, else a seeded sample of this many
     # ablate: variant name -> the settings it changes (see training/ablate.py)
     ablations: dict[str, dict] = field(default_factory=lambda: {
         "as configured": {},
@@ -92,8 +107,6 @@ class ExperimentConfig:
         "no class weights": {"class_weights": False},
         "test-time mirroring": {"tta": True},
         "4 augmented copies per photo": {"head_augmented_copies": 4},
-        "fine-tuned, as configured": {"fine_tune": True},
-        "fine-tuned, last 60 layers unfrozen": {"fine_tune": True, "unfreeze_layers": 60},
     })
     # publish
     model_name: str = "skin-condition-classifier"
@@ -125,6 +138,8 @@ class ExperimentConfig:
         if config.abstain_score not in ABSTAIN_SCORES:
             raise ValueError(f"{path}: abstain_score {config.abstain_score!r} is not one of "
                              f"{', '.join(ABSTAIN_SCORES)}.")
+        if config.blank_boxes not in BLANK_BOXES:
+            raise ValueError(f"{path}: blank_boxes {config.blank_boxes!r} is not one of {', '.join(BLANK_BOXES)}.")
         if config.fine_labels and not config.head_on_features:
             raise ValueError(f"{path}: fine_labels needs head_on_features (the fine-grained head is trained on "
                              "cached features); set head_on_features to true or fine_labels to false.")

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from training import metrics
-from training.common import group_split, labels_of, predict
+from training.common import class_names, group_split, labels_of, predict
 from training.config import ExperimentConfig
 from training.data import load_pixels
 from training.features import cam_features
@@ -26,7 +26,8 @@ def train_and_predict(config: ExperimentConfig, train_rows: list[dict], eval_row
     condition" score).
 
     They are saved in `out/logits.npy` and `out/similarity.npy`, the model in `out/model.keras`: a
-    rerun reads them, or predicts again with the saved model, instead of training again.
+    rerun reads them, or predicts again with the saved model, instead of training again; an interrupted
+    fine-tune continues from its checkpoint.
     """
     saved, saved_similarity = out / "logits.npy", out / "similarity.npy"
     if saved.is_file() and saved_similarity.is_file():
@@ -34,7 +35,8 @@ def train_and_predict(config: ExperimentConfig, train_rows: list[dict], eval_row
     if (out / "model.keras").is_file():
         model = keras.saving.load_model(out / "model.keras", safe_mode=True, compile=False)
     else:
-        model = fit(config, *_grouped_slice(train_rows, [r["target_class"] for r in train_rows], config), names, out)
+        model = fit(config, *_grouped_slice(train_rows, [r["target_class"] for r in train_rows], config), names, out,
+                    resume=True)
     if not saved.is_file():
         np.save(saved, predict(model, load_pixels(eval_rows, config), tta=config.tta)[1])
     means = metrics.class_means(cam_features(model, train_rows, config), labels_of(train_rows, names), len(names))
@@ -84,20 +86,19 @@ def aggregate_folds(folds: list[dict], config: ExperimentConfig, names: list[str
 
 
 def cross_source(config: ExperimentConfig, rows: list[dict], names: list[str]) -> dict:
-    """Train on one source, test on the other's photos of the classes both share."""
+    """Leave one source out: train on every other photo library, test on this one's photos of the
+    classes the others know (with two sources, each trains on one and is tested on the other)."""
     sources = sorted({r["source"] for r in rows})
     result = {}
-    for train_source in sources:
-        for test_source in sources:
-            if train_source == test_source:
-                continue
-            train_rows = [r for r in rows if r["source"] == train_source]
-            known = sorted({r["target_class"] for r in train_rows})
-            test_rows = [r for r in rows if r["source"] == test_source and r["target_class"] in known]
-            print(f"cross-source: train on {train_source}, test on {test_source} ({len(test_rows)} photos)")
-            logits, _ = train_and_predict(config, train_rows, test_rows, known,
-                                       config.out / "cross_source" / f"{train_source}_to_{test_source}")
-            report = metrics.classification_report(metrics.calibrated(logits), labels_of(test_rows, known), known,
-                                                   config.top_k)
-            result[f"{train_source} -> {test_source}"] = {k: v for k, v in report.items() if k != "confusion_matrix"}
+    for held_out in sources if len(sources) > 1 else []:
+        train_rows = [r for r in rows if r["source"] != held_out]
+        known = class_names(train_rows)
+        test_rows = [r for r in rows if r["source"] == held_out and r["target_class"] in known]
+        name = f"{' + '.join(s for s in sources if s != held_out)} -> {held_out}"
+        print(f"leave one source out: {name} ({len(train_rows)} photos to train, {len(test_rows)} to test)")
+        logits, _ = train_and_predict(config, train_rows, test_rows, known,
+                                      config.out / "cross_source" / f"without_{held_out}")
+        report = metrics.classification_report(metrics.calibrated(logits), labels_of(test_rows, known), known,
+                                               config.top_k)
+        result[name] = {k: v for k, v in report.items() if k != "confusion_matrix"}
     return result

@@ -13,7 +13,7 @@ from explain.images import fit_to_model, load_photo
 from training.config import ExperimentConfig
 
 MAX_BYTES, MAX_PIXELS = 100 * 1024 * 1024, 100_000_000  # curated data, not uploads: generous limits
-BLANK = 127.5  # the middle grey every blanked box gets, in every photo alike
+BLANK = 128  # the middle grey every blanked box gets, in every photo alike (a whole number: pixels are uint8)
 
 
 def blank_boxes(pixels: np.ndarray, boxes: list[list[float]]) -> np.ndarray:
@@ -34,10 +34,14 @@ def box_mask(size: int, boxes: list[list[float]]) -> np.ndarray:
 
 
 def mask_boxes(config: ExperimentConfig, source: str) -> list[list[float]]:
-    """The boxes to blank in a photo of `source` (all sources' boxes, by default)."""
-    if config.blank_all_mask_boxes:
-        return [box for s in config.sources for box in s.mask_boxes]
-    return [box for s in config.sources if s.name == source for box in s.mask_boxes]
+    """The boxes to blank in a photo of `source` (config.blank_boxes: none, its own, or every source's)."""
+    return [box for s in config.sources if config.blank_boxes == "all" or (config.blank_boxes == "own" and s.name == source)
+            for box in s.mask_boxes]
+
+
+def mirror(pixels):
+    """A batch of photos (n, height, width, 3) mirrored left to right: the second feature view and TTA."""
+    return pixels[:, :, ::-1]
 
 
 def read_photo(path: str) -> Image.Image:
@@ -46,16 +50,15 @@ def read_photo(path: str) -> Image.Image:
 
 
 def photo_pixels(path: str, image_size: int, boxes: list[list[float]]) -> np.ndarray:
-    """float32 [0, 255] model input for one photo file, boxes blanked."""
-    pixels = fit_to_model(read_photo(path), image_size)
+    """uint8 model input for one photo file, resized whole as the app does, boxes blanked: the one
+    preparation of training pixels (the feature cache, the fine-tune, evaluation)."""
+    pixels = fit_to_model(read_photo(path), image_size).astype(np.uint8)
     return blank_boxes(pixels, boxes)
 
 
 def load_pixels(rows: list[dict], config: ExperimentConfig) -> np.ndarray:
     """All photos of `rows` as one uint8 array, for evaluation."""
-    return np.stack([
-        photo_pixels(r["path"], config.image_size, mask_boxes(config, r["source"])).astype(np.uint8) for r in rows
-    ])
+    return np.stack([photo_pixels(r["path"], config.image_size, mask_boxes(config, r["source"])) for r in rows])
 
 
 def dataset(rows: list[dict], class_names: list[str], config: ExperimentConfig, shuffle: bool) -> tf.data.Dataset:
@@ -67,7 +70,7 @@ def dataset(rows: list[dict], class_names: list[str], config: ExperimentConfig, 
 
     def load(path, box, label):
         def decode(p, b):
-            return photo_pixels(p.decode(), config.image_size, b.tolist()).astype(np.uint8)
+            return photo_pixels(p.decode(), config.image_size, b.tolist())
 
         pixels = tf.numpy_function(decode, [path, box], tf.uint8)
         pixels.set_shape((config.image_size, config.image_size, 3))

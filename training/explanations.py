@@ -1,9 +1,10 @@
 """Explanations (a study, not part of `all`): how faithful each CAM method's maps are, and
 whether they pass the sanity checks, on the held-out test photos, through the app's own code.
 
-For every method and map resolution: the deletion and insertion areas against the random
-mask's (explain.faithfulness), how often hiding the map's top 20% lowers the answer more than
-hiding a random 20% (the sentence the app shows), and two sanity checks (Adebayo et al.,
+On every test photo (or a seeded sample of `explanation_photos`), for every method and map
+resolution: the deletion and insertion areas against the random mask's (explain.faithfulness),
+how often hiding the map's top 20% lowers the answer more than hiding a random 20% (the
+sentence the app shows), and two sanity checks (Adebayo et al.,
 NeurIPS 2018): the Spearman rank correlation of each map with the same map after the model's
 top (the `logits` layer) is re-initialised, and with the map of another class. A map that hardly
 changes when the weights it should depend on are randomised, or when another class is
@@ -108,6 +109,9 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
     classifier, randomized = Classifier(loaded), Classifier(with_random_top(loaded))
     done = json.loads(out.read_text()) if out.is_file() and not force else {"per_photo": {}}
     rows = [r for r in read_rows(split) if r["split"] == "test" and r["target_class"]]
+    if config.explanation_photos and len(rows) > config.explanation_photos:  # a seeded sample, the same every run
+        picked = np.random.default_rng(config.seed).choice(len(rows), config.explanation_photos, replace=False)
+        rows = [rows[i] for i in sorted(picked)]
     for row in tqdm([r for r in rows if r["path"] not in done["per_photo"]], desc="explanations", unit="photo"):
         pixels = classifier.pixels(read_photo(row["path"]))  # as the app sees it: no box blanked
         done["per_photo"][row["path"]] = photo_results(classifier, randomized, pixels)

@@ -16,25 +16,30 @@ from tqdm import tqdm
 
 from explain.model import find_cam_layer
 from training.config import ExperimentConfig
-from training.data import mask_boxes, photo_pixels
+from training.data import mask_boxes, mirror, photo_pixels
 
 BATCH = 32
 
 
 def cache_file(config: ExperimentConfig, view: int) -> Path:
     key = json.dumps([config.backbone, config.alpha, config.image_size, config.feature_layers,
-                      config.imagenet_weights, config.blank_all_mask_boxes, [s.mask_boxes for s in config.sources]])
+                      config.imagenet_weights, config.blank_boxes, [s.mask_boxes for s in config.sources]])
     return config.out / "features" / f"{hashlib.sha256(key.encode()).hexdigest()[:12]}_view{view}.npz"
+
+
+_LOADED: dict[Path, dict[str, np.ndarray]] = {}  # cache file -> its features by photo path, read once a process
 
 
 def pooled_features(model: keras.Model, rows: list[dict], config: ExperimentConfig, view: int = 0,
                     cached: bool = True) -> np.ndarray:
     """(photos, features) of the `pool` layer for view 0 (the photo) or 1 (its mirror image).
     `cached=False` for a fine-tuned backbone; a backbone without ImageNet weights (random,
-    recalibrated per model) is never cached."""
+    recalibrated per model) is never cached. The cache file is read once a process, and photos it
+    lacks are computed and added to it."""
     path = cache_file(config, view) if cached and config.imagenet_weights else None
-    cache = dict(np.load(path, allow_pickle=False)) if path and path.is_file() else {}
-    cache = dict(zip(cache.get("paths", []), cache.get("features", [])))
+    if path and path not in _LOADED:
+        _LOADED[path] = _read(path)
+    cache = _LOADED[path] if path else {}
     missing = list(dict.fromkeys(r["path"] for r in rows if r["path"] not in cache))
     if missing:
         pool = keras.Model(model.inputs, model.get_layer("pool").output)
@@ -43,13 +48,19 @@ def pooled_features(model: keras.Model, rows: list[dict], config: ExperimentConf
             paths = missing[start:start + BATCH]
             pixels = np.stack([photo_pixels(p, config.image_size, mask_boxes(config, by_path[p]["source"]))
                                for p in paths])
-            if view == 1:
-                pixels = pixels[:, :, ::-1]
+            pixels = (mirror(pixels) if view == 1 else pixels).astype(np.float32)
             cache.update(zip(paths, pool.predict(pixels, batch_size=BATCH, verbose=0)))
         if path:
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(path, paths=np.array(list(cache)), features=np.stack(list(cache.values())))
     return np.stack([cache[r["path"]] for r in rows])
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as saved:
+        return dict(zip(saved["paths"].tolist(), saved["features"]))
 
 
 def cam_features(model: keras.Model, rows: list[dict], config: ExperimentConfig) -> np.ndarray:

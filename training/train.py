@@ -8,6 +8,7 @@ BatchNorm staying in inference mode. Writes `model.keras` (with its augmentation
 """
 
 import collections
+import shutil
 from pathlib import Path
 
 import keras
@@ -17,7 +18,8 @@ from training.backbones import (FEATURES_LAYER, build_classifier, copy_backbone,
                                 recalibrate_batchnorm, set_trainable)
 from training.common import already_done, class_names, fine_classes
 from training.config import ExperimentConfig, expand
-from training.data import dataset
+from training.data import dataset, mirror
+from training.finetune import finetune
 from training.features import pooled_features
 from training.tables import read_rows
 
@@ -87,7 +89,7 @@ def feature_view(model: keras.Model, ds, config: ExperimentConfig, view: int) ->
     if view == 0:
         return features(model, ds)[0]
     if view == 1:
-        return features(model, ds.map(lambda x, y: (x[:, :, ::-1], y)))[0]
+        return features(model, ds.map(lambda x, y: (mirror(x), y)))[0]
     return features(model, ds, augmentation(config, seed=config.seed + view - 2))[0]
 
 
@@ -155,8 +157,9 @@ def _fine_weights(weights: dict | None, rows: list[dict], names: list[str], targ
 
 
 def fit(config: ExperimentConfig, train_rows: list[dict], val_rows: list[dict], names: list[str], out: Path,
-        verbose: int = 2) -> keras.Model:
-    """Train a fresh model on `train_rows`, early-stopped on `val_rows`; saves into `out`."""
+        verbose: int = 2, resume: bool = False) -> keras.Model:
+    """Train a fresh model on `train_rows`, early-stopped (stage 1) or best epoch chosen (stage 2) on
+    `val_rows`; saves into `out`. With `resume`, an interrupted fine-tune continues from its checkpoint."""
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     model = new_model(config, len(names))
@@ -170,31 +173,32 @@ def fit(config: ExperimentConfig, train_rows: list[dict], val_rows: list[dict], 
     if config.head_on_features:
         print(f"stage 1: head on cached backbone features, up to {config.head_epochs} epochs")
         model = train_head_on_features(model, config, train_rows, val_rows, names, weights, out)
-        epoch = len(read_rows(out / "history.csv"))
         set_trainable(model, 0)
     else:
         print(f"stage 1: head on the frozen backbone, up to {config.head_epochs} epochs")
         compile_for(model, config, config.head_learning_rate, len(names))
-        epoch = len(model.fit(train_ds, validation_data=val_ds, epochs=config.head_epochs, class_weight=weights,
-                              callbacks=callbacks(config, out, 1), verbose=verbose).history["loss"])
+        model.fit(train_ds, validation_data=val_ds, epochs=config.head_epochs, class_weight=weights,
+                  callbacks=callbacks(config, out, 1), verbose=verbose)
     if config.finetune_epochs > 0:
-        set_trainable(model, config.unfrozen)
-        print(f"stage 2: last {config.unfrozen} backbone layers unfrozen, up to {config.finetune_epochs} epochs")
-        compile_for(model, config, config.finetune_learning_rate, len(names))
-        model.fit(train_ds, validation_data=val_ds, epochs=epoch + config.finetune_epochs, initial_epoch=epoch,
-                  class_weight=weights, callbacks=callbacks(config, out, 2), verbose=verbose)
+        print(f"stage 2: fine-tune, last {config.unfrozen} backbone layers trainable (BatchNorm frozen), "
+              f"{config.finetune_epochs} epochs")
+        model = finetune(model, config, train_rows, val_rows, names, weights, out, resume)
     model.save(out / "model.keras")
     return model
 
 
-def run(config: ExperimentConfig, force: bool = False) -> Path:
+def run(config: ExperimentConfig, force: bool = False, resume: bool = False) -> Path:
+    """The model of the run's train split, chosen on its validation split (`train/model.keras`)."""
     out = config.out / "train"
     if already_done("train", out / "model.keras", force):
         return out
+    if force:
+        shutil.rmtree(out, ignore_errors=True)
     rows = read_rows(config.out / "split.csv") + _augmented_rows(config)
     names = class_names(rows)
     known = [r for r in rows if r["target_class"]]
-    fit(config, [r for r in known if r["split"] == "train"], [r for r in known if r["split"] == "val"], names, out)
+    fit(config, [r for r in known if r["split"] == "train"], [r for r in known if r["split"] == "val"], names, out,
+        resume=resume)
     return out
 
 

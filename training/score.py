@@ -1,0 +1,90 @@
+"""Score (a study, not part of `all`): model folders as the app serves them, on this run's held-out photos.
+
+`python -m training score --config FILE --model-dir A [B ...]` loads each folder the way the app does
+and answers every held-out photo through the app's own decoder and compiled pass: top-1 and top-3 on
+the test split (overall and per source), the verdicts each set of photos gets, and the classes photos
+outside the taxonomy are named as. Models scored on the same run compare on identical photos,
+whatever preprocessing each was trained with. A model trained on another split (an earlier model)
+may have trained on some of these photos: `--unseen-by SPLIT_CSV` leaves out every photo that is
+in that split's train or validation part, for every model alike, and says how many. Writes
+`scores.json` in the run folder, one entry per model folder.
+"""
+
+import collections
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from explain.classifier import ANSWER, NOT_SKIN, OTHER_CONDITION, UNSURE, Classifier
+from explain.model import ModelSource, load_model_folder
+from training.abstention import ood_photos
+from training.config import ExperimentConfig
+from training.data import read_photo
+from training.tables import print_table, read_rows
+
+VERDICTS = (ANSWER, UNSURE, OTHER_CONDITION, NOT_SKIN)
+
+
+def photo_sets(config: ExperimentConfig, unseen_by: list[str] = ()) -> dict[str, list[dict]]:
+    """The held-out photos: the test split of our classes, other conditions' test split, every OOD set;
+    less any photo that trained (or chose) a model of the splits in `unseen_by`."""
+    rows = read_rows(config.out / "split.csv")
+    sets = {"test split": [r for r in rows if r["split"] == "test" and r["target_class"]],
+            "other conditions held out whole (test split)": [r for r in rows if r["split"] == "test"
+                                                             and r.get("other_condition")]}
+    seen = {r["path"] for split in unseen_by for r in read_rows(Path(split)) if r["split"] in ("train", "val")}
+    kept = {name: [r for r in photos if r["path"] not in seen] for name, photos in (sets | ood_photos(config, rows)).items()}
+    left_out = sum(len(photos) for photos in (sets | ood_photos(config, rows)).values()) - sum(map(len, kept.values()))
+    if unseen_by:
+        print(f"score: {left_out} photos left out, seen in training or validation by {', '.join(unseen_by)}")
+    return kept
+
+
+def score_folder(folder: Path, sets: dict[str, list[dict]]) -> dict:
+    classifier = Classifier(load_model_folder(folder, ModelSource("folder", str(folder))))
+    result = {}
+    for name, rows in sets.items():
+        predictions = [classifier.predict(read_photo(r["path"])) for r in tqdm(rows, desc=f"{folder.name}: {name}")]
+        verdicts = collections.Counter(p.verdict for p in predictions)
+        entry = {"n": len(rows), "verdicts": {v: verdicts[v] / max(1, len(rows)) for v in VERDICTS},
+                 "top_class": dict(collections.Counter(p.top_label for p in predictions).most_common())}
+        if rows and rows[0].get("target_class"):
+            entry |= accuracy(predictions, rows)
+            for source in sorted({r["source"] for r in rows}):
+                keep = [i for i, r in enumerate(rows) if r["source"] == source]
+                entry.setdefault("by_source", {})[source] = accuracy([predictions[i] for i in keep],
+                                                                     [rows[i] for i in keep])
+        result[name] = entry
+    return result
+
+
+def accuracy(predictions: list, rows: list[dict]) -> dict:
+    """Top-1, top-3, answered share and accuracy when answering, and per-class recall."""
+    truth = [r["target_class"] for r in rows]
+    top1 = np.array([p.top_label == t for p, t in zip(predictions, truth)])
+    top3 = np.array([t in p.top_k(3) for p, t in zip(predictions, truth)])
+    answered = np.array([p.verdict == ANSWER for p in predictions])
+    recall = {c: float(top1[[t == c for t in truth]].mean()) for c in sorted(set(truth))}
+    return {"n": len(rows), "top1": float(top1.mean()), "top3": float(top3.mean()),
+            "answered": float(answered.mean()),
+            "top1_when_answered": float(top1[answered].mean()) if answered.any() else float("nan"),
+            "recall": recall}
+
+
+def run(config: ExperimentConfig, force: bool = False, model_dirs: list[str] = (), unseen_by: list[str] = ()) -> Path:
+    out = config.out / "scores.json"
+    scores = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
+    sets = photo_sets(config, unseen_by)
+    for folder in model_dirs:
+        if folder in scores and not force:
+            print(f"score: {folder} already scored (use --force to redo)")
+            continue
+        scores[folder] = {"unseen_by": list(unseen_by), **score_folder(Path(folder), sets)}
+        out.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+    print_table([{"model": folder, "set": name, "n": s["n"],
+                  "top-1": f"{s['top1']:.3f}" if "top1" in s else "", "top-3": f"{s['top3']:.3f}" if "top3" in s else "",
+                  **{v: f"{s['verdicts'][v]:.3f}" for v in VERDICTS}}
+                 for folder in model_dirs for name, s in scores[folder].items() if name != "unseen_by"])
+    return out

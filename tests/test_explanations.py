@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image, ImageFilter
 from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
 from tf_keras_vis.layercam import Layercam
@@ -12,7 +13,7 @@ from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
 from tf_keras_vis.utils.scores import CategoricalScore
 
 from explain import faithfulness
-from explain.cams import METHODS, GradientCam, normalize
+from explain.cams import METHODS, GradientCam, activations_and_logits, forward_and_backward, normalize
 from explain.classifier import Classifier
 from explain.images import load_photo
 from explain.overlay import upsample
@@ -37,6 +38,17 @@ def reference_cam(model, method: str, pixels, class_index: int, layer: str) -> n
     return normalize(np.asarray(cam)[0])
 
 
+def well_conditioned(classifier, pixels, resolution: str, floor: float = 5e-4) -> bool:
+    """Whether Grad-CAM++'s closed form is stable on this photo: its weight of a location is
+    g^2 / (2 g^2 + g^3 sum(A)), which explodes where 2 + g sum(A) nears 0; there, float rounding
+    (tf-keras-vis scales every gradient by exp(score) first) decides the map, not the method."""
+    model = activations_and_logits(classifier.keras_model, classifier.layers[resolution])
+    _, activations, gradients = forward_and_backward(model, tf.constant(pixels), tf.constant(-1))
+    g, total = gradients.numpy(), activations.numpy().sum(axis=(1, 2), keepdims=True)
+    nonzero = g != 0
+    return bool((np.abs(2 + g * total)[nonzero]).min() >= floor) if nonzero.any() else True
+
+
 @pytest.mark.parametrize("resolution", ["coarse", "fine"])
 @pytest.mark.parametrize("method", ["Grad-CAM++", "LayerCAM", "Score-CAM"])
 def test_fast_maps_match_tf_keras_vis(classifier, test_photos, method, resolution):
@@ -47,7 +59,7 @@ def test_fast_maps_match_tf_keras_vis(classifier, test_photos, method, resolutio
         reference = reference_cam(classifier.keras_model, method, pixels, ours.target_index,
                                   classifier.layers[resolution])
         assert ours.cam.shape == reference.shape == ((3, 3) if resolution == "coarse" else (6, 6))
-        if reference.std() > 0:
+        if reference.std() > 0 and (method != "Grad-CAM++" or well_conditioned(classifier, pixels, resolution)):
             assert np.corrcoef(ours.cam.ravel(), reference.ravel())[0, 1] >= 0.99, path
             compared += 1
     assert compared >= 4
@@ -94,10 +106,12 @@ def test_the_faithfulness_check_hides_what_it_says(classifier, test_photos):
     size = pixels.shape[1]
     blurred = np.asarray(Image.fromarray(pixels[0].astype(np.uint8)).filter(
         ImageFilter.GaussianBlur(faithfulness.BLUR_RADIUS)), dtype=np.float32)
-    top = upsample(explanation.cam, (size, size)) >= np.quantile(upsample(explanation.cam, (size, size)), 0.8)
-    hidden = np.where(top[..., None], blurred, pixels[0])
+    stretched = upsample(explanation.cam, (size, size)).ravel()
+    top = np.zeros(size * size, bool)  # the 20% of pixels the map ranks highest (ties: first in reading order)
+    top[np.argsort(-stretched, kind="stable")[: round(0.2 * size * size)]] = True
+    hidden = np.where(top.reshape(size, size)[..., None], blurred, pixels[0])
     expected = classifier.predict_pixels(hidden[None]).probabilities[explanation.target_index]
-    assert check.map_hidden == pytest.approx(expected, abs=0.02)  # ties at the 80th percentile aside
+    assert check.map_hidden == pytest.approx(expected, abs=1e-4)
     assert check.probability == pytest.approx(explanation.prediction.probabilities.max(), abs=1e-6)
     assert check.target == explanation.target and check.fraction == 0.2
     assert faithfulness.check(classifier, pixels, explanation) == check  # seeded by the photo: repeatable

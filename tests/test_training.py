@@ -22,7 +22,7 @@ from training.backbones import backbone_layers, build_classifier, set_trainable
 from training.config import ExperimentConfig
 from training.data import dataset
 from training.split import LeakageError, check_no_leakage
-from training.tables import read_rows
+from training.tables import read_rows, write_rows
 from training.common import class_names
 from training.train import feature_view, new_model
 
@@ -442,3 +442,43 @@ def test_an_interrupted_fine_tune_resumes_to_the_same_model(pipeline_run, tmp_pa
         np.testing.assert_allclose(a, b, atol=1e-5)
     history = read_rows(tmp_path / "killed" / "train" / "history.csv")
     assert [r["stage"] for r in history].count("2") == 4  # each fine-tune epoch logged once
+
+
+def test_score_answers_held_out_photos_through_the_apps_code(pipeline_run, tiny_model_dir, classifier, test_photos,
+                                                             tmp_path):
+    """`score`: the test split's top-1 is the app classifier's own; --unseen-by leaves out exactly the
+    photos another split trained on."""
+    from training.__main__ import main
+
+    config = str(pipeline_run / "config.json")
+    assert main(["score", "--config", config, "--model-dir", str(tiny_model_dir), "--force"]) == 0
+    scored = json.loads((pipeline_run / "scores.json").read_text())[str(tiny_model_dir)]["test split"]
+    right = [classifier.predict(load_photo(path, 10**8, 10**8)).top_label == truth for path, truth in test_photos]
+    assert scored["n"] == len(test_photos) and scored["top1"] == pytest.approx(np.mean(right))
+    assert sum(scored["verdicts"].values()) == pytest.approx(1.0) and sum(scored["top_class"].values()) == scored["n"]
+    earlier = read_rows(pipeline_run / "split.csv")
+    trained_on = {path for path, _ in test_photos[:3]}
+    for row in earlier:
+        row["split"] = "train" if row["path"] in trained_on else row["split"]
+    write_rows(tmp_path / "earlier_split.csv", earlier)
+    assert main(["score", "--config", config, "--model-dir", str(tiny_model_dir), "--force",
+                 "--unseen-by", str(tmp_path / "earlier_split.csv")]) == 0
+    scored = json.loads((pipeline_run / "scores.json").read_text())[str(tiny_model_dir)]["test split"]
+    assert scored["n"] == len(test_photos) - 3
+
+
+def test_leave_one_source_out_tests_each_source_on_a_model_of_the_others(pipeline_run, tmp_path):
+    import dataclasses
+
+    from training.crossval import cross_source
+
+    config = dataclasses.replace(ExperimentConfig.load(pipeline_run / "config.json"), output_dir=str(tmp_path),
+                                 head_epochs=2, finetune_epochs=1)
+    rows = [r for r in read_rows(pipeline_run / "split.csv") if r["target_class"]]
+    for i, row in enumerate(rows):
+        row["source"] = "library-a" if i % 2 else "library-b"
+    names = class_names(rows)
+    result = cross_source(config, rows, names)
+    assert set(result) == {"library-b -> library-a", "library-a -> library-b"}
+    assert result["library-b -> library-a"]["n"] == sum(r["source"] == "library-a" for r in rows)
+    assert all((tmp_path / "cross_source" / f"without_{s}" / "logits.npy").is_file() for s in ("library-a", "library-b"))

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import keras
@@ -26,7 +25,8 @@ from tqdm import tqdm
 
 from training.backbones import HEAD_LAYERS, set_trainable
 from training.config import ExperimentConfig
-from training.data import mask_boxes, photo_pixels
+from training import metrics
+from training.data import load_pixels
 
 CHECKPOINT = "finetune_checkpoint"  # folder inside the stage's output folder
 
@@ -38,15 +38,6 @@ class CheckpointError(RuntimeError):
 def decode_size(image_size: int) -> int:
     """Side of the in-memory training copies: room for random crops, resized back to the input."""
     return round(image_size * 8 / 7)
-
-
-def decode_all(rows: list[dict], config: ExperimentConfig, size: int) -> np.ndarray:
-    """Every photo of `rows` as uint8 (n, size, size, 3), through the app's decoder, two threads."""
-    def one(row):
-        return photo_pixels(row["path"], size, mask_boxes(config, row["source"]))
-
-    with ThreadPoolExecutor(2) as pool:
-        return np.stack(list(tqdm(pool.map(one, rows), total=len(rows), desc=f"decode {size} px", unit="photo")))
 
 
 def augment(image: tf.Tensor, seed: tf.Tensor, config: ExperimentConfig) -> tf.Tensor:
@@ -146,11 +137,11 @@ def finetune(model: keras.Model, config: ExperimentConfig, train_rows: list[dict
         state = _restore(folder, model, optimizers, settings)
         print(f"fine-tune: resuming after epoch {state['epoch']} of {config.finetune_epochs} from {folder}")
         _write_history(out / "history.csv", state["history"])
-    pixels = decode_all(train_rows, config, decode_size(config.image_size))
+    pixels = load_pixels(train_rows, config, decode_size(config.image_size))
     targets = keras.utils.to_categorical([names.index(r["target_class"]) for r in train_rows], len(names))
     weights = np.array([class_weights[names.index(r["target_class"])] if class_weights else 1.0 for r in train_rows],
                        dtype=np.float32)
-    val_pixels = decode_all(val_rows, config, config.image_size).astype(np.float32)
+    val_pixels = load_pixels(val_rows, config).astype(np.float32)
     val_labels = np.array([names.index(r["target_class"]) for r in val_rows])
     started, first = time.time(), state["epoch"]
     for epoch in range(first, config.finetune_epochs):
@@ -187,10 +178,9 @@ def _validate(model: keras.Model, pixels: np.ndarray, labels: np.ndarray, config
     """Validation loss, top-1 and top-3 of the model as served (no augmentation, no dropout)."""
     probs = model.predict(pixels, batch_size=config.batch_size, verbose=0)
     truth = keras.utils.to_categorical(labels, probs.shape[1])
-    top3 = np.argsort(-probs, axis=1)[:, :3]
     return {"val_loss": float(keras.losses.categorical_crossentropy(truth, probs).numpy().mean()),
-            "val_accuracy": float(np.mean(probs.argmax(axis=1) == labels)),
-            "val_top3": float(np.mean([label in row for label, row in zip(labels, top3)]))}
+            "val_accuracy": metrics.top_k_accuracy(probs, labels, 1),
+            "val_top3": metrics.top_k_accuracy(probs, labels, 3)}
 
 
 def _settings(config: ExperimentConfig) -> dict:

@@ -34,9 +34,10 @@ def photo_sets(config: ExperimentConfig, unseen_by: list[str] = ()) -> dict[str,
     sets = {"test split": [r for r in rows if r["split"] == "test" and r["target_class"]],
             "other conditions held out whole (test split)": [r for r in rows if r["split"] == "test"
                                                              and r.get("other_condition")]}
+    sets |= ood_photos(config, rows)
     seen = {r["path"] for split in unseen_by for r in read_rows(Path(split)) if r["split"] in ("train", "val")}
-    kept = {name: [r for r in photos if r["path"] not in seen] for name, photos in (sets | ood_photos(config, rows)).items()}
-    left_out = sum(len(photos) for photos in (sets | ood_photos(config, rows)).values()) - sum(map(len, kept.values()))
+    kept = {name: [r for r in photos if r["path"] not in seen] for name, photos in sets.items()}
+    left_out = sum(map(len, sets.values())) - sum(map(len, kept.values()))
     if unseen_by:
         print(f"score: {left_out} photos left out, seen in training or validation by {', '.join(unseen_by)}")
     return kept

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 from gradio.data_classes import ImageData
+from gradio.processing_utils import save_file_to_cache
 from gradio.utils import get_upload_folder
 from PIL import Image
 
@@ -27,6 +28,12 @@ from explain.service import Service, example_name
 from explain.settings import Settings
 
 log = logging.getLogger("app")
+PLAIN_FONT = ["ui-sans-serif", "system-ui", "Arial", "sans-serif"]  # the theme's font draws a capital E as "Ɛ"
+# The examples shelf and the Compare maps: as many columns as fit (all in view on a phone too), whole captions.
+CSS = """#examples .grid-container {grid-template-columns: repeat(auto-fill, minmax(120px, 1fr)) !important;}
+#compare-gallery .grid-container {grid-template-columns: repeat(auto-fill, minmax(160px, 1fr)) !important;}
+#examples .grid-wrap, #compare-gallery .grid-wrap {height: auto !important; min-height: 0 !important; max-height: none !important;}
+#examples .caption-label, #compare-gallery .caption-label {white-space: normal; max-width: calc(100% - 8px); font-size: 0.85em;}"""
 
 
 class PhotoInput(gr.Image):
@@ -57,6 +64,20 @@ class HeatmapOutput(gr.Image):
         return ImageData(path=str(path), orig_name=path.name)
 
 
+class AnswerLabel(gr.Label):
+    """gr.Label whose big type is the answer's headline (explain.page.label_value), so a photo that
+    gets no answer is never headlined by a class name."""
+
+    is_template = True
+
+    def postprocess(self, value):
+        if not (isinstance(value, dict) and "headline" in value):
+            return super().postprocess(value)
+        data = super().postprocess(value["confidences"])
+        data.label = value["headline"]
+        return data
+
+
 def shown_to_user(fn):
     """Library errors become readable gr.Error messages; anything else a generic one."""
 
@@ -65,10 +86,11 @@ def shown_to_user(fn):
         try:
             return fn(*args)
         except (SkinExplainError, ValueError) as err:
-            raise gr.Error(str(err)) from err
+            log.info("Refused: %s", err)  # one line: the reason, never the photo or its name
+            raise gr.Error(str(err), print_exception=False) from err
         except Exception as err:
             log.exception("Request failed")  # the traceback, never the photo
-            raise gr.Error("Something went wrong on our side; please try again.") from err
+            raise gr.Error("Something went wrong on our side; please try again.", print_exception=False) from err
 
     return wrapper
 
@@ -82,7 +104,9 @@ def build_app(service: Service) -> gr.Blocks:
 
     with gr.Blocks(title="Skin condition classifier, explained", analytics_enabled=False) as demo:
         gr.Markdown("# Skin condition classifier, explained")
-        gr.Markdown(service.disclaimer, elem_id="disclaimer")
+        gr.Markdown(page.disclaimer_summary(service.disclaimer), elem_id="disclaimer")
+        with gr.Accordion("What this demo can and cannot do", open=False, elem_id="disclaimer-more"):
+            gr.Markdown(service.disclaimer)
         status = gr.Markdown(model_status(), elem_id="model-status")
         with gr.Row():
             with gr.Column():
@@ -96,14 +120,15 @@ def build_app(service: Service) -> gr.Blocks:
                     target = gr.Dropdown([TOP_CLASS, *labels], value=TOP_CLASS, label="Explain which class")
                     resolution = gr.Dropdown(page.resolutions(service), value=page.default_resolution(service),
                                              label="Map resolution",
-                                             info="finer maps can follow a smaller lesion; see README for how "
-                                                  "faithful each is")
+                                             info="finer maps can follow a smaller spot; the line under each "
+                                                  "map says how much it can be trusted")
                     opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Heatmap opacity")
                 button = gr.Button("Analyze", variant="primary", elem_id="analyze")
             with gr.Column():
                 verdict = gr.Markdown(elem_id="verdict")
-                label = gr.Label(label="Most likely conditions", elem_id="label")
+                label = AnswerLabel(label="The conditions it knows, most likely first", elem_id="label")
                 heatmap = HeatmapOutput(label="Where the model looked", format="jpeg", type="pil", elem_id="heatmap")
+                gr.Markdown(page.HEATMAP_LEGEND, elem_id="heatmap-legend")
                 faithful = gr.Markdown(elem_id="faithfulness")
                 with gr.Accordion("How far can these heatmaps be trusted?", open=False):
                     gr.Markdown(page.trust_note(service), elem_id="trust")
@@ -128,10 +153,15 @@ def build_app(service: Service) -> gr.Blocks:
 
         examples = service.example_photos()
         if examples and service.classifier is not None:
-            gr.Examples(examples=[[p] for p in examples], inputs=[photo], outputs=answer,
-                        fn=lambda p: explain(p, DEFAULT_METHOD, TOP_CLASS, DEFAULT_OPACITY, DEFAULT_TOP_K,
-                                             page.default_resolution(service)),
-                        example_labels=[example_name(p) for p in examples], cache_examples=True, cache_mode="lazy")
+            shelf = gr.Gallery([(p, example_name(p)) for p in examples], label="Examples: click one to analyze it",
+                               columns=7, height="auto", allow_preview=False, object_fit="cover", buttons=[],
+                               elem_id="examples")
+
+            def pick(choice: gr.SelectData) -> str:
+                return examples[choice.index]
+
+            shelf.select(pick, None, photo, api_visibility="private").then(explain, settings, answer,
+                                                                             api_visibility="private")
             gr.Markdown(page.EXAMPLES_CREDIT, elem_id="examples-credit")
     return demo
 
@@ -143,11 +173,16 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO)
-    demo = build_app(Service.start(settings))
-    start_sweeper(Path(get_upload_folder()), settings.cache_sweep_seconds, settings.cache_max_age_seconds)
+    service = Service.start(settings)
+    demo = build_app(service)
+    uploads = os.path.abspath(get_upload_folder())
+    # Gradio serves each example from its copy in the upload folder: copied now, at the path Gradio
+    # uses, and kept by the sweeper, so the examples work for the life of the process.
+    examples = frozenset(Path(save_file_to_cache(p, uploads)) for p in service.example_photos())
+    start_sweeper(Path(uploads), settings.cache_sweep_seconds, settings.cache_max_age_seconds, keep=examples)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     demo.launch(server_name=settings.host, server_port=args.port or settings.port, share=args.share or settings.share,
-                max_file_size=settings.max_upload_bytes, show_error=False, theme=gr.themes.Soft())
+                max_file_size=settings.max_upload_bytes, show_error=False, theme=gr.themes.Soft(font=PLAIN_FONT), css=CSS)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ TRUST_HEADING = "How far the heatmaps can be trusted"  # the page shows this sec
 FALLBACK_DISCLAIMER = (
     "**This is not a diagnosis.** This demo is a research model that guesses which of a few "
     "skin conditions a photo resembles. It can be wrong, it cannot examine you, and it knows "
-    "nothing about conditions it was not trained on. See a doctor or dermatologist about any "
-    "skin problem that worries you, changes, bleeds or does not heal."
+    "nothing about conditions it was not trained on. **See a doctor or dermatologist about any "
+    "skin problem that worries you, changes, bleeds or does not heal.**"
 )
 
 

@@ -133,9 +133,13 @@ class Classifier:
         return None if target is None else self.labels.index(target)
 
     def grid(self, resolution: str) -> str:
-        """A resolution as people read it, e.g. "7x7 (out_relu)"."""
-        height, width = self.keras_model.get_layer(self.layers[resolution]).output.shape[1:3]
+        """A resolution as the card names it, e.g. "7x7 (out_relu)"."""
+        height, width = self.grid_shape(resolution)
         return f"{height}x{width} ({self.layers[resolution]})"
+
+    def grid_shape(self, resolution: str) -> tuple[int, int]:
+        """How many squares down and across a map at this resolution has."""
+        return tuple(self.keras_model.get_layer(self.layers[resolution]).output.shape[1:3])
 
     def explain_pixels(self, pixels: np.ndarray, method: str = DEFAULT_METHOD, class_index: int | None = None,
                        resolution: str = "coarse") -> Explanation:
@@ -147,11 +151,15 @@ class Classifier:
         return Explanation(prediction, cam, method, self.labels[class_index], class_index, self.layers[resolution])
 
     def warm_up(self) -> None:
-        """Trace the compiled passes once, so the first real request pays no tracing cost."""
+        """Trace every compiled pass once (each method at each resolution, then the prediction), so no
+        visitor pays a tracing cost: not the first Analyze, not the first Compare."""
         blank = Image.new("RGB", (self.config.image_size,) * 2, (128, 128, 128))
-        self.explain(blank)
+        pixels = self.pixels(blank)
+        for resolution in self.layers:
+            for method in METHODS:
+                self.explain_pixels(pixels, method, None, resolution)
         self.predict(blank)
-        self.probabilities(self.pixels(blank))
+        self.probabilities(pixels)
 
     def _check(self, method: str, resolution: str) -> None:
         if method not in METHODS:

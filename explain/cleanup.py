@@ -14,8 +14,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def sweep(folder: Path, max_age: float) -> int:
-    """Delete files under `folder` not modified for `max_age` seconds, then folders left empty.
+def sweep(folder: Path, max_age: float, keep: frozenset[Path] = frozenset()) -> int:
+    """Delete files under `folder` not modified for `max_age` seconds, except those in `keep` (the
+    app's example photos, which Gradio serves from there), then folders left empty.
     Returns how many files were deleted."""
     if not folder.is_dir():
         return 0
@@ -26,7 +27,7 @@ def sweep(folder: Path, max_age: float) -> int:
             if path.is_dir():
                 if path.stat().st_mtime < cutoff and not any(path.iterdir()):
                     path.rmdir()
-            elif path.lstat().st_mtime < cutoff:
+            elif path.lstat().st_mtime < cutoff and path not in keep:
                 path.unlink()
                 removed += 1
         except FileNotFoundError:  # deleted meanwhile
@@ -36,14 +37,14 @@ def sweep(folder: Path, max_age: float) -> int:
     return removed
 
 
-def start_sweeper(folder: Path, every: float, max_age: float) -> threading.Thread:
+def start_sweeper(folder: Path, every: float, max_age: float, keep: frozenset[Path] = frozenset()) -> threading.Thread:
     """Sweep `folder` every `every` seconds for the life of the process (a daemon thread)."""
 
     def loop():
         while True:
             time.sleep(every)
             try:
-                sweep(folder, max_age)
+                sweep(folder, max_age, keep)
             except Exception:  # keep sweeping whatever one pass met
                 log.exception("Sweeping %s failed; trying again in %s s", folder, every)
 

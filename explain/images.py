@@ -7,6 +7,7 @@ before any pixel is decoded.
 
 import io
 import os
+import re
 import struct
 import warnings
 from pathlib import Path
@@ -38,7 +39,8 @@ def read_bytes(source: str | os.PathLike | bytes, max_bytes: int) -> bytes:
     else:
         path = Path(source)
         if not path.is_file():
-            raise InputImageError(f"No file at {path}: upload the photo again.")
+            # An upload the sweeper has deleted: no path or file name in the message (it reaches logs)
+            raise InputImageError("This photo is no longer on the server: please upload it again.")
         if path.stat().st_size > max_bytes:
             raise InputImageError(_too_many_bytes(path.stat().st_size, max_bytes))
         data = path.read_bytes()
@@ -65,7 +67,7 @@ def decode_photo(data: bytes, max_pixels: int, at_least: int | None = None) -> I
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise InputImageError(
-            f"The image declares over {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, too many to decode safely; "
+            f"The image declares {_declared_megapixels(err)}, too many to decode safely; "
             f"the limit is {max_pixels / 1e6:.0f} megapixels. Resize it and try again."
         ) from err
     except Exception as err:  # Pillow raises many types for unreadable headers
@@ -117,6 +119,12 @@ def load_photo(source: str | os.PathLike | bytes, max_bytes: int, max_pixels: in
                at_least: int | None = None) -> Image.Image:
     """Read and decode an upload: `read_bytes` then `decode_photo`."""
     return decode_photo(read_bytes(source, max_bytes), max_pixels, at_least)
+
+
+def _declared_megapixels(err: Exception) -> str:
+    """The size a refused image declares, from Pillow's message ("Image size (N pixels) exceeds...")."""
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    return f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "more pixels than Pillow decodes safely"
 
 
 def _refuse_known_non_photos(data: bytes) -> None:

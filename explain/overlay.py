@@ -1,4 +1,4 @@
-"""Drawing a CAM over the photo with a Matplotlib colormap.
+"""Drawing a CAM over the photo with a Matplotlib colormap, tinting only where the map is warm.
 
 Everything after the model runs in Pillow's C code on 8-bit images (the map stretched as
 8-bit levels and coloured through a 256-colour palette instead of calling the colormap per
@@ -36,18 +36,30 @@ def colour_table(colormap: str) -> np.ndarray:
 
 
 def overlay(photo: Image.Image, cam: np.ndarray, opacity: float, colormap: str = DEFAULT_COLORMAP) -> Image.Image:
-    """Blend the colourised map over the photo; `opacity` 0 shows the photo alone."""
+    """Tint the photo with the colourised map, each pixel as strongly as the map is high there:
+    where the map is cold the photo shows untinted, and `opacity` is the tint where it is hottest
+    (0 shows the photo alone)."""
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be between 0 and 1, got {opacity}")
     size = display_size(photo)
     base = photo.resize(size, Image.Resampling.BILINEAR) if photo.size != size else photo
-    return Image.blend(base, heat_image(cam, size, colormap), float(opacity))
+    levels = _levels(cam, size)
+    strength = levels.point([round(level * opacity) for level in range(256)])
+    return Image.composite(_coloured(levels, colormap), base, strength)
 
 
 def heat_image(cam: np.ndarray, size: tuple[int, int], colormap: str = DEFAULT_COLORMAP) -> Image.Image:
     """The [0, 1] map as 8-bit levels, stretched (bilinear) to `size` and coloured by palette lookup."""
+    return _coloured(_levels(cam, size), colormap)
+
+
+def _levels(cam: np.ndarray, size: tuple[int, int]) -> Image.Image:
     levels = np.round(np.clip(cam, 0.0, 1.0) * 255).astype(np.uint8)
-    heat = Image.fromarray(levels, "L").resize(size, Image.Resampling.BILINEAR)
+    return Image.fromarray(levels, "L").resize(size, Image.Resampling.BILINEAR)
+
+
+def _coloured(levels: Image.Image, colormap: str) -> Image.Image:
+    heat = levels.copy()
     heat.putpalette(colour_table(colormap).tobytes())  # L becomes P: each level indexes the colormap
     return heat.convert("RGB")
 

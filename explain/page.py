@@ -5,9 +5,11 @@ Gradio-free, so the wording is tested without a browser; `app.py` only wires the
 components. The command line words the same objects as plain text (`explain.__main__`).
 """
 
+import re
+
 from explain.cams import DEFAULT_METHOD, METHODS
 from explain.card import TRUST_HEADING, card_section
-from explain.classifier import NOT_SKIN, OTHER_CONDITION, UNSURE, Prediction
+from explain.classifier import ANSWER, NOT_SKIN, OTHER_CONDITION, UNSURE, Prediction
 from explain.faithfulness import Check
 from explain.service import Comparison, Service
 
@@ -24,8 +26,33 @@ DEFAULT_TOP_K = 3
 DEFAULT_OPACITY = 0.45  # of the heatmap over the photo, 0..1
 NOT_SKIN_WORDS = "This does not look like a photo of skin like the ones this model learned from."
 OTHER_CONDITION_WORDS = "This photo is unlike the photos of the 12 conditions this model knows: it may show another condition."
+HEATMAP_LEGEND = ("**Reading the heatmap:** the warmer the colour (blue, then green, yellow, red), the more that part "
+                  "of the photo raised the explained condition's score; parts left untinted did not. It shows where "
+                  "the model looked, not where a disease is.")
 NO_TRUST_NOTE = ("This model's card does not say how faithful its heatmaps are. The sentence under each heatmap "
                  "measures it for your photo: a map worth reading hides more of the answer than a random mask does.")
+
+
+# The result box's big type when the verdict is not an answer: never a bare class name then.
+HEADLINES = {NOT_SKIN: "Not a photo of skin?", OTHER_CONDITION: "Perhaps another condition", UNSURE: "Unsure"}
+
+
+def disclaimer_summary(disclaimer: str) -> str:
+    """The disclaimer's bold sentences: what fits a phone's first screen (the whole text is one tap away)."""
+    bold = re.findall(r"\*\*.+?\*\*", disclaimer, flags=re.DOTALL)
+    return " ".join(bold) if bold else disclaimer
+
+
+def headline(prediction: Prediction) -> str:
+    """The one headline of an answer: the top class only when the verdict is an answer."""
+    if prediction.verdict == ANSWER:
+        return next(iter(prediction.top_k(1)))
+    return HEADLINES[prediction.verdict]
+
+
+def label_value(prediction: Prediction, top_k: int) -> dict:
+    """The result box's value: its headline and the top-k classes with their probabilities."""
+    return {"headline": headline(prediction), "confidences": prediction.top_k(int(top_k))}
 
 
 def verdict(prediction: Prediction) -> str:
@@ -78,7 +105,13 @@ def resolutions(service: Service) -> list[tuple[str, str]]:
     """(label, value) choices of the map resolution, coarse first."""
     if service.classifier is None:
         return [("coarse", "coarse")]
-    return [(service.classifier.grid(name), name) for name in service.classifier.layers]
+    return [(squares(service, name), name) for name in service.classifier.layers]
+
+
+def squares(service: Service, resolution: str) -> str:
+    """A map resolution in plain words, e.g. "7x7 squares"."""
+    height, width = service.classifier.grid_shape(resolution)
+    return f"{height}x{width} squares"
 
 
 def sentence(check: Check) -> str:
@@ -96,29 +129,40 @@ def _moves(before: float, after: float) -> str:
     return "drops" if after < before else "raises" if after > before else "leaves"
 
 
-def predict(service: Service, photo, top_k: int = DEFAULT_TOP_K) -> tuple[dict[str, float], str]:
-    """/predict: top-k label data and the verdict."""
+def predict(service: Service, photo, top_k: int = DEFAULT_TOP_K) -> tuple[dict, str]:
+    """/predict: the headline with the top-k classes, and the verdict."""
     prediction = service.predict(photo)
-    return prediction.top_k(int(top_k)), verdict(prediction)
+    return label_value(prediction, top_k), verdict(prediction)
 
 
 def explain(service: Service, photo, method: str = DEFAULT_METHOD, target: str | None = TOP_CLASS,
             opacity: float = DEFAULT_OPACITY, top_k: int = DEFAULT_TOP_K, resolution: str | None = None):
-    """/explain: top-k label data, the overlay image, the verdict naming the explained class, the
+    """/explain: the headline with the top-k classes, the overlay image, the verdict naming the explained class, the
     faithfulness sentence and its numbers."""
     explanation, picture, check = service.explain(photo, method, _target(target), opacity=opacity,
                                                   resolution=resolution or default_resolution(service))
     note = (verdict(explanation.prediction)
             + f" The heatmap shows what drove **{explanation.target}** ({explanation.method}).")
-    return explanation.prediction.top_k(int(top_k)), picture, note, sentence(check), check.as_dict()
+    return label_value(explanation.prediction, top_k), picture, note, sentence(check), rounded(check.as_dict())
 
 
 def compare(service: Service, photo, target: str | None = TOP_CLASS, opacity: float = DEFAULT_OPACITY,
             resolution: str | None = None):
     """/compare: a gallery of (overlay, caption), a Markdown table and its numbers."""
-    comparison = service.compare(photo, _target(target), opacity=opacity,
-                                 resolution=resolution or default_resolution(service))
-    return _gallery(comparison), _table(comparison), _numbers(comparison)
+    resolution = resolution or default_resolution(service)
+    comparison = service.compare(photo, _target(target), opacity=opacity, resolution=resolution)
+    return _gallery(comparison), _table(comparison, squares(service, resolution)), rounded(_numbers(comparison))
+
+
+def rounded(numbers, digits: int = 4):
+    """The numbers a person reads on the page, to `digits` significant digits (not 16)."""
+    if isinstance(numbers, float):
+        return float(f"{numbers:.{digits}g}")
+    if isinstance(numbers, dict):
+        return {key: rounded(value, digits) for key, value in numbers.items()}
+    if isinstance(numbers, (list, tuple)):
+        return [rounded(value, digits) for value in numbers]
+    return numbers
 
 
 def _target(target: str | None) -> str | None:
@@ -126,23 +170,29 @@ def _target(target: str | None) -> str | None:
 
 
 def _gallery(comparison: Comparison) -> list[tuple]:
-    items = [(row.overlay, f"{row.explanation.method} of {comparison.target}: deletion area "
-              f"{row.deletion.deletion_area:.3f} (random {comparison.random.deletion_area:.3f}), "
-              f"{row.seconds * 1000:.0f} ms") for row in comparison.methods]
+    items = [(row.overlay, f"{row.explanation.method}: area {row.deletion.deletion_area:.2f} "
+              f"(random {comparison.random.deletion_area:.2f})") for row in comparison.methods]
     return items + [(picture, f"{DEFAULT_METHOD} of {e.target} ({e.prediction.probabilities[e.target_index]:.0%})")
                     for e, picture in comparison.classes]
 
 
-def _table(comparison: Comparison) -> str:
-    lines = [f"**{comparison.target}**, maps at {comparison.grid}. Deletion area: the class's probability, "
+def _table(comparison: Comparison, grid: str) -> str:
+    lines = [f"**{comparison.target}**, maps of {grid}. Deletion area: the class's probability, "
              "averaged as ever more of the photo is hidden in the map's order; lower than the random mask's "
              "means the map found what the answer rests on.", "",
-             "| method | deletion area | random mask | beats random | time |", "|---|---|---|---|---|"]
+             "| method | deletion area | random | beats random | time |", "|---|---|---|---|---|"]
     for row in comparison.methods:
         area, baseline = row.deletion.deletion_area, comparison.random.deletion_area
-        lines.append(f"| {row.explanation.method}{SANITY_NOTES.get(row.explanation.method, '')} | {area:.3f} | "
-                     f"{baseline:.3f} | {'yes' if area < baseline else 'no'} | {row.seconds * 1000:.0f} ms |")
+        lines.append(f"| {_starred(row.explanation.method)} | {area:.3f} | {baseline:.3f} | "
+                     f"{'yes' if area < baseline else 'no'} | {row.seconds * 1000:.0f} ms |")
+    if any(row.explanation.method in SANITY_NOTES for row in comparison.methods):
+        lines += ["", f"\\* {FAILS_SANITY.strip(' ()')}."]
     return "\n".join(lines)
+
+
+def _starred(method: str) -> str:
+    """A method's name in the table, starred when it fails the sanity checks (the note below the table)."""
+    return method + ("\\*" if method in SANITY_NOTES else "")
 
 
 def _numbers(comparison: Comparison) -> dict:

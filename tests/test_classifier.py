@@ -171,6 +171,9 @@ def test_overlay_keeps_the_photo_shape_and_blends():
     assert result.size == (512, 341)
     assert overlay(picture, cam, opacity=0.0).getpixel((400, 100)) == (0, 0, 0)
     assert result.getpixel((500, 5)) != result.getpixel((5, 335))  # hot corner differs from cold corner
+    assert result.getpixel((5, 335)) == (0, 0, 0)  # where the map is cold the photo is left untinted
+    hot = np.asarray(heat_image(cam, (512, 341)).getpixel((511, 0)))
+    assert np.abs(np.asarray(result.getpixel((511, 0))) - 0.5 * hot).max() <= 2  # the full opacity where hottest
     with pytest.raises(ValueError, match="opacity"):
         overlay(picture, cam, opacity=1.5)
 

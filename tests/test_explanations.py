@@ -19,7 +19,7 @@ from explain.images import load_photo
 from explain.overlay import upsample
 from explain.page import SANITY_NOTES, method_choices
 from training.card import sanity_passes
-from training.explanations import rank_correlation, sanity, with_random_top
+from training.explanations import edge_cells, rank_correlation, sanity, with_random_top
 from training.tables import read_rows
 
 
@@ -184,6 +184,15 @@ def test_rank_correlation_of_maps():
     assert rank_correlation(np.zeros((3, 3)), a) == 0.0
 
 
+def test_edge_cells_tell_a_map_on_the_border_from_a_centred_one():
+    centred, corner = np.zeros((7, 7)), np.zeros((7, 7))
+    centred[3, 3] = 1.0
+    corner[0, 6], corner[3, 3] = 1.0, 0.5
+    assert edge_cells(centred) == {"edge_share": 0.0, "hottest_on_edge": 0.0, "edge_cells": 24 / 49}
+    assert edge_cells(corner)["hottest_on_edge"] == 1.0 and edge_cells(corner)["edge_share"] == pytest.approx(2 / 3)
+    assert edge_cells(np.ones((14, 14)))["edge_share"] == pytest.approx(52 / 196)  # a flat map: the ring's share
+
+
 def test_the_explanations_study_writes_its_table_into_the_card(pipeline_run, tiny_model_dir, tmp_path):
     from training.__main__ import main
 
@@ -207,6 +216,7 @@ def test_the_explanations_study_writes_its_table_into_the_card(pipeline_run, tin
     card = (folder / "README.md").read_text()
     assert "## How far the heatmaps can be trusted\nMeasured on" in card
     assert "## Faithfulness and sanity of the heatmaps" in card and "| Score-CAM | 6x6 (block_13_expand_relu) |" in card
+    assert "| sanity | hottest on the edge (ring) | grey photo on the edge |" in card
     assert card.count("## Disclaimer") == 1
     main(["explanations", "--config", str(tmp_path / "explain.json")])  # again: the sections are replaced, not added
     assert (folder / "README.md").read_text().count("## How far the heatmaps can be trusted") == 1

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from bad_inputs import CASES, _exif_rotated
+from bad_inputs import CASES, _exif_rotated, _png_declaring
 from conftest import photo_bytes
 from explain.errors import InputImageError
 from explain.images import decode_photo, fit_to_model, load_photo, read_bytes
@@ -79,8 +79,15 @@ def test_pixel_limit_is_configurable():
         decode_photo(data, 100_000)
 
 
+@pytest.mark.parametrize("side, declared", [(12_000, "144 megapixels"), (20_000, "400 megapixels")])
+def test_a_decompression_bomb_is_refused_with_the_size_it_declares(side, declared):
+    # 144 MP is past Pillow's warning threshold (89 MP), 400 MP past its error threshold (179 MP)
+    with pytest.raises(InputImageError, match=f"declares {declared}, too many to decode safely; the limit is 40"):
+        decode_photo(_png_declaring(side, side), 40_000_000)
+
+
 def test_missing_file_is_refused(tmp_path):
-    with pytest.raises(InputImageError, match="No file"):
+    with pytest.raises(InputImageError, match="no longer on the server"):
         load_photo(tmp_path / "gone.jpg", 10**6, 10**6)
 
 

@@ -123,16 +123,29 @@ def trust_section(summary: dict) -> str:
         text += f"; {best['method']} at {best['grid']} does so on {pct(best['beats_random_at_20'])}" + (
             "" if sanity_passes(best) else ", but fails the sanity checks (its maps hardly depend on the class), so it "
                                            "is not the default")
-    return text + (". Read a heatmap as a hint of what drove the score, checked by the sentence under it for your "
-                   "photo; it is not an outline of a lesion, and on many photos it says little more than chance.")
+    text += (". Read a heatmap as a hint of what drove the score, checked by the sentence under it for your "
+             "photo; it is not an outline of a lesion, and on many photos it says little more than chance.")
+    if "grey_edge_share" in row and row["hottest_on_edge"] > row["edge_cells"]:
+        text += (f" The map leans to the photo's edges: its hottest square is on the outer ring on "
+                 f"{pct(row['hottest_on_edge'])} of those photos, where the ring is {pct(row['edge_cells'])} of the "
+                 f"squares, and on a plain grey photo {pct(row['grey_edge_share'])} of the map falls there. That is "
+                 "the network's padding at work, not the photo: a hot edge or corner says little.")
+    return text
+
+
+def _edge_cells(row: dict) -> list[str]:
+    """The edge columns of the study's table ("-" for a study run before they were measured)."""
+    if "grey_edge_share" not in row:
+        return ["-", "-"]
+    return [f"{pct(row['hottest_on_edge'])} ({pct(row['edge_cells'])})", pct(row["grey_edge_share"])]
 
 
 def explanations_section(summary: dict) -> str:
     """The study's table (`python -m training explanations`)."""
     rows = [[r["method"], r["grid"], f"{r['deletion']:.3f} ({r['random_deletion']:.3f})",
              f"{r['insertion']:.3f} ({r['random_insertion']:.3f})", pct(r["beats_random_at_20"]),
-             f"{r['rho_random_top']:.2f}", f"{r['rho_other_class']:.2f}", "passes" if sanity_passes(r) else "FAILS"]
-            for r in summary["table"].values()]
+             f"{r['rho_random_top']:.2f}", f"{r['rho_other_class']:.2f}", "passes" if sanity_passes(r) else "FAILS",
+             *_edge_cells(r)] for r in summary["table"].values()]
     return "\n".join([
         f"Measured by `python -m training explanations` on {summary['photos']} held-out test photos, each as the app "
         "sees it. Deletion: the mean probability of the explained (top) class as the photo is hidden in the map's "
@@ -141,9 +154,12 @@ def explanations_section(summary: dict) -> str:
         "photos on which hiding the map's top 20% lowered the class more than hiding a random 20%. "
         "Sanity (Adebayo et al. 2018): Spearman correlation of each map with the same map after re-initialising "
         f"the model's `logits` layer, and with the map of the second most likely class; a method passes when both "
-        f"stay below {SANITY_THRESHOLD}.\n",
+        f"stay below {SANITY_THRESHOLD}. Edge: the share of photos whose hottest cell is on the map's outer ring "
+        "(in brackets the ring's share of the cells), and the share of a plain grey photo's map on that ring: "
+        "border effects of the network's zero padding, since a grey photo shows nothing.\n",
         table(["method", "map", "deletion (random)", "insertion (random)", "beats random at 20%",
-               "rho vs random top", "rho vs other class", "sanity"], rows)])
+               "rho vs random top", "rho vs other class", "sanity", "hottest on the edge (ring)",
+               "grey photo on the edge"], rows)])
 
 
 def ablation_section(ablation: dict | None) -> str:

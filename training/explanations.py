@@ -8,7 +8,8 @@ sentence the app shows), and two sanity checks (Adebayo et al.,
 NeurIPS 2018): the Spearman rank correlation of each map with the same map after the model's
 top (the `logits` layer) is re-initialised, and with the map of another class. A map that hardly
 changes when the weights it should depend on are randomised, or when another class is
-explained, fails. Writes `explanations.json` (resumable photo by photo) and puts its table into
+explained, fails. And where each map puts its weight: on the outer ring of cells (where zero padding
+acts) for the test photos and for a plain grey photo, which shows nothing. Writes `explanations.json` (resumable photo by photo) and puts its table into
 the model card (`card_path` and the bundled folder's README.md) in place.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from PIL import Image
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
@@ -63,6 +65,16 @@ def sanity(classifier: Classifier, randomized: Classifier, pixels: np.ndarray, e
             "rho_other_class": rank_correlation(explanation.cam, other)}
 
 
+def edge_cells(cam: np.ndarray) -> dict:
+    """How much of a map lies on its outer ring of cells, and whether its hottest cell does, against
+    the ring's share of the cells: zero padding can light up a CNN's border cells whatever the photo shows."""
+    ring = np.ones(cam.shape, bool)
+    ring[1:-1, 1:-1] = False
+    hottest = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    return {"edge_share": float(cam[ring].sum() / max(cam.sum(), 1e-12)), "hottest_on_edge": float(ring[hottest]),
+            "edge_cells": float(ring.mean())}
+
+
 def photo_results(classifier: Classifier, randomized: Classifier, pixels: np.ndarray) -> dict:
     """Every method and resolution on one photo: faithfulness and the two sanity correlations."""
     top = classifier.predict_pixels(pixels).top_index
@@ -77,6 +89,7 @@ def photo_results(classifier: Classifier, randomized: Classifier, pixels: np.nda
                 "random_deletion": curves["random"].deletion_area, "random_insertion": curves["random"].insertion_area,
                 "beats_random_at_20": check.beats_random,
                 **sanity(classifier, randomized, pixels, explanation, resolution),
+                **edge_cells(explanation.cam),
             }
     return results
 
@@ -118,6 +131,10 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
         if len(done["per_photo"]) % 20 == 0:
             out.write_text(json.dumps(done) + "\n", encoding="utf-8")
     done["summary"] = summarize(done["per_photo"], classifier)
+    grey = classifier.pixels(Image.new("RGB", (classifier.config.image_size,) * 2, (128, 128, 128)))  # shows nothing
+    for key, row in done["summary"]["table"].items():
+        row["grey_edge_share"] = edge_cells(classifier.explain_pixels(grey, row["method"], None, row["resolution"]).cam)[
+            "edge_share"]
     out.write_text(json.dumps(done) + "\n", encoding="utf-8")
     for path in {Path(config.card_path) if config.card_path else None, folder / CARD_FILE} - {None}:
         if path.is_file():
@@ -127,5 +144,7 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
     for key, r in done["summary"]["table"].items():
         print(f"{key:28s} deletion {r['deletion']:.3f} (random {r['random_deletion']:.3f})  insertion "
               f"{r['insertion']:.3f} (random {r['random_insertion']:.3f})  beats random {r['beats_random_at_20']:.0%}  "
-              f"rho random top {r['rho_random_top']:.2f}  rho other class {r['rho_other_class']:.2f}")
+              f"rho random top {r['rho_random_top']:.2f}  rho other class {r['rho_other_class']:.2f}  "
+              f"on the edge ring ({r['edge_cells']:.0%} of cells): {r['edge_share']:.0%} of the map, hottest cell "
+              f"{r['hottest_on_edge']:.0%}; grey photo {r['grey_edge_share']:.0%}")
     return out

@@ -113,14 +113,14 @@ def default_map(summary: dict) -> dict:
 
 
 def trust_section(summary: dict) -> str:
-    """The short section the app shows under the heatmap (`explain.card.TRUST_HEADING`)."""
+    """The short section the app shows under the heatmap (`explain.card.TRUST_HEADING`), in the page's words."""
     row = default_map(summary)
     best = max(summary["table"].values(), key=lambda r: r["beats_random_at_20"])
     text = (f"Measured on {summary['photos']} held-out test photos: hiding the 20% of the photo that the default "
-            f"map ({row['method']}, {row['grid']}) marks most lowered the answer's probability more than hiding a "
+            f"map ({row['method']}, {row['squares']}) marks most lowered the answer's probability more than hiding a "
             f"random 20% on {pct(row['beats_random_at_20'])} of them")
     if best is not row:
-        text += f"; {best['method']} at {best['grid']} does so on {pct(best['beats_random_at_20'])}" + (
+        text += f"; {best['method']} at {best['squares']} does so on {pct(best['beats_random_at_20'])}" + (
             "" if sanity_passes(best) else ", but fails the sanity checks (its maps hardly depend on the class), so it "
                                            "is not the default")
     text += (". Read a heatmap as a hint of what drove the score, checked by the sentence under it for your "

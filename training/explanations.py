@@ -102,6 +102,7 @@ def summarize(per_photo: dict, classifier: Classifier) -> dict:
         values = {k: [photo[key][k] for photo in per_photo.values()] for k in next(iter(per_photo.values()))[key]}
         method, resolution = key.split(" | ")
         table[key] = {"method": method, "grid": classifier.grid(resolution), "resolution": resolution,
+                      "squares": "{}x{} squares".format(*classifier.grid_shape(resolution)),  # the page's words
                       **{k: float(np.mean(v)) for k, v in values.items()}}
     return {"photos": len(per_photo), "table": table}
 

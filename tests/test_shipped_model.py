@@ -9,7 +9,7 @@ from PIL import Image
 
 from conftest import ARTIFACTS, ROOT, SHARED, launch_app
 from explain import page
-from explain.classifier import ANSWER
+from explain.classifier import ANSWER, NOT_SKIN
 from explain.service import Service
 from explain.settings import BUNDLED_MODEL_DIR, Settings
 
@@ -35,7 +35,8 @@ def test_bundled_model_is_the_default_and_fits_in_a_space_repo(service):
 
 def test_non_skin_photo_is_said_not_to_be_skin(service):
     labels, verdict = page.predict(service, ROOT / "examples" / "coffee-cup-not-skin.jpg")
-    assert page.NOT_SKIN_WORDS in verdict and sum(labels.values()) <= 1.0 + 1e-6
+    assert page.NOT_SKIN_WORDS in verdict and sum(labels["confidences"].values()) <= 1.0 + 1e-6
+    assert labels["headline"] == page.HEADLINES[NOT_SKIN]  # the big type says so, not a class name
 
 
 @pytest.mark.skipif(not (SHARED / "data" / "normal-skin-web").is_dir(), reason=f"normal-skin photos not under {SHARED}")

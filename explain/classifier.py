@@ -133,13 +133,18 @@ class Classifier:
         return None if target is None else self.labels.index(target)
 
     def grid(self, resolution: str) -> str:
-        """A resolution as the card names it, e.g. "7x7 (out_relu)"."""
-        height, width = self.grid_shape(resolution)
+        """A resolution as the card's study table names it, e.g. "7x7 (out_relu)"."""
+        height, width = self._grid_shape(resolution)
         return f"{height}x{width} ({self.layers[resolution]})"
 
-    def grid_shape(self, resolution: str) -> tuple[int, int]:
-        """How many squares down and across a map at this resolution has."""
-        return tuple(self.keras_model.get_layer(self.layers[resolution]).output.shape[1:3])
+    def squares(self, resolution: str) -> str:
+        """A resolution in the page's plain words, e.g. "7x7 squares"."""
+        height, width = self._grid_shape(resolution)
+        return f"{height}x{width} squares"
+
+    def grey_photo(self) -> Image.Image:
+        """A plain mid-grey photo at the model's input size: it shows nothing (warm-up, border checks)."""
+        return Image.new("RGB", (self.config.image_size,) * 2, (128, 128, 128))
 
     def explain_pixels(self, pixels: np.ndarray, method: str = DEFAULT_METHOD, class_index: int | None = None,
                        resolution: str = "coarse") -> Explanation:
@@ -153,13 +158,16 @@ class Classifier:
     def warm_up(self) -> None:
         """Trace every compiled pass once (each method at each resolution, then the prediction), so no
         visitor pays a tracing cost: not the first Analyze, not the first Compare."""
-        blank = Image.new("RGB", (self.config.image_size,) * 2, (128, 128, 128))
+        blank = self.grey_photo()
         pixels = self.pixels(blank)
         for resolution in self.layers:
             for method in METHODS:
                 self.explain_pixels(pixels, method, None, resolution)
         self.predict(blank)
         self.probabilities(pixels)
+
+    def _grid_shape(self, resolution: str) -> tuple[int, int]:
+        return tuple(self.keras_model.get_layer(self.layers[resolution]).output.shape[1:3])
 
     def _check(self, method: str, resolution: str) -> None:
         if method not in METHODS:

@@ -105,13 +105,7 @@ def resolutions(service: Service) -> list[tuple[str, str]]:
     """(label, value) choices of the map resolution, coarse first."""
     if service.classifier is None:
         return [("coarse", "coarse")]
-    return [(squares(service, name), name) for name in service.classifier.layers]
-
-
-def squares(service: Service, resolution: str) -> str:
-    """A map resolution in plain words, e.g. "7x7 squares"."""
-    height, width = service.classifier.grid_shape(resolution)
-    return f"{height}x{width} squares"
+    return [(service.classifier.squares(name), name) for name in service.classifier.layers]
 
 
 def sentence(check: Check) -> str:
@@ -151,7 +145,7 @@ def compare(service: Service, photo, target: str | None = TOP_CLASS, opacity: fl
     """/compare: a gallery of (overlay, caption), a Markdown table and its numbers."""
     resolution = resolution or default_resolution(service)
     comparison = service.compare(photo, _target(target), opacity=opacity, resolution=resolution)
-    return _gallery(comparison), _table(comparison, squares(service, resolution)), rounded(_numbers(comparison))
+    return _gallery(comparison), _table(comparison, service.classifier.squares(resolution)), rounded(_numbers(comparison))
 
 
 def rounded(numbers, digits: int = 4):

@@ -125,7 +125,7 @@ def trust_section(summary: dict) -> str:
                                            "is not the default")
     text += (". Read a heatmap as a hint of what drove the score, checked by the sentence under it for your "
              "photo; it is not an outline of a lesion, and on many photos it says little more than chance.")
-    if "grey_edge_share" in row and row["hottest_on_edge"] > row["edge_cells"]:
+    if row["hottest_on_edge"] > row["edge_cells"]:
         text += (f" The map leans to the photo's edges: its hottest square is on the outer ring on "
                  f"{pct(row['hottest_on_edge'])} of those photos, where the ring is {pct(row['edge_cells'])} of the "
                  f"squares, and on a plain grey photo {pct(row['grey_edge_share'])} of the map falls there. That is "
@@ -133,19 +133,13 @@ def trust_section(summary: dict) -> str:
     return text
 
 
-def _edge_cells(row: dict) -> list[str]:
-    """The edge columns of the study's table ("-" for a study run before they were measured)."""
-    if "grey_edge_share" not in row:
-        return ["-", "-"]
-    return [f"{pct(row['hottest_on_edge'])} ({pct(row['edge_cells'])})", pct(row["grey_edge_share"])]
-
-
 def explanations_section(summary: dict) -> str:
     """The study's table (`python -m training explanations`)."""
     rows = [[r["method"], r["grid"], f"{r['deletion']:.3f} ({r['random_deletion']:.3f})",
              f"{r['insertion']:.3f} ({r['random_insertion']:.3f})", pct(r["beats_random_at_20"]),
              f"{r['rho_random_top']:.2f}", f"{r['rho_other_class']:.2f}", "passes" if sanity_passes(r) else "FAILS",
-             *_edge_cells(r)] for r in summary["table"].values()]
+             f"{pct(r['hottest_on_edge'])} ({pct(r['edge_cells'])})", pct(r["grey_edge_share"])]
+            for r in summary["table"].values()]
     return "\n".join([
         f"Measured by `python -m training explanations` on {summary['photos']} held-out test photos, each as the app "
         "sees it. Deletion: the mean probability of the explained (top) class as the photo is hidden in the map's "

@@ -8,9 +8,10 @@ sentence the app shows), and two sanity checks (Adebayo et al.,
 NeurIPS 2018): the Spearman rank correlation of each map with the same map after the model's
 top (the `logits` layer) is re-initialised, and with the map of another class. A map that hardly
 changes when the weights it should depend on are randomised, or when another class is
-explained, fails. And where each map puts its weight: on the outer ring of cells (where zero padding
-acts) for the test photos and for a plain grey photo, which shows nothing. Writes `explanations.json` (resumable photo by photo) and puts its table into
-the model card (`card_path` and the bundled folder's README.md) in place.
+explained, fails. And where each map puts its weight: on the outer ring of cells (where zero
+padding acts), for the test photos and for a plain grey photo, which shows nothing. Writes
+`explanations.json` (resumable photo by photo) and puts its table into the model card
+(`card_path` and the bundled folder's README.md) in place.
 """
 
 import json
@@ -18,7 +19,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from PIL import Image
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
@@ -95,15 +95,17 @@ def photo_results(classifier: Classifier, randomized: Classifier, pixels: np.nda
 
 
 def summarize(per_photo: dict, classifier: Classifier) -> dict:
-    """Means over photos, per method and resolution."""
+    """Means over photos, per method and resolution, and the share of a grey photo's map on the edge ring."""
     keys = next(iter(per_photo.values())).keys()
+    grey = classifier.pixels(classifier.grey_photo())
     table = {}
     for key in keys:
         values = {k: [photo[key][k] for photo in per_photo.values()] for k in next(iter(per_photo.values()))[key]}
         method, resolution = key.split(" | ")
+        grey_map = classifier.explain_pixels(grey, method, None, resolution).cam
         table[key] = {"method": method, "grid": classifier.grid(resolution), "resolution": resolution,
-                      "squares": "{}x{} squares".format(*classifier.grid_shape(resolution)),  # the page's words
-                      **{k: float(np.mean(v)) for k, v in values.items()}}
+                      "squares": classifier.squares(resolution), **{k: float(np.mean(v)) for k, v in values.items()},
+                      "grey_edge_share": edge_cells(grey_map)["edge_share"]}
     return {"photos": len(per_photo), "table": table}
 
 
@@ -132,10 +134,6 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
         if len(done["per_photo"]) % 20 == 0:
             out.write_text(json.dumps(done) + "\n", encoding="utf-8")
     done["summary"] = summarize(done["per_photo"], classifier)
-    grey = classifier.pixels(Image.new("RGB", (classifier.config.image_size,) * 2, (128, 128, 128)))  # shows nothing
-    for key, row in done["summary"]["table"].items():
-        row["grey_edge_share"] = edge_cells(classifier.explain_pixels(grey, row["method"], None, row["resolution"]).cam)[
-            "edge_share"]
     out.write_text(json.dumps(done) + "\n", encoding="utf-8")
     for path in {Path(config.card_path) if config.card_path else None, folder / CARD_FILE} - {None}:
         if path.is_file():

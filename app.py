@@ -22,12 +22,14 @@ from explain import page
 from explain.cams import DEFAULT_METHOD
 from explain.cleanup import start_sweeper
 from explain.errors import SkinExplainError
+from explain.lifecycle import RunningRequests, serve_until_stopped
 from explain.overlay import jpeg_bytes
 from explain.page import DEFAULT_OPACITY, DEFAULT_TOP_K, TOP_CLASS
 from explain.service import Service, example_name
 from explain.settings import Settings
 
 log = logging.getLogger("app")
+MODEL_QUEUE = "model"  # the concurrency group of every event that runs the model
 PLAIN_FONT = ["ui-sans-serif", "system-ui", "Arial", "sans-serif"]  # the theme's font draws a capital E as "Ɛ"
 # The examples shelf and the Compare maps: as many columns as fit (all in view on a phone too), whole captions.
 CSS = """#examples .grid-container {grid-template-columns: repeat(auto-fill, minmax(120px, 1fr)) !important;}
@@ -78,13 +80,15 @@ class AnswerLabel(gr.Label):
         return data
 
 
-def shown_to_user(fn):
-    """Library errors become readable gr.Error messages; anything else a generic one."""
+def shown_to_user(fn, running: RunningRequests):
+    """Library errors become readable gr.Error messages; anything else a generic one. Each call is
+    counted in `running`, which refuses new ones while the app stops."""
 
     @functools.wraps(fn)
     def wrapper(*args):
         try:
-            return fn(*args)
+            with running.admit():
+                return fn(*args)
         except (SkinExplainError, ValueError) as err:
             log.info("Refused: %s", err)  # one line: the reason, never the photo or its name
             raise gr.Error(str(err), print_exception=False) from err
@@ -95,11 +99,11 @@ def shown_to_user(fn):
     return wrapper
 
 
-def build_app(service: Service) -> gr.Blocks:
+def build_app(service: Service, running: RunningRequests) -> gr.Blocks:
     labels = service.labels
-    predict = shown_to_user(functools.partial(page.predict, service))
-    explain = shown_to_user(functools.partial(page.explain, service))
-    compare = shown_to_user(functools.partial(page.compare, service))
+    predict = shown_to_user(functools.partial(page.predict, service), running)
+    explain = shown_to_user(functools.partial(page.explain, service), running)
+    compare = shown_to_user(functools.partial(page.compare, service), running)
     model_status = functools.partial(page.model_status, service)
 
     with gr.Blocks(title="Skin condition classifier, explained", analytics_enabled=False) as demo:
@@ -145,11 +149,12 @@ def build_app(service: Service) -> gr.Blocks:
         answer = [label, heatmap, verdict, faithful, numbers]
         settings = [photo, method, target, opacity, top_k, resolution]
         demo.load(model_status, None, status, api_name="model_info")
-        button.click(explain, settings, answer, api_name="explain")
-        top_k.release(predict, [photo, top_k], [label, verdict], api_name="predict")
-        opacity.release(explain, settings, answer, api_visibility="private")
+        # one queue for everything that runs the model, so SKIN_CONCURRENCY bounds them all together
+        button.click(explain, settings, answer, api_name="explain", concurrency_id=MODEL_QUEUE)
+        top_k.release(predict, [photo, top_k], [label, verdict], api_name="predict", concurrency_id=MODEL_QUEUE)
+        opacity.release(explain, settings, answer, api_visibility="private", concurrency_id=MODEL_QUEUE)
         compare_button.click(compare, [photo, target, opacity, resolution], [gallery, compare_table, compare_numbers],
-                             api_name="compare")
+                             api_name="compare", concurrency_id=MODEL_QUEUE)
 
         examples = service.example_photos()
         if examples and service.classifier is not None:
@@ -161,7 +166,8 @@ def build_app(service: Service) -> gr.Blocks:
                 return examples[choice.index]
 
             shelf.select(pick, None, photo, api_visibility="private").then(explain, settings, answer,
-                                                                             api_visibility="private")
+                                                                             api_visibility="private",
+                                                                             concurrency_id=MODEL_QUEUE)
             gr.Markdown(page.EXAMPLES_CREDIT, elem_id="examples-credit")
     return demo
 
@@ -174,7 +180,8 @@ def main() -> None:
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO)
     service = Service.start(settings)
-    demo = build_app(service)
+    running = RunningRequests()
+    demo = build_app(service, running)
     uploads = os.path.abspath(get_upload_folder())
     # Gradio serves each example from its copy in the upload folder: copied now, at the path Gradio
     # uses, and kept by the sweeper, so the examples work for the life of the process.
@@ -182,7 +189,10 @@ def main() -> None:
     start_sweeper(Path(uploads), settings.cache_sweep_seconds, settings.cache_max_age_seconds, keep=examples)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     demo.launch(server_name=settings.host, server_port=args.port or settings.port, share=args.share or settings.share,
-                max_file_size=settings.max_upload_bytes, show_error=False, theme=gr.themes.Soft(font=PLAIN_FONT), css=CSS)
+                max_file_size=settings.max_upload_bytes, show_error=False, theme=gr.themes.Soft(font=PLAIN_FONT), css=CSS,
+                ssr_mode=False,  # no Node front server: SIGTERM is ours to handle (explain.lifecycle)
+                prevent_thread_lock=True)
+    serve_until_stopped(demo, running, Path(uploads), settings.drain_seconds)
 
 
 if __name__ == "__main__":

@@ -1,51 +1,26 @@
-"""Benchmarks: `python -m benchmarks.bench {inprocess,methods,api,startup,input,resize,models,all}`; each prints a table.
+"""Benchmarks: `python -m benchmarks.bench {inprocess,methods,api,startup,input,resize,models,soak,all}`; each prints
+a table (`all` runs every one but `models` and the hour-long `soak`).
 
 Ratios are taken within one run on one machine; absolute figures depend on the machine,
 which the header names. Models have random weights (speed does not depend on them).
 """
 
 import argparse
-import datetime
 import io
-import os
-import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.common import ROOT, header, launch, table
+
 sys.path.insert(0, str(ROOT))
 CLASSES = [f"Class{i:02d}" for i in range(14)]
-
-
-def header() -> None:
-    import gradio
-    import keras
-    import tensorflow as tf
-
-    keras.utils.disable_interactive_logging()  # as the app does: no progress bars from Score-CAM's predict
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    print(f"\n{datetime.date.today().isoformat()} | {cpu} | {os.cpu_count()} cores | Python {platform.python_version()}"
-          f" | TF {tf.__version__} | Keras {keras.__version__} | Gradio {gradio.__version__}\n")
-
-
-def table(header_row: list[str], rows: list[list]) -> None:
-    print("| " + " | ".join(header_row) + " |")
-    print("|" + "---|" * len(header_row))
-    for row in rows:
-        print("| " + " | ".join(str(c) for c in row) + " |")
-    print()
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -333,25 +308,6 @@ def resize_filters(photos: int) -> None:
           [[name, f"{costs[name]:.2f} ms", f"{np.mean(top[name] == trained):.1%}"] for name in resizes])
 
 
-def launch(script: str, env: dict) -> tuple[subprocess.Popen, str, float]:
-    """Start a Gradio app; returns the process, its URL and seconds until it answered HTTP."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, script], cwd=ROOT, env={**os.environ, **env, "SKIN_PORT": str(port)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return process, url, time.perf_counter() - started
-        except OSError:
-            if process.poll() is not None or time.perf_counter() - started > 300:
-                raise RuntimeError(f"{script} did not start")
-            time.sleep(0.2)
-
-
 def round_trips(url: str, api_name: str, args_for, clients: int, per_client: int) -> tuple[list[float], float]:
     """Latencies of `clients` concurrent gradio_client users, and requests per second."""
     from gradio_client import Client
@@ -527,12 +483,54 @@ def models(folders: list[str], repeats: int) -> None:
     table(["model folder", "what", "ms", "ratio"], rows)
 
 
+def soak(minutes: float, clients: int, window_minutes: float, plot_path: Path) -> None:
+    """The bundled model's app under `clients` clients for `minutes` (see benchmarks/soak.py)."""
+    from benchmarks import soak as soak_run
+    from explain.settings import Settings
+
+    workdir = Path(tempfile.mkdtemp(prefix="soak-"))
+    temp, log = workdir / "gradio", workdir / "app.log"
+    process, url, _ = launch("app.py", {"SKIN_MODEL_DIR": "", "SKIN_MODEL_REPO": "", "GRADIO_TEMP_DIR": str(temp)}, log)
+    settings = Settings.from_env()
+    sweep_bound = settings.cache_max_age_seconds + settings.cache_sweep_seconds
+    try:
+        result = soak_run.run(url, process.pid, temp, minutes, clients, 60 * window_minutes, 2 * sweep_bound, workdir,
+                              progress=lambda line: print(line, flush=True))
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    app_log = log.read_text(errors="replace")
+    bad = [o for o in result.outcomes if o.kind == "bad upload"]
+    print(f"\nSoak: bundled model, {clients} clients, {minutes:g} minutes, windows of {window_minutes:g} minutes; "
+          f"the app's log: {log}\n")
+    table(soak_run.ROW_HEADER, soak_run.rows(result))
+    table(["figure", "measured", "target"], [
+        ["valid requests failed", f"{len(result.failures) - sum(o.failure is not None for o in bad)} of "
+                                  f"{len(result.outcomes) - len(bad)}", "0"],
+        ["bad uploads refused with their message", f"{sum(o.failure is None for o in bad)} of {len(bad)}", "all"],
+        ["resident memory growth after the first window", f"{100 * result.memory_growth:+.1f}%", "< 5%"],
+        ["p95, last window against the first", f"{100 * result.p95_drift:+.1f}%", "within 20%"],
+        ["temp files and fds back to their start after the load", f"{result.settle_seconds:.0f} s "
+         f"({result.baseline.temp_files} files, {result.baseline.fds} fds)",
+         f"within max age + one sweep ({sweep_bound} s)"],
+        ["tracebacks in the app's log", app_log.count("Traceback"), "0"],
+    ])
+    if result.failures:
+        print("First failures:", *result.failures[:5], sep="\n  ")
+    print(f"Plot: {soak_run.plot(result, plot_path)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=["inprocess", "methods", "api", "startup", "input", "resize", "models", "all"])
+    parser.add_argument("what", choices=["inprocess", "methods", "api", "startup", "input", "resize", "models", "soak",
+                                         "all"])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--backbones", nargs="+", default=["mobilenet_v2", "resnet50"])
     parser.add_argument("--model-dirs", nargs="+", default=[], help="model folders for `models` (first: the baseline)")
+    parser.add_argument("--minutes", type=float, default=60, help="soak: how long the load lasts")
+    parser.add_argument("--clients", type=int, default=8, help="soak: concurrent clients")
+    parser.add_argument("--window", type=float, default=5, help="soak: minutes per row of the table")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "soak.png", help="soak: where the plot goes")
     args = parser.parse_args()
     header()
     if args.what in ("inprocess", "all"):
@@ -549,6 +547,8 @@ def main() -> None:
         resize_filters(900)
     if args.what == "models":
         models(args.model_dirs, args.repeats)
+    if args.what == "soak":
+        soak(args.minutes, args.clients, args.window, args.plot)
 
 
 if __name__ == "__main__":

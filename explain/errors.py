@@ -19,3 +19,7 @@ class ModelDownloadError(SkinExplainError):
 
 class ModelFormatError(SkinExplainError):
     """A model folder breaks the folder contract, or its model file is damaged or unsafe."""
+
+
+class ServerStoppingError(SkinExplainError):
+    """The app is shutting down (a restart or redeploy) and takes no new requests."""

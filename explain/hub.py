@@ -10,6 +10,7 @@ import httpx2
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import (
     HfHubHTTPError,
+    IncompleteSnapshotError,
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
@@ -27,7 +28,9 @@ def fetch_model_folder(repo_id: str, revision: str | None, patterns: list[str],
     `snapshot_download` asks the Hub for the revision with no time limit, so a Hub that accepts
     the connection and never answers would hang the app's start. A first request, limited to
     `timeout` seconds, checks that the Hub answers; when it does not (or HF_HUB_OFFLINE=1), the
-    folder comes from the local cache alone."""
+    folder comes from the local cache alone, and only if it is whole: a download killed midway leaves
+    the file it was writing as an `.incomplete` blob, never linked into the snapshot, and
+    huggingface_hub refuses the snapshot; the next start that reaches the Hub resumes it."""
     where = f"{repo_id}@{revision or 'main'}"
     try:
         try:
@@ -45,6 +48,12 @@ def fetch_model_folder(repo_id: str, revision: str | None, patterns: list[str],
         raise ModelDownloadError(
             f"Revision {revision!r} does not exist in {repo_id}. "
             "Check SKIN_MODEL_REVISION (a branch, tag or 40-character commit hash)."
+        ) from err
+    except IncompleteSnapshotError as err:
+        raise ModelDownloadError(
+            f"Model {where} is only partly in the local Hugging Face cache (a download was interrupted) and "
+            f"the Hub cannot be reached (offline, or no answer within {timeout:.0f} s). Connect once to finish "
+            "the download, or point SKIN_MODEL_DIR at a local model folder."
         ) from err
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
         raise ModelDownloadError(

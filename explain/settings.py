@@ -29,6 +29,7 @@ class Settings:
     queue_size: int = 32  # SKIN_QUEUE_SIZE: waiting requests beyond this are told "busy, try again"
     cache_sweep_seconds: int = 60  # SKIN_CACHE_SWEEP: uploads and outputs are deleted this often...
     cache_max_age_seconds: int = 120  # ...once older than this (SKIN_CACHE_MAX_AGE)
+    drain_seconds: float = 10.0  # SKIN_DRAIN_SECONDS: on SIGTERM, how long running requests may take to finish
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -49,6 +50,7 @@ class Settings:
             queue_size=int(env.get("SKIN_QUEUE_SIZE", cls.queue_size)),
             cache_sweep_seconds=int(env.get("SKIN_CACHE_SWEEP", cls.cache_sweep_seconds)),
             cache_max_age_seconds=int(env.get("SKIN_CACHE_MAX_AGE", cls.cache_max_age_seconds)),
+            drain_seconds=float(env.get("SKIN_DRAIN_SECONDS", cls.drain_seconds)),
         )
 
 

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,27 +72,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_app(env_overrides: dict, log_path: Path, timeout: float = 180,
-               port_variable: str = "SKIN_PORT") -> tuple[subprocess.Popen, str]:
-    """Start `python app.py` on a free 127.0.0.1 port (given in `port_variable`) and wait until it answers."""
+def start_app(env_overrides: dict, log_path: Path, port_variable: str = "SKIN_PORT",
+              script: Path = ROOT / "app.py") -> tuple[subprocess.Popen, str]:
+    """Start `python app.py` (or `script`) on a free 127.0.0.1 port (given in `port_variable`), with a
+    Gradio temp folder of its own unless GRADIO_TEMP_DIR is given (as a Space's container has)."""
+    port = free_port()
+    env = {**os.environ, "SKIN_HOST": "127.0.0.1", port_variable: str(port),
+           "GRADIO_TEMP_DIR": tempfile.mkdtemp(prefix="gradio-"), **env_overrides}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "w")
+    process = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return process, f"http://127.0.0.1:{port}/"
+
+
+def launch_app(env_overrides: dict, log_path: Path, timeout: float = 180, port_variable: str = "SKIN_PORT",
+               script: Path = ROOT / "app.py") -> tuple[subprocess.Popen, str]:
+    """`start_app`, then wait until it answers."""
     import urllib.request
 
-    port = free_port()
-    env = {**os.environ, "SKIN_HOST": "127.0.0.1", port_variable: str(port), **env_overrides}
-    log = open(log_path, "w")
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    process, url = start_app(env_overrides, log_path, port_variable, script)
     deadline = time.time() + timeout
     while time.time() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"app.py exited with {process.returncode}; see {log_path}")
+            raise RuntimeError(f"{script.name} exited with {process.returncode}; see {log_path}")
         try:
             urllib.request.urlopen(url, timeout=2)
             return process, url
         except OSError:
             time.sleep(0.5)
     process.kill()
-    raise TimeoutError(f"app.py did not answer within {timeout} s; see {log_path}")
+    raise TimeoutError(f"{script.name} did not answer within {timeout} s; see {log_path}")
 
 
 @pytest.fixture(scope="session")
@@ -104,6 +114,10 @@ def app_url(tiny_model_dir, tmp_path_factory):
     yield url
     process.terminate()
     process.wait(timeout=30)
+
+
+def files_under(folder) -> int:
+    return sum(len(files) for _, _, files in os.walk(folder))
 
 
 def photo_bytes(image, fmt: str = "JPEG", **save_args) -> bytes:

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -28,6 +29,8 @@ class FakeHub:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.requests: list[str] = []
+        self.bytes_per_second: dict[str, float] = {}  # file name -> how slowly it is served (default: at once)
+        self.sent: dict[str, int] = {}  # file name -> bytes of it sent so far
 
     def start(self) -> "FakeHub":
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -123,15 +126,29 @@ def _handler_for(hub: FakeHub):
                 name = match.group(3)
                 if name not in tree:
                     return self._error(404, "EntryNotFound", {"X-Repo-Commit": sha})
-                content = tree[name]
-                headers = {"X-Repo-Commit": sha, "ETag": f'"{hashlib.sha1(content).hexdigest()}"',
-                           "Content-Type": "application/octet-stream"}
-                return self._send(200, b"" if head else content, headers, length=len(content))
+                return self._file(name, tree[name], sha, head)
             if api and api.group(2) == "tree":
                 return self._json([{"type": "file", "path": p, "size": len(c), "oid": hashlib.sha1(c).hexdigest()}
                                    for p, c in sorted(tree.items())])
             return self._json({"id": repo_id, "modelId": repo_id, "sha": sha, "private": False,
                                "siblings": [{"rfilename": p} for p in sorted(tree)]})
+
+        def _file(self, name: str, content: bytes, sha: str, head: bool):
+            """A file as the Hub serves it; slowly (in 4 KiB chunks) when bytes_per_second names it."""
+            headers = {"X-Repo-Commit": sha, "ETag": f'"{hashlib.sha1(content).hexdigest()}"',
+                       "Content-Type": "application/octet-stream"}
+            if head or name not in hub.bytes_per_second:
+                return self._send(200, b"" if head else content, headers, length=len(content))
+            self._send(200, b"", headers, length=len(content))
+            chunk = 4096
+            try:
+                for offset in range(0, len(content), chunk):
+                    self.wfile.write(content[offset:offset + chunk])
+                    self.wfile.flush()
+                    hub.sent[name] = offset + chunk
+                    time.sleep(chunk / hub.bytes_per_second[name])
+            except (BrokenPipeError, ConnectionResetError):  # the downloader was killed
+                return
 
         def _json(self, data, status: int = 200):
             body = json.dumps(data).encode()

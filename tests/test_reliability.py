@@ -5,22 +5,12 @@ import threading
 import time
 
 import numpy as np
-import psutil
 import pytest
 from gradio_client import Client, handle_file
-from gradio_client.exceptions import AppError
 from PIL import Image
 
-from bad_inputs import CASES
-from conftest import ARTIFACTS, ROOT, launch_app
+from conftest import ARTIFACTS, ROOT, files_under, launch_app
 from explain.cleanup import sweep
-
-BAD = [(name, data, expected) for name, data, expected in CASES if expected]
-
-
-def files_under(folder) -> int:
-    return sum(len(files) for _, _, files in os.walk(folder))
-
 
 @pytest.fixture()
 def app(tiny_model_dir, tmp_path, request):
@@ -117,55 +107,25 @@ def test_a_full_queue_says_busy_at_once_instead_of_hanging(app):
         f"answers took {min(answered):.2f}-{max(answered):.2f} s\n")
 
 
-@pytest.mark.slow
-def test_load_eight_clients_fifty_requests_mixed(app, test_photos, tmp_path):
-    """8 concurrent clients x 50 requests, every fifth one a bad upload: all answered right."""
-    process, url, _ = app
-    valid = [p for p, _ in test_photos[:4]]
-    expected = {p: Client(url, verbose=False).predict(handle_file(p), 3, api_name="/predict")[0]["label"]
-                for p in valid}
-    bad_files = []
-    for i, (name, data, message) in enumerate(BAD):
-        path = tmp_path / f"bad_{i}.jpg"
-        path.write_bytes(data)
-        bad_files.append((str(path), message))
-    rss = psutil.Process(process.pid)
-    warm_rss = rss.memory_info().rss
-    failures, answered, refused, lock = [], [0], [0], threading.Lock()
+# the sweeper runs every 5 s on files older than 20 s, so the soak can see the folder come back
+@pytest.mark.parametrize("app", [{"SKIN_CACHE_SWEEP": "5", "SKIN_CACHE_MAX_AGE": "20"}], indirect=True)
+def test_a_two_minute_soak_answers_everything_and_gives_back_what_it_took(app, tmp_path):
+    """The soak benchmark's load, short (benchmarks/soak.py): 4 clients for 2 minutes mixing /predict,
+    /explain (every method and resolution), /compare and one bad upload in ten, photos from phone size
+    to thumbnails. Every valid request answered as first answered, every bad one refused with its
+    message, memory flat after the first window, and the temp folder and file descriptors back to
+    where they started once the load stops."""
+    from benchmarks import soak
 
-    def user(k):
-        client = Client(url, verbose=False)
-        for i in range(50):
-            if i % 5 == 4:
-                path, message = bad_files[(k * 10 + i) % len(bad_files)]
-                try:
-                    client.predict(handle_file(path), 3, api_name="/predict")
-                    outcome = f"bad upload {path} was answered"
-                except AppError as err:
-                    outcome = None if message.lower() in str(err).lower() else f"wrong message: {err}"
-                    refused[0] += outcome is None
-            else:
-                photo = valid[(k + i) % len(valid)]
-                labels, _ = client.predict(handle_file(photo), 3, api_name="/predict")
-                total = sum(c["confidence"] for c in labels["confidences"])
-                outcome = None if labels["label"] == expected[photo] and abs(total - 1) < 1e-3 else f"{labels}"
-                answered[0] += outcome is None
-            if outcome:
-                with lock:
-                    failures.append(outcome)
-
-    started = time.time()
-    threads = [threading.Thread(target=user, args=(k,)) for k in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=600)
-    elapsed = time.time() - started
-    growth = rss.memory_info().rss / warm_rss - 1
-    (ARTIFACTS / "load_test.txt").write_text(
-        f"{answered[0]} answered, {refused[0]} refused, {len(failures)} failures in {elapsed:.1f} s "
-        f"({400 / elapsed:.1f} requests/s); resident memory {warm_rss / 2**20:.0f} MiB -> "
-        f"{rss.memory_info().rss / 2**20:.0f} MiB ({100 * growth:+.1f}%)\n")
-    assert not failures, failures[:3]
-    assert answered[0] == 320 and refused[0] == 80
-    assert growth < 0.10
+    process, url, temp = app
+    result = soak.run(url, process.pid, temp, minutes=2, clients=4, window_seconds=30, settle_timeout=90,
+                      workdir=tmp_path, progress=lambda line: None)
+    report = [" | ".join(soak.ROW_HEADER)] + [" | ".join(str(c) for c in row) for row in soak.rows(result)]
+    (ARTIFACTS / "soak_test.txt").write_text("\n".join(report) + f"\nmemory growth {100 * result.memory_growth:+.1f}%, "
+                                             f"back after {result.settle_seconds:.0f} s\n")
+    soak.plot(result, ARTIFACTS / "soak_test.png")
+    kinds = {o.kind for o in result.outcomes}
+    assert kinds == set(soak.SHARES) and len(result.outcomes) >= 100, (kinds, len(result.outcomes))
+    assert not result.failures, result.failures[:3]
+    assert result.memory_growth < 0.05
+    assert result.settle_seconds < 90, (result.baseline, result.settled)

@@ -49,7 +49,7 @@ class PhotoInput(gr.Image):
 
 
 class HeatmapOutput(gr.Image):
-    """gr.Image output written as JPEG (see explain.overlay.jpeg_bytes) into Gradio's cache, once and atomically."""
+    """gr.Image output written as JPEG (see explain.overlay.jpeg_bytes) into Gradio's cache, atomically."""
 
     is_template = True
 
@@ -58,11 +58,13 @@ class HeatmapOutput(gr.Image):
             return super().postprocess(value)
         data = jpeg_bytes(value)
         path = Path(self.GRADIO_CACHE) / hashlib.sha256(data).hexdigest()[:32] / "heatmap.jpg"
-        if not path.is_file():  # identical answers share one file; never rewrite one being served
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f"{uuid.uuid4().hex}.partial")
-            partial.write_bytes(data)
-            os.replace(partial, path)
+        # Identical answers share one path. Written anew every time, so its age (which the sweeper
+        # reads) starts with this answer; the rename swaps it whole, and a reader of the old one
+        # keeps reading it.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{uuid.uuid4().hex}.partial")
+        partial.write_bytes(data)
+        os.replace(partial, path)
         return ImageData(path=str(path), orig_name=path.name)
 
 
@@ -189,8 +191,8 @@ def main() -> None:
     start_sweeper(Path(uploads), settings.cache_sweep_seconds, settings.cache_max_age_seconds, keep=examples)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     demo.launch(server_name=settings.host, server_port=args.port or settings.port, share=args.share or settings.share,
-                max_file_size=settings.max_upload_bytes, show_error=False, theme=gr.themes.Soft(font=PLAIN_FONT), css=CSS,
-                ssr_mode=False,  # no Node front server: SIGTERM is ours to handle (explain.lifecycle)
+                max_file_size=settings.max_upload_bytes, show_error=False, theme=gr.themes.Soft(font=PLAIN_FONT),
+                css=CSS, ssr_mode=False,  # no Node front server: SIGTERM is ours to handle (explain.lifecycle)
                 prevent_thread_lock=True)
     serve_until_stopped(demo, running, Path(uploads), settings.drain_seconds)
 

@@ -1,5 +1,5 @@
-"""Benchmarks: `python -m benchmarks.bench {inprocess,methods,api,startup,input,resize,models,soak,all}`; each prints
-a table (`all` runs every one but `models` and the hour-long `soak`).
+"""Benchmarks: `python -m benchmarks.bench WHAT`, WHAT one of inprocess, methods, api, startup, restart,
+input, resize, models, soak or all (every one but `models` and the hour-long `soak`); each prints a table.
 
 Ratios are taken within one run on one machine; absolute figures depend on the machine,
 which the header names. Models have random weights (speed does not depend on them).
@@ -413,6 +413,51 @@ def startup(requests: int) -> None:
            "peak resident memory"], rows)
 
 
+def restart(clients: int, seconds: float) -> None:
+    """The bundled model's app killed with SIGKILL under load, then started again on the same temp
+    folder: process start to first answered /predict, against the same for its first start."""
+    from gradio_client import Client, handle_file
+
+    photo = handle_file(str(ROOT / "examples" / "psoriasis.jpg"))
+    env = {"SKIN_MODEL_DIR": "", "SKIN_MODEL_REPO": "", "GRADIO_TEMP_DIR": tempfile.mkdtemp(prefix="restart-")}
+
+    def start() -> tuple:
+        started = time.perf_counter()
+        process, url, _ = launch("app.py", env)
+        client = Client(url, verbose=False)
+        answer = client.predict(photo, 3, api_name="/predict")[0]
+        return process, url, time.perf_counter() - started, answer
+
+    process, url, cold, before = start()
+    answered = [0]
+
+    def user():
+        client = Client(url, verbose=False)
+        while True:
+            try:
+                client.predict(photo, "Grad-CAM", "Most likely class", 0.45, 3, "fine", api_name="/explain")
+            except Exception:  # killed
+                return
+            answered[0] += 1
+
+    users = [threading.Thread(target=user, daemon=True) for _ in range(clients)]
+    for thread in users:
+        thread.start()
+    time.sleep(seconds)
+    process.kill()
+    process.wait()
+    for thread in users:
+        thread.join(timeout=60)
+    process, _, again, after = start()
+    process.terminate()
+    process.wait(timeout=60)
+    print(f"kill -9 under load ({clients} clients asking for fine Grad-CAM maps for {seconds:.0f} s, "
+          f"{answered[0]} answered), then a start on the same temp folder\n")
+    table(["first start: to first answered /predict", "after kill -9: to first answered /predict",
+           "same answer after the restart"],
+          [[f"{cold:.1f} s", f"{again:.1f} s", "yes" if after == before else f"no: {after} against {before}"]])
+
+
 def training_input(batches: int) -> None:
     """Images per second of the tf.data input alone against one training step alone."""
     import keras
@@ -522,8 +567,8 @@ def soak(minutes: float, clients: int, window_minutes: float, plot_path: Path) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=["inprocess", "methods", "api", "startup", "input", "resize", "models", "soak",
-                                         "all"])
+    parser.add_argument("what", choices=["inprocess", "methods", "api", "startup", "restart", "input", "resize",
+                                         "models", "soak", "all"])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--backbones", nargs="+", default=["mobilenet_v2", "resnet50"])
     parser.add_argument("--model-dirs", nargs="+", default=[], help="model folders for `models` (first: the baseline)")
@@ -541,6 +586,8 @@ def main() -> None:
         api(args.repeats)
     if args.what in ("startup", "all"):
         startup(20)
+    if args.what in ("restart", "all"):
+        restart(4, 20)
     if args.what in ("input", "all"):
         training_input(20)
     if args.what in ("resize", "all"):

@@ -209,7 +209,9 @@ class Load:
             try:
                 client.submit(self._file(path), 3, api_name="/predict").result(timeout=REQUEST_TIMEOUT)
             except AppError as err:
-                return None if expected.lower() in str(err).lower() else f"refused with {err!s:.120} (expected {expected!r})"
+                if expected.lower() in str(err).lower():
+                    return None
+                return f"refused with {err!s:.120} (expected {expected!r})"
             return f"{path.name} ({expected}) was answered"
         photo = rng.choice(self.photos)
         if kind == "/predict":
@@ -227,8 +229,8 @@ class Load:
         return self._check_image(http, rng.choice(gallery)["image"])
 
     def _check_top(self, photo: Path, label: dict) -> str | None:
-        top = self._top_class(label)
-        return None if top == self.expected[photo] else f"{photo.name}: top class {top}, first answered {self.expected[photo]}"
+        top, first = self._top_class(label), self.expected[photo]
+        return None if top == first else f"{photo.name}: top class {top}, first answered {first}"
 
     def _check_image(self, http: httpx.Client, image: dict) -> str | None:
         """The heatmap the answer names is served and is a whole JPEG."""

@@ -18,7 +18,7 @@ from explain.model import LoadedModel
 BATCH = 4  # photos per call when many go through the model (see Classifier.probabilities)
 # The map shown unless another is asked for: the finer one where the model has it. On the shipped
 # model, whose head also reads that layer, its Grad-CAM beats a random mask on 59% of held-out
-# photos against 47% for the coarse map (README, 'Explanations').
+# photos against 47% for the coarse map (docs/explanations.md).
 DEFAULT_RESOLUTION = "fine"
 
 

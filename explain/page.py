@@ -19,7 +19,7 @@ EXAMPLES_CREDIT = ("Clinical examples: Image: DermNet (dermnetnz.org), "
                    "licences of every example in `examples/README.md`.")
 # Methods whose maps failed the sanity checks (Adebayo et al. 2018) on the shipped model and on the
 # tests' tiny model: their maps hardly change when the model's top is randomised or another class
-# is explained (README, 'Explanations'; tests/test_explanations.py). Labelled wherever the page names them.
+# is explained (docs/explanations.md; tests/test_explanations.py). Labelled wherever the page names them.
 FAILS_SANITY = " (fails sanity checks: hardly depends on the class)"
 SANITY_NOTES = {"Grad-CAM++": FAILS_SANITY, "LayerCAM": FAILS_SANITY, "Score-CAM": FAILS_SANITY}
 DEFAULT_TOP_K = 3

@@ -25,7 +25,7 @@ class Settings:
     host: str = "127.0.0.1"  # SKIN_HOST, else GRADIO_SERVER_NAME, else 0.0.0.0 on a Space
     port: int = 7860  # python app.py --port, else SKIN_PORT, else GRADIO_SERVER_PORT
     share: bool = False  # SKIN_SHARE=1: ask Gradio for a public link
-    concurrency: int = 2  # SKIN_CONCURRENCY: requests computed at once (see README, Performance)
+    concurrency: int = 2  # SKIN_CONCURRENCY: requests computed at once (see docs/performance.md)
     queue_size: int = 32  # SKIN_QUEUE_SIZE: waiting requests beyond this are told "busy, try again"
     cache_sweep_seconds: int = 60  # SKIN_CACHE_SWEEP: uploads and outputs are deleted this often...
     cache_max_age_seconds: int = 120  # ...once older than this (SKIN_CACHE_MAX_AGE)

@@ -55,6 +55,21 @@ def test_uploads_and_heatmaps_are_not_kept(app, tmp_path):
     assert len(left) <= baseline, left  # 100 uploads and 50 heatmaps later, nothing is left
 
 
+def test_a_heatmap_answered_again_starts_its_age_again(app):
+    """Identical answers share one heatmap file, and the sweeper deletes by age: a second answer must
+    make the file new again, or a sweep can delete it between the answer and the browser's fetch."""
+    _, url, temp = app
+    args = (handle_file(str(ROOT / "examples" / "psoriasis.jpg")), "Grad-CAM", "Most likely class", 0.45, 3, "coarse")
+    client = Client(url, verbose=False)
+    client.predict(*args, api_name="/explain")
+    [heatmap] = temp.rglob("heatmap.jpg")
+    long_ago = time.time() - 3600
+    os.utime(heatmap, (long_ago, long_ago))
+    client.predict(*args, api_name="/explain")
+    assert list(temp.rglob("heatmap.jpg")) == [heatmap]  # the same answer, the same file
+    assert heatmap.stat().st_mtime > time.time() - 60
+
+
 def test_sweeper_deletes_only_what_is_past_its_age(tmp_path):
     old, fresh = tmp_path / "a1" / "photo.jpg", tmp_path / "b2" / "heatmap.jpg"
     for path in (old, fresh):

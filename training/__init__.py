@@ -1,1 +1,1 @@
-"""The training pipeline: `python -m training <step>` (see README, 'Training')."""
+"""The training pipeline: `python -m training <step>` (see docs/training.md)."""

@@ -48,24 +48,42 @@ class PhotoInput(gr.Image):
         return None if payload is None else payload.path
 
 
+def cache_jpeg(image: Image.Image, cache: str, name: str) -> ImageData:
+    """`image` as JPEG (explain.overlay.jpeg_bytes) in Gradio's cache, at a path named by its content.
+    Identical answers share the path; it is written anew for each, so its age (which the sweeper
+    reads) starts with that answer, and atomically, so a reader of the file it replaces reads that
+    one whole (Gradio's own writer rewrites a shared file in place: the soak caught a Compare map
+    served half-written)."""
+    data = jpeg_bytes(image)
+    path = Path(cache) / hashlib.sha256(data).hexdigest()[:32] / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{uuid.uuid4().hex}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+    return ImageData(path=str(path), orig_name=name)
+
+
 class HeatmapOutput(gr.Image):
-    """gr.Image output written as JPEG (see explain.overlay.jpeg_bytes) into Gradio's cache, atomically."""
+    """gr.Image output written by `cache_jpeg`."""
 
     is_template = True
 
     def postprocess(self, value):
         if not isinstance(value, Image.Image):
             return super().postprocess(value)
-        data = jpeg_bytes(value)
-        path = Path(self.GRADIO_CACHE) / hashlib.sha256(data).hexdigest()[:32] / "heatmap.jpg"
-        # Identical answers share one path. Written anew every time, so its age (which the sweeper
-        # reads) starts with this answer; the rename swaps it whole, and a reader of the old one
-        # keeps reading it.
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{uuid.uuid4().hex}.partial")
-        partial.write_bytes(data)
-        os.replace(partial, path)
-        return ImageData(path=str(path), orig_name=path.name)
+        return cache_jpeg(value, self.GRADIO_CACHE, "heatmap.jpg")
+
+
+class MapsGallery(gr.Gallery):
+    """gr.Gallery of (image, caption) whose images are written by `cache_jpeg`."""
+
+    is_template = True
+
+    def postprocess(self, value):
+        if value:
+            value = [(cache_jpeg(image, self.GRADIO_CACHE, "map.jpg").path, caption)
+                     if isinstance(image, Image.Image) else (image, caption) for image, caption in value]
+        return super().postprocess(value)
 
 
 class AnswerLabel(gr.Label):
@@ -144,7 +162,7 @@ def build_app(service: Service, running: RunningRequests) -> gr.Blocks:
                         "(deletion area against a random mask) and its time, then the default method's maps "
                         "of the top three classes. Uses the photo and settings above.")
             compare_button = gr.Button("Compare methods", elem_id="compare")
-            gallery = gr.Gallery(label="Maps", columns=4, format="jpeg", elem_id="compare-gallery")
+            gallery = MapsGallery(label="Maps", columns=4, format="jpeg", elem_id="compare-gallery")
             compare_table = gr.Markdown(elem_id="compare-table")
             compare_numbers = gr.JSON(label="Curves", elem_id="compare-numbers")
 

@@ -55,19 +55,27 @@ def test_uploads_and_heatmaps_are_not_kept(app, tmp_path):
     assert len(left) <= baseline, left  # 100 uploads and 50 heatmaps later, nothing is left
 
 
-def test_a_heatmap_answered_again_starts_its_age_again(app):
-    """Identical answers share one heatmap file, and the sweeper deletes by age: a second answer must
-    make the file new again, or a sweep can delete it between the answer and the browser's fetch."""
+def test_a_map_answered_again_is_replaced_whole_and_starts_its_age_again(app):
+    """Identical answers share one file per map, and the sweeper deletes by age: a second answer must
+    make the file new again (else a sweep can delete it between the answer and the browser's fetch),
+    and by a rename (a new inode), never a rewrite in place that a fetch could read half-written."""
     _, url, temp = app
-    args = (handle_file(str(ROOT / "examples" / "psoriasis.jpg")), "Grad-CAM", "Most likely class", 0.45, 3, "coarse")
+    photo = handle_file(str(ROOT / "examples" / "psoriasis.jpg"))
     client = Client(url, verbose=False)
-    client.predict(*args, api_name="/explain")
-    [heatmap] = temp.rglob("heatmap.jpg")
+
+    def answer():
+        client.predict(photo, "Grad-CAM", "Most likely class", 0.45, 3, "coarse", api_name="/explain")
+        client.predict(photo, "Most likely class", 0.45, "coarse", api_name="/compare")
+        return {p: p.stat() for pattern in ("heatmap.jpg", "map.jpg") for p in temp.rglob(pattern)}
+
+    first = answer()
     long_ago = time.time() - 3600
-    os.utime(heatmap, (long_ago, long_ago))
-    client.predict(*args, api_name="/explain")
-    assert list(temp.rglob("heatmap.jpg")) == [heatmap]  # the same answer, the same file
-    assert heatmap.stat().st_mtime > time.time() - 60
+    for path in first:
+        os.utime(path, (long_ago, long_ago))
+    again = answer()
+    assert set(again) == set(first) and len(first) >= 5  # the same answers, the same files
+    for path, stat in again.items():
+        assert stat.st_mtime > time.time() - 60 and stat.st_ino != first[path].st_ino, path
 
 
 def test_sweeper_deletes_only_what_is_past_its_age(tmp_path):

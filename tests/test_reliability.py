@@ -58,24 +58,30 @@ def test_uploads_and_heatmaps_are_not_kept(app, tmp_path):
 def test_a_map_answered_again_is_replaced_whole_and_starts_its_age_again(app):
     """Identical answers share one file per map, and the sweeper deletes by age: a second answer must
     make the file new again (else a sweep can delete it between the answer and the browser's fetch),
-    and by a rename (a new inode), never a rewrite in place that a fetch could read half-written."""
+    by a new file renamed over the old one, so a fetch already reading the old one reads it whole
+    (a rewrite in place would keep the old file's inode linked)."""
     _, url, temp = app
     photo = handle_file(str(ROOT / "examples" / "psoriasis.jpg"))
     client = Client(url, verbose=False)
 
-    def answer():
+    def answer() -> list:
         client.predict(photo, "Grad-CAM", "Most likely class", 0.45, 3, "coarse", api_name="/explain")
         client.predict(photo, "Most likely class", 0.45, "coarse", api_name="/compare")
-        return {p: p.stat() for pattern in ("heatmap.jpg", "map.jpg") for p in temp.rglob(pattern)}
+        return sorted(p for pattern in ("heatmap.jpg", "map.jpg") for p in temp.rglob(pattern))
 
     first = answer()
+    assert len(first) >= 5
     long_ago = time.time() - 3600
+    being_read = {}
     for path in first:
         os.utime(path, (long_ago, long_ago))
-    again = answer()
-    assert set(again) == set(first) and len(first) >= 5  # the same answers, the same files
-    for path, stat in again.items():
-        assert stat.st_mtime > time.time() - 60 and stat.st_ino != first[path].st_ino, path
+        being_read[path] = open(path, "rb")  # a fetch in progress
+    assert answer() == first  # the same answers, the same paths
+    for path, old in being_read.items():
+        assert os.fstat(old.fileno()).st_nlink == 0, path  # replaced, not rewritten
+        Image.open(old).load()  # and the old one reads whole
+        old.close()
+        assert path.stat().st_mtime > time.time() - 60, path
 
 
 def test_sweeper_deletes_only_what_is_past_its_age(tmp_path):

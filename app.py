@@ -31,8 +31,10 @@ from explain.settings import Settings
 log = logging.getLogger("app")
 MODEL_QUEUE = "model"  # the concurrency group of every event that runs the model
 PLAIN_FONT = ["ui-sans-serif", "system-ui", "Arial", "sans-serif"]  # the theme's font draws a capital E as "Ɛ"
-# The examples shelf and the Compare maps: as many columns as fit (all in view on a phone too), whole captions.
-CSS = """#examples .grid-container {grid-template-columns: repeat(auto-fill, minmax(120px, 1fr)) !important;}
+# The examples shelf and the Compare maps: as many columns as fit (all in view on a phone too), whole captions;
+# the result box's headline clear of its title, which takes two lines on a phone.
+CSS = """#label [data-testid=label-output-value] {margin-top: 1.8em;}
+#examples .grid-container {grid-template-columns: repeat(auto-fill, minmax(120px, 1fr)) !important;}
 #compare-gallery .grid-container {grid-template-columns: repeat(auto-fill, minmax(160px, 1fr)) !important;}
 #examples .grid-wrap, #compare-gallery .grid-wrap {height: auto !important; min-height: 0 !important; max-height: none !important;}
 #examples .caption-label, #compare-gallery .caption-label {white-space: normal; max-width: calc(100% - 8px); font-size: 0.85em;}"""

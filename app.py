@@ -111,7 +111,7 @@ def shown_to_user(fn, running: RunningRequests):
         try:
             with running.admit():
                 return fn(*args)
-        except (SkinExplainError, ValueError) as err:
+        except SkinExplainError as err:
             log.info("Refused: %s", err)  # one line: the reason, never the photo or its name
             raise gr.Error(str(err), print_exception=False) from err
         except Exception as err:
@@ -123,9 +123,9 @@ def shown_to_user(fn, running: RunningRequests):
 
 def build_app(service: Service, running: RunningRequests) -> gr.Blocks:
     labels = service.labels
-    predict = shown_to_user(functools.partial(page.predict, service), running)
-    explain = shown_to_user(functools.partial(page.explain, service), running)
-    compare = shown_to_user(functools.partial(page.compare, service), running)
+    predict = shown_to_user(functools.partial(page.predict_outputs, service), running)
+    explain = shown_to_user(functools.partial(page.explain_outputs, service), running)
+    compare = shown_to_user(functools.partial(page.compare_outputs, service), running)
     model_status = functools.partial(page.model_status, service)
 
     with gr.Blocks(title="Skin condition classifier, explained", analytics_enabled=False) as demo:

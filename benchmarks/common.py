@@ -1,16 +1,23 @@
-"""What every benchmark shares: the header naming the machine, the table printer, launching the app."""
+"""What every benchmark shares: the header naming the machine, the table printer, launching the app,
+median timings, a test photo, and random-weight models (speed does not depend on the weights)."""
 
 import datetime
+import io
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the project's packages, however the benchmark was started
 
 
 def header() -> None:
@@ -53,3 +60,76 @@ def launch(script: str, env: dict, log: Path | None = None) -> tuple[subprocess.
             if process.poll() is not None or time.perf_counter() - started > 300:
                 raise RuntimeError(f"{script} did not start")
             time.sleep(0.2)
+
+
+CLASSES = [f"Class{i:02d}" for i in range(14)]  # the random models' classes
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def compiled_forward(model, x: np.ndarray):
+    """The baseline every ratio divides by: the model's forward pass as one traced tf.function."""
+    import tensorflow as tf
+
+    return tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec(x.shape, tf.float32)])
+
+
+def interleaved_medians_ms(fns: dict, repeats: int) -> dict[str, float]:
+    """Median of each function, all called in turn in every round, so a machine that gets busier
+    or quieter during the run moves every figure alike and their ratios stay fair."""
+    times = {name: [] for name in fns}
+    for round_ in range(repeats + 1):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_:  # the first round warms up
+                times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+
+
+def photo_jpeg(size: tuple[int, int] = (448, 448)) -> bytes:
+    photo = Image.open(ROOT / "examples" / "astronaut-face.jpg").convert("RGB").resize(size)
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def model_folder(backbone: str, folder: Path) -> Path:
+    """A model folder with random weights, 14 classes, 224x224 (for the app and API benchmarks)."""
+    from explain.model import write_model_folder
+
+    return write_model_folder(folder, random_model(backbone), CLASSES, random_model_config(backbone), "")
+
+
+def random_model(backbone: str):
+    from training.backbones import build_classifier
+
+    return build_classifier(backbone, len(CLASSES), 224)
+
+
+def random_model_config(backbone: str):
+    from explain.model import ModelConfig
+    from training.backbones import CAM_LAYERS
+
+    return ModelConfig(f"random-{backbone}", 224, backbone, CAM_LAYERS[backbone])
+
+
+def random_service(backbone: str):
+    """A service around a random-weight model held in memory, warmed up."""
+    from explain.classifier import Classifier
+    from explain.model import ModelSource, loaded_model
+    from explain.service import Service
+    from explain.settings import Settings
+
+    classifier = Classifier(loaded_model(random_model(backbone), CLASSES, random_model_config(backbone),
+                                         ModelSource("memory", f"random {backbone}")))
+    classifier.warm_up()
+    return Service(Settings(), classifier)

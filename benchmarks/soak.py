@@ -17,6 +17,7 @@ import os
 import random
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import httpx
 import psutil
 from PIL import Image
 
-from benchmarks.common import ROOT
+from benchmarks.common import ROOT, launch, table
 
 sys.path.insert(0, str(ROOT / "tests"))
 from bad_inputs import CASES  # noqa: E402  (the hostile files the tests refuse, as they are)
@@ -342,3 +343,40 @@ def plot(result: SoakResult, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def report(minutes: float, clients: int, window_minutes: float, plot_path: Path) -> None:
+    """`python -m benchmarks.bench soak`: the bundled model's app under `clients` clients for `minutes`,
+    its table, its figures against their targets and its plot."""
+    from explain.settings import Settings
+
+    workdir = Path(tempfile.mkdtemp(prefix="soak-"))
+    temp, log = workdir / "gradio", workdir / "app.log"
+    process, url, _ = launch("app.py", {"SKIN_MODEL_DIR": "", "SKIN_MODEL_REPO": "", "GRADIO_TEMP_DIR": str(temp)}, log)
+    settings = Settings.from_env()
+    sweep_bound = settings.cache_max_age_seconds + settings.cache_sweep_seconds
+    try:
+        result = run(url, process.pid, temp, minutes, clients, 60 * window_minutes, 2 * sweep_bound, workdir,
+                              progress=lambda line: print(line, flush=True))
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    app_log = log.read_text(errors="replace")
+    bad = [o for o in result.outcomes if o.kind == "bad upload"]
+    print(f"\nSoak: bundled model, {clients} clients, {minutes:g} minutes, windows of {window_minutes:g} minutes; "
+          f"the app's log: {log}\n")
+    table(ROW_HEADER, rows(result))
+    table(["figure", "measured", "target"], [
+        ["valid requests failed", f"{len(result.failures) - sum(o.failure is not None for o in bad)} of "
+                                  f"{len(result.outcomes) - len(bad)}", "0"],
+        ["bad uploads refused with their message", f"{sum(o.failure is None for o in bad)} of {len(bad)}", "all"],
+        ["resident memory growth after the first window", f"{100 * result.memory_growth:+.1f}%", "< 5%"],
+        ["p95, last window against the first", f"{100 * result.p95_drift:+.1f}%", "within 20%"],
+        ["temp files and fds back to their start after the load", f"{result.settle_seconds:.0f} s "
+         f"({result.baseline.temp_files} files, {result.baseline.fds} fds)",
+         f"within max age + one sweep ({sweep_bound} s)"],
+        ["tracebacks in the app's log", app_log.count("Traceback"), "0"],
+    ])
+    if result.failures:
+        print("First failures:", *result.failures[:5], sep="\n  ")
+    print(f"Plot: {plot(result, plot_path)}")

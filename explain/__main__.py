@@ -13,10 +13,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from explain.cams import DEFAULT_METHOD, METHODS
-from explain.classifier import NOT_SKIN, OTHER_CONDITION, UNSURE, Prediction
-from explain.errors import SkinExplainError
-from explain.overlay import jpeg_bytes
-from explain.page import DEFAULT_OPACITY, DEFAULT_TOP_K
+from explain.errors import RequestError, SkinExplainError
+from explain.overlay import checked_opacity, jpeg_bytes
+from explain.page import DEFAULT_OPACITY, DEFAULT_TOP_K, verdict
 from explain.service import Service
 
 
@@ -26,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="how many conditions to list")
     parser.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD, help="CAM method")
     parser.add_argument("--cam-out", type=Path, help="write a heatmap overlay JPEG per photo into this folder")
-    parser.add_argument("--opacity", type=float, default=DEFAULT_OPACITY, help="heatmap opacity, 0..1")
+    parser.add_argument("--opacity", type=opacity, default=DEFAULT_OPACITY, help="heatmap opacity, 0..1")
     parser.add_argument("--resolution", choices=["coarse", "fine"],
                         help="map on the CAM layer (coarse) or on the layer twice as fine (default: fine where the "
                              "model has it, as on the page)")
@@ -53,33 +52,32 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures else 0
 
 
+def opacity(text: str) -> float:
+    """--opacity, refused by argparse (usage line, exit 2) unless a number from 0 to 1."""
+    try:
+        return checked_opacity(float(text))
+    except (ValueError, RequestError) as err:
+        raise argparse.ArgumentTypeError(str(err) if isinstance(err, RequestError) else f"not a number: {text!r}")
+
+
 def classify(service: Service, path: Path, args) -> dict:
     """One photo's answer, with the map's faithfulness check; the overlay is drawn only for --cam-out."""
-    resolution = args.resolution or service.classifier.default_resolution
-    explanation, picture, check = service.explain(path, args.method, opacity=args.opacity, resolution=resolution)
+    resolution = service.classifier.resolution(args.resolution)
+    explained = service.explain_photo(path, args.method, opacity=args.opacity, resolution=resolution)
+    explanation, check = explained.explanation, explained.check
     prediction = explanation.prediction
     share = f"{check.fraction:.0%}"
     result = {"top": prediction.top_k(args.top_k), "uncertain": prediction.uncertain,
               "verdict_kind": prediction.verdict,
-              "verdict": (f"{verdict(prediction)} Map check ({explanation.method} of {explanation.target}): hiding "
-                          f"its top {share} gives {check.map_hidden:.0%}, a random {share} {check.random_hidden:.0%} "
+              "verdict": (f"{verdict(prediction).replace('**', '')} Map check ({explanation.method} of "
+                          f"{explanation.target}): hiding its top {share} gives {check.map_hidden:.0%}, a random {share} {check.random_hidden:.0%} "
                           f"(from {check.probability:.0%})."),
               "faithfulness": check.as_dict()}
     if args.cam_out:
         overlay = args.cam_out / f"{path.stem}_{args.method.lower().replace('+', 'p')}_{resolution}.jpg"
-        overlay.write_bytes(jpeg_bytes(picture))
+        overlay.write_bytes(jpeg_bytes(explained.overlay))
         result["overlay"] = str(overlay)
     return result
-
-
-def verdict(prediction: Prediction) -> str:
-    """The answer in plain words (the app's Markdown wording is explain.page.verdict)."""
-    first, second = (f"{name} {p:.0%}" for name, p in (list(prediction.top_k(2).items()) * 2)[:2])
-    return {NOT_SKIN: f"Not like the skin photos this model learned from (closest: {first}).",
-            OTHER_CONDITION: f"Looks like a condition outside this model's classes (closest: {first}). "
-                             "Not a diagnosis.",
-            UNSURE: f"Unsure between {first} and {second}. Not a diagnosis.",
-            }.get(prediction.verdict, f"Most likely {first}. Not a diagnosis.")
 
 
 def format_row(result: dict) -> str:

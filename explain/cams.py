@@ -45,22 +45,10 @@ class CamMethod:
     """Base: a [0, 1] map of one class's evidence in one image, at the explained layer's resolution.
 
     A method is one traced function, `run`, over a model from `activations_and_logits`; the
-    classifier traces it fused with its own read-out of the probabilities, and `__call__` runs
-    it alone. Gradient methods override `GradientCam.combine` instead."""
+    classifier traces it fused with its own read-out of the probabilities. Gradient methods
+    override `GradientCam.combine` instead."""
 
     name = ""
-
-    def __init__(self, model: keras.Model, layer: str):
-        self.model = model
-        self.layer = layer
-        self.activations_and_logits = activations_and_logits(model, layer)
-        spec = tf.TensorSpec((1, *model.input_shape[1:]), tf.float32)
-        self._pass = tf.function(lambda pixels, class_index: self.run(self.activations_and_logits, pixels,
-                                                                      class_index)[1],
-                                 input_signature=[spec, tf.TensorSpec([], tf.int32)])
-
-    def __call__(self, pixels: np.ndarray, class_index: int) -> np.ndarray:
-        return normalize(self._pass(pixels, tf.constant(class_index, tf.int32)).numpy())
 
     @classmethod
     def run(cls, outputs: keras.Model, pixels, class_index, read_out=None) -> tuple:

@@ -12,17 +12,16 @@ import tensorflow as tf
 from PIL import Image
 
 from explain.cams import DEFAULT_METHOD, METHODS, activations_and_logits, normalize
+from explain.errors import RequestError
 from explain.images import fit_to_model
 from explain.model import LoadedModel
+from explain.verdicts import ANSWER, feature_similarity, verdicts
 
 BATCH = 4  # photos per call when many go through the model (see Classifier.probabilities)
 # The map shown unless another is asked for: the finer one where the model has it. On the shipped
 # model, whose head also reads that layer, its Grad-CAM beats a random mask on 59% of held-out
 # photos against 47% for the coarse map (docs/explanations.md).
 DEFAULT_RESOLUTION = "fine"
-
-
-NOT_SKIN, OTHER_CONDITION, UNSURE, ANSWER = "not skin", "another condition", "unsure", "answer"
 
 
 @dataclass(frozen=True)
@@ -44,15 +43,9 @@ class Prediction:
 
     @property
     def verdict(self) -> str:
-        """NOT_SKIN (far from every photo the model learned from), OTHER_CONDITION (less far), UNSURE
-        (the top probability is low) or ANSWER, checked in that order; each threshold is optional."""
-        if self.abstain_threshold is not None and self.abstain_score < self.abstain_threshold:
-            return NOT_SKIN
-        if self.other_condition_threshold is not None and self.abstain_score < self.other_condition_threshold:
-            return OTHER_CONDITION
-        if self.unsure_threshold is not None and self.probabilities.max() < self.unsure_threshold:
-            return UNSURE
-        return ANSWER
+        """One of explain.verdicts' four, by its rule."""
+        return verdicts(self.abstain_score, self.probabilities.max(), self.abstain_threshold,
+                        self.other_condition_threshold, self.unsure_threshold)[0]
 
     @property
     def uncertain(self) -> bool:
@@ -89,10 +82,10 @@ class Classifier:
         self.activations_and_logits = {
             name: activations_and_logits(self.keras_model, *dict.fromkeys((layer, loaded.cam_layer)))
             for name, layer in self.layers.items()}
-        self.class_means = None if loaded.class_means is None else tf.constant(loaded.class_means)
+        self.class_means = loaded.class_means
         size = self.config.image_size
         self.input_spec = tf.TensorSpec((1, size, size, 3), tf.float32)
-        self._forward = tf.function(self._probabilities_and_score, input_signature=[self.input_spec])
+        self._forward = tf.function(self._probabilities_and_features, input_signature=[self.input_spec])
         self._batch = tf.function(self._batch_probabilities,
                                   input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
         self._fused: dict[tuple[str, str], tf.types.experimental.GenericFunction] = {}
@@ -122,14 +115,23 @@ class Classifier:
         return np.concatenate([self._batch(batch[i:i + BATCH]).numpy() for i in range(0, len(batch), BATCH)])
 
     def explain(self, photo: Image.Image, method: str = DEFAULT_METHOD, target: str | None = None,
-                resolution: str = "coarse") -> Explanation:
-        """Probabilities and a CAM for `target` (default: the most likely class)."""
+                resolution: str | None = None) -> Explanation:
+        """Probabilities and a CAM for `target` (default: the most likely class) at `resolution`
+        (default: the page's, `default_resolution`)."""
         return self.explain_pixels(self.pixels(photo), method, self.class_index(target), resolution)
+
+    def resolution(self, name: str | None) -> str:
+        """A map resolution this model offers (None: the default one)."""
+        if name is None:
+            return self.default_resolution
+        if name not in self.layers:
+            raise RequestError(f"Unknown map resolution {name!r}; this model offers {', '.join(self.layers)}.")
+        return name
 
     def class_index(self, target: str | None) -> int | None:
         """The output index of a class name (None stays None: the most likely class)."""
         if target is not None and target not in self.labels:
-            raise ValueError(f"Unknown class {target!r}; this model knows {', '.join(self.labels)}.")
+            raise RequestError(f"Unknown class {target!r}; this model knows {', '.join(self.labels)}.")
         return None if target is None else self.labels.index(target)
 
     def grid(self, resolution: str) -> str:
@@ -147,8 +149,10 @@ class Classifier:
         return Image.new("RGB", (self.config.image_size,) * 2, (128, 128, 128))
 
     def explain_pixels(self, pixels: np.ndarray, method: str = DEFAULT_METHOD, class_index: int | None = None,
-                       resolution: str = "coarse") -> Explanation:
-        self._check(method, resolution)
+                       resolution: str | None = None) -> Explanation:
+        if method not in METHODS:
+            raise RequestError(f"Unknown CAM method {method!r}; choose one of {', '.join(METHODS)}.")
+        resolution = self.resolution(resolution)
         *read, cam = self._fused_pass(method, resolution)(
             pixels, tf.constant(-1 if class_index is None else class_index, tf.int32))
         prediction, cam = self.prediction(*read), normalize(cam.numpy())
@@ -169,12 +173,6 @@ class Classifier:
     def _grid_shape(self, resolution: str) -> tuple[int, int]:
         return tuple(self.keras_model.get_layer(self.layers[resolution]).output.shape[1:3])
 
-    def _check(self, method: str, resolution: str) -> None:
-        if method not in METHODS:
-            raise ValueError(f"Unknown CAM method {method!r}; choose one of {', '.join(METHODS)}.")
-        if resolution not in self.layers:
-            raise ValueError(f"Unknown map resolution {resolution!r}; this model offers {', '.join(self.layers)}.")
-
     def _fused_pass(self, method: str, resolution: str):
         """The prediction pass with a method's map fused in, traced once per method and layer."""
         if (method, resolution) not in self._fused:
@@ -188,7 +186,7 @@ class Classifier:
                 fused, input_signature=[self.input_spec, tf.TensorSpec([], tf.int32)])
         return self._fused[method, resolution]
 
-    def _probabilities_and_score(self, pixels):
+    def _probabilities_and_features(self, pixels):
         *activations, logits = self.activations_and_logits["coarse"](pixels, training=False)
         return self._read_out(activations, logits)
 
@@ -196,15 +194,14 @@ class Classifier:
         return tf.nn.softmax(self.activations_and_logits["coarse"](batch, training=False)[1] / self.temperature)
 
     def _read_out(self, activations: list, logits) -> tuple[tf.Tensor, tf.Tensor]:
-        """Probabilities and the abstention score from one pass (traced inside tf.function); the CAM
-        layer's activations come last."""
-        probabilities = tf.nn.softmax(logits / self.temperature)[0]
-        if self.class_means is None:
-            return probabilities, tf.reduce_max(probabilities)
-        pooled = tf.math.l2_normalize(tf.reduce_mean(activations[-1], axis=(1, 2)), axis=-1)  # = the pooled features
-        return probabilities, tf.reduce_max(tf.matmul(pooled, self.class_means, transpose_b=True))
+        """Probabilities and the pooled CAM-layer features from one pass (traced inside tf.function);
+        the CAM layer's activations come last."""
+        return tf.nn.softmax(logits / self.temperature)[0], tf.reduce_mean(activations[-1], axis=(1, 2))[0]
 
-    def prediction(self, probabilities, score) -> Prediction:
-        config = self.config
-        return Prediction(self.labels, np.asarray(probabilities), config.abstain_threshold, float(score),
+    def prediction(self, probabilities, pooled_features) -> Prediction:
+        """The Prediction, its abstention score computed as the evaluation computes it (explain.verdicts)."""
+        config, probabilities = self.config, np.asarray(probabilities)
+        score = (probabilities.max() if self.class_means is None
+                 else feature_similarity(np.asarray(pooled_features), self.class_means)[0])
+        return Prediction(self.labels, probabilities, config.abstain_threshold, float(score),
                           config.other_condition_threshold, config.unsure_threshold)

@@ -9,6 +9,11 @@ class InputImageError(SkinExplainError, ValueError):
     """The photo cannot be used: not an image, damaged, too large, or an unsupported kind."""
 
 
+class RequestError(SkinExplainError, ValueError):
+    """A request's setting is not one this model offers: an unknown CAM method, class or map
+    resolution, or an opacity outside 0..1."""
+
+
 class ModelNotConfiguredError(SkinExplainError):
     """No model folder, Hub repo or bundled default model is available."""
 

@@ -24,6 +24,7 @@ from explain.errors import ModelFormatError, ModelNotConfiguredError
 from explain.hub import fetch_model_folder
 from explain.layers import PREPROCESSING
 from explain.settings import BUNDLED_MODEL_DIR, Settings
+from explain.verdicts import unit
 
 MODEL_FILE, LABELS_FILE, CONFIG_FILE = "model.keras", "labels.json", "config.json"
 CLASS_MEANS_FILE, CARD_FILE, EXAMPLES_FOLDER = "class_means.npy", "README.md", "examples"
@@ -262,7 +263,7 @@ def _unit_class_means(means: np.ndarray | None, shape: tuple[int, int], source: 
             f"{CLASS_MEANS_FILE} of {source.describe()} has shape {means.shape}; it needs one non-zero row per "
             f"class ({shape[0]}) and one column per channel of the CAM layer {cam_layer!r} ({shape[1]}). "
             "Export it again from the same training run.")
-    return means / norms
+    return unit(means)
 
 
 def _load_keras_file(path: Path, source: ModelSource) -> keras.Model:

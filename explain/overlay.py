@@ -13,6 +13,8 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
+from explain.errors import RequestError
+
 DEFAULT_COLORMAP = "jet"
 MAX_SIDE = 512
 
@@ -35,12 +37,18 @@ def colour_table(colormap: str) -> np.ndarray:
     return np.round(matplotlib.colormaps[colormap](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
 
 
+def checked_opacity(opacity: float) -> float:
+    """`opacity` as a float, if it is one a heatmap can be drawn with."""
+    if not 0.0 <= float(opacity) <= 1.0:
+        raise RequestError(f"Heatmap opacity must be between 0 and 1 (0 shows the photo alone); got {opacity}.")
+    return float(opacity)
+
+
 def overlay(photo: Image.Image, cam: np.ndarray, opacity: float, colormap: str = DEFAULT_COLORMAP) -> Image.Image:
     """Tint the photo with the colourised map, each pixel as strongly as the map is high there:
     where the map is cold the photo shows untinted, and `opacity` is the tint where it is hottest
     (0 shows the photo alone)."""
-    if not 0.0 <= opacity <= 1.0:
-        raise ValueError(f"opacity must be between 0 and 1, got {opacity}")
+    opacity = checked_opacity(opacity)
     size = display_size(photo)
     base = photo.resize(size, Image.Resampling.BILINEAR) if photo.size != size else photo
     levels = _levels(cam, size)

@@ -2,16 +2,17 @@
 functions its events call, turning the service's domain objects into component values.
 
 Gradio-free, so the wording is tested without a browser; `app.py` only wires these to
-components. The command line words the same objects as plain text (`explain.__main__`).
+components. The command line prints the same verdicts without the Markdown (`explain.__main__`).
 """
 
 import re
 
 from explain.cams import DEFAULT_METHOD, METHODS
 from explain.card import TRUST_HEADING, card_section
-from explain.classifier import ANSWER, NOT_SKIN, OTHER_CONDITION, UNSURE, Prediction
+from explain.classifier import Prediction
 from explain.faithfulness import Check
 from explain.service import Comparison, Service
+from explain.verdicts import ANSWER, NOT_SKIN, OTHER_CONDITION, UNSURE
 
 TOP_CLASS = "Most likely class"  # the "explain which class" choice meaning the top answer
 EXAMPLES_CREDIT = ("Clinical examples: Image: DermNet (dermnetnz.org), "
@@ -25,7 +26,9 @@ SANITY_NOTES = {"Grad-CAM++": FAILS_SANITY, "LayerCAM": FAILS_SANITY, "Score-CAM
 DEFAULT_TOP_K = 3
 DEFAULT_OPACITY = 0.45  # of the heatmap over the photo, 0..1
 NOT_SKIN_WORDS = "This does not look like a photo of skin like the ones this model learned from."
-OTHER_CONDITION_WORDS = "This photo is unlike the photos of the 12 conditions this model knows: it may show another condition."
+# {n}: how many conditions the model knows, from its labels
+OTHER_CONDITION_WORDS = ("This photo is unlike the photos of the {n} conditions this model knows: "
+                         "it may show another condition.")
 HEATMAP_LEGEND = ("**Reading the heatmap:** the warmer the colour (blue, then green, yellow, red), the more that part "
                   "of the photo raised the explained condition's score; parts left untinted did not. It shows where "
                   "the model looked, not where a disease is.")
@@ -62,7 +65,8 @@ def verdict(prediction: Prediction) -> str:
     if prediction.verdict == NOT_SKIN:
         return f"**{NOT_SKIN_WORDS}** Its closest guess would be {first}."
     if prediction.verdict == OTHER_CONDITION:
-        return f"**{OTHER_CONDITION_WORDS}** Closest of the 12: {first}. Not a diagnosis."
+        n = len(prediction.labels)
+        return f"**{OTHER_CONDITION_WORDS.format(n=n)}** Closest of the {n}: {first}. Not a diagnosis."
     if prediction.verdict == UNSURE:
         return f"**Unsure between {first} and {second}.** Not a diagnosis."
     return f"Most likely: **{first}**. Not a diagnosis."
@@ -123,29 +127,30 @@ def _moves(before: float, after: float) -> str:
     return "drops" if after < before else "raises" if after > before else "leaves"
 
 
-def predict(service: Service, photo, top_k: int = DEFAULT_TOP_K) -> tuple[dict, str]:
+def predict_outputs(service: Service, photo, top_k: int = DEFAULT_TOP_K) -> tuple[dict, str]:
     """/predict: the headline with the top-k classes, and the verdict."""
     prediction = service.predict(photo)
     return label_value(prediction, top_k), verdict(prediction)
 
 
-def explain(service: Service, photo, method: str = DEFAULT_METHOD, target: str | None = TOP_CLASS,
-            opacity: float = DEFAULT_OPACITY, top_k: int = DEFAULT_TOP_K, resolution: str | None = None):
+def explain_outputs(service: Service, photo, method: str = DEFAULT_METHOD, target: str | None = TOP_CLASS,
+                    opacity: float = DEFAULT_OPACITY, top_k: int = DEFAULT_TOP_K, resolution: str | None = None):
     """/explain: the headline with the top-k classes, the overlay image, the verdict naming the explained class, the
     faithfulness sentence and its numbers."""
-    explanation, picture, check = service.explain(photo, method, _target(target), opacity=opacity,
-                                                  resolution=resolution or default_resolution(service))
+    explained = service.explain_photo(photo, method, _target(target), opacity=opacity, resolution=resolution)
+    explanation, check = explained.explanation, explained.check
     note = (verdict(explanation.prediction)
             + f" The heatmap shows what drove **{explanation.target}** ({explanation.method}).")
-    return label_value(explanation.prediction, top_k), picture, note, sentence(check), rounded(check.as_dict())
+    return (label_value(explanation.prediction, top_k), explained.overlay, note, sentence(check),
+            rounded(check.as_dict()))
 
 
-def compare(service: Service, photo, target: str | None = TOP_CLASS, opacity: float = DEFAULT_OPACITY,
-            resolution: str | None = None):
+def compare_outputs(service: Service, photo, target: str | None = TOP_CLASS, opacity: float = DEFAULT_OPACITY,
+                    resolution: str | None = None):
     """/compare: a gallery of (overlay, caption), a Markdown table and its numbers."""
-    resolution = resolution or default_resolution(service)
     comparison = service.compare(photo, _target(target), opacity=opacity, resolution=resolution)
-    return _gallery(comparison), _table(comparison, service.classifier.squares(resolution)), rounded(_numbers(comparison))
+    return (_gallery(comparison), _table(comparison, service.classifier.squares(comparison.resolution)),
+            rounded(_numbers(comparison)))
 
 
 def rounded(numbers, digits: int = 4):

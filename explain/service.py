@@ -31,6 +31,16 @@ COMPARED_CLASSES = 3  # the Compare view also maps each of the top 3 classes
 
 
 @dataclass(frozen=True)
+class ExplainedPhoto:
+    """One photo explained: the classifier's explanation, its map drawn over the photo, and how much
+    hiding the map's top pixels moves the class against hiding random ones."""
+
+    explanation: Explanation
+    overlay: Image.Image
+    check: faithfulness.Check
+
+
+@dataclass(frozen=True)
 class MethodResult:
     explanation: Explanation
     overlay: Image.Image
@@ -45,7 +55,8 @@ class Comparison:
 
     prediction: Prediction
     target: str
-    grid: str
+    resolution: str
+    grid: str  # the resolution as the card's study table names it (Classifier.grid)
     methods: list[MethodResult]
     random: faithfulness.Curve
     classes: list[tuple[Explanation, Image.Image]]
@@ -105,20 +116,21 @@ class Service:
     def predict(self, photo) -> Prediction:
         return self._classifier().predict(self.read(photo))
 
-    def explain(self, photo, method: str = DEFAULT_METHOD, target: str | None = None, *, opacity: float,
-                resolution: str = "coarse") -> tuple[Explanation, Image.Image, faithfulness.Check]:
-        """The explanation of `target` (default: the most likely class), its map drawn over the photo,
-        and how much hiding the map's top pixels moves the class against hiding random ones."""
+    def explain_photo(self, photo, method: str = DEFAULT_METHOD, target: str | None = None, *, opacity: float,
+                      resolution: str | None = None) -> ExplainedPhoto:
+        """The explanation of `target` (default: the most likely class) at `resolution` (default: the
+        model's default), drawn with `opacity`."""
         picture, classifier = self.read(photo), self._classifier()
         pixels = classifier.pixels(picture)
         explanation = classifier.explain_pixels(pixels, method, classifier.class_index(target), resolution)
         check = faithfulness.check(classifier, pixels, explanation)
-        return explanation, overlay(picture, explanation.cam, float(opacity)), check
+        return ExplainedPhoto(explanation, overlay(picture, explanation.cam, float(opacity)), check)
 
-    def compare(self, photo, target: str | None = None, *, opacity: float, resolution: str = "coarse") -> Comparison:
+    def compare(self, photo, target: str | None = None, *, opacity: float, resolution: str | None = None) -> Comparison:
         """The Compare view: every method on one class, with deletion curves and times, and the
         default method's maps of the top classes."""
         picture, classifier = self.read(photo), self._classifier()
+        resolution = classifier.resolution(resolution)
         pixels = classifier.pixels(picture)
         index, timed = classifier.class_index(target), []
         for method in METHODS:  # the first pass settles the class when none is named
@@ -137,8 +149,8 @@ class Service:
             else:
                 explanation = classifier.explain_pixels(pixels, DEFAULT_METHOD, i, resolution)
                 classes.append((explanation, overlay(picture, explanation.cam, opacity)))
-        return Comparison(prediction, classifier.labels[index], classifier.grid(resolution), methods, curves["random"],
-                          classes)
+        return Comparison(prediction, classifier.labels[index], resolution, classifier.grid(resolution), methods,
+                          curves["random"], classes)
 
     def _classifier(self) -> Classifier:
         if self.classifier is None:

@@ -8,9 +8,8 @@ import struct
 import zlib
 
 import numpy as np
-from PIL import Image
-
 from conftest import photo_bytes
+from PIL import Image
 
 
 def _photo(size=(120, 90), mode="RGB"):

@@ -17,9 +17,25 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import tiny_config, write_dataset  # noqa: E402
 
+from explain import page  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SKIN_SHARED_DIR", ROOT.parent / "shared"))
 ARTIFACTS = ROOT / "artifacts"  # screenshots and logs a person can look at after a run
+def map_alone(method: str, keras_model, layer: str, pixels, class_index: int):
+    """A CAM method's map computed on its own, traced by itself, outside the classifier's fused pass."""
+    import tensorflow as tf
+
+    from explain.cams import METHODS, activations_and_logits, normalize
+
+    outputs = activations_and_logits(keras_model, layer)
+    alone = tf.function(lambda x, index: METHODS[method].run(outputs, x, index)[1])
+    return normalize(alone(tf.constant(pixels, tf.float32), tf.constant(class_index, tf.int32)).numpy())
+
+
+# how each of the four verdicts begins (explain.page.verdict) for the tiny model, which knows 3 classes
+VERDICT_OPENINGS = ("Most likely: **", "**Unsure between ", f"**{page.NOT_SKIN_WORDS}**",
+                    f"**{page.OTHER_CONDITION_WORDS.format(n=3)}**")
 
 
 def pytest_sessionstart(session):

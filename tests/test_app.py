@@ -10,12 +10,12 @@ import urllib.request
 
 import numpy as np
 import pytest
+from bad_inputs import CASES
+from conftest import ARTIFACTS, ROOT, VERDICT_OPENINGS, launch_app
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from bad_inputs import CASES
-from conftest import ARTIFACTS, ROOT, launch_app
 from explain import page
 from explain.page import SANITY_NOTES
 from explain.settings import Settings
@@ -33,9 +33,6 @@ def readme_snippets() -> list[str]:
 def client(app_url):
     return Client(app_url, verbose=False)
 
-
-# how each of the four verdicts begins (explain.page.verdict)
-VERDICT_OPENINGS = ("Most likely: **", "**Unsure between ", f"**{page.NOT_SKIN_WORDS}**", f"**{page.OTHER_CONDITION_WORDS}**")
 
 
 def test_readme_snippets_run_against_the_app(app_url):

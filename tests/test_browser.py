@@ -5,12 +5,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ARTIFACTS, ROOT, launch_app
 from PIL import Image
 
-from conftest import ARTIFACTS, ROOT, launch_app
-from explain.classifier import NOT_SKIN
 from explain.model import EXAMPLES_FOLDER
 from explain.page import HEADLINES
+from explain.verdicts import NOT_SKIN
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

@@ -5,8 +5,8 @@ import hashlib
 import re
 
 import pytest
-
 from conftest import ROOT, SHARED
+
 from explain.service import example_name
 
 EXAMPLES = ROOT / "examples"

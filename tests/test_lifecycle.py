@@ -9,13 +9,12 @@ import time
 
 import numpy as np
 import pytest
+from conftest import ARTIFACTS, ROOT, files_under, launch_app, start_app
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
-from PIL import Image
-
-from conftest import ARTIFACTS, ROOT, files_under, launch_app, start_app
 from hub_server import FakeHub
+from PIL import Image
 
 BUNDLED = {"SKIN_MODEL_DIR": "", "SKIN_MODEL_REPO": ""}
 REPO = "skin-demo/slow-model"

@@ -11,13 +11,13 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import ARTIFACTS, ROOT, launch_app
+from hub_server import FakeHub, fetch
 
 from explain import model as model_module
 from explain.errors import ModelFormatError, ModelNotConfiguredError
 from explain.model import ModelConfig, ModelSource, load_model_folder, loaded_model, resolve_model, write_model_folder
 from explain.settings import Settings
-from conftest import ARTIFACTS, ROOT, launch_app
-from hub_server import FakeHub, fetch
 
 REPO = "skin-demo/tiny-model"
 

@@ -6,11 +6,12 @@ import time
 
 import numpy as np
 import pytest
+from conftest import ARTIFACTS, ROOT, files_under, launch_app
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from conftest import ARTIFACTS, ROOT, files_under, launch_app
 from explain.cleanup import sweep
+
 
 @pytest.fixture()
 def app(tiny_model_dir, tmp_path, request):

@@ -5,13 +5,13 @@ import random
 
 import numpy as np
 import pytest
+from conftest import ARTIFACTS, ROOT, SHARED, launch_app
 from PIL import Image
 
-from conftest import ARTIFACTS, ROOT, SHARED, launch_app
 from explain import page
-from explain.classifier import ANSWER, NOT_SKIN
 from explain.service import Service
 from explain.settings import BUNDLED_MODEL_DIR, Settings
+from explain.verdicts import ANSWER, NOT_SKIN
 
 pytestmark = pytest.mark.skipif(not (BUNDLED_MODEL_DIR / "model.keras").is_file(),
                                 reason="no bundled model in default_model/ yet")
@@ -34,7 +34,7 @@ def test_bundled_model_is_the_default_and_fits_in_a_space_repo(service):
 
 
 def test_non_skin_photo_is_said_not_to_be_skin(service):
-    labels, verdict = page.predict(service, ROOT / "examples" / "coffee-cup-not-skin.jpg")
+    labels, verdict = page.predict_outputs(service, ROOT / "examples" / "coffee-cup-not-skin.jpg")
     assert page.NOT_SKIN_WORDS in verdict and sum(labels["confidences"].values()) <= 1.0 + 1e-6
     assert labels["headline"] == page.HEADLINES[NOT_SKIN]  # the big type says so, not a class name
 

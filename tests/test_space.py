@@ -3,8 +3,8 @@
 import re
 
 import yaml
-
 from conftest import ROOT
+
 from explain.model import FOLDER_PATTERNS
 
 

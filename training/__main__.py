@@ -62,7 +62,7 @@ def run_steps(args: argparse.Namespace, config: ExperimentConfig) -> None:
         if name == "augment" and not config.balance_to:
             continue
         if name == "publish":
-            publish.run(config, force=args.force, dry_run=args.dry_run or not config.hub_repo)
+            publish.run(config, dry_run=args.dry_run or not config.hub_repo)  # always again: it checks the folder
         elif name == "train":
             train.run(config, force=args.force, resume=args.resume)
         elif name == "score":

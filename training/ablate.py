@@ -5,7 +5,7 @@ one variant through 5 folds costs about 40 minutes of 2-core CPU, so variants ar
 backbone frozen: pooled features are computed once per image size and view (the photo, its
 mirror, augmented copies), cached in `<output_dir>/ablation/features/`, and only the head is
 trained per fold (seconds). A variant marked `"fine_tune": true` is instead trained in full
-through the evaluation's cross-validation (training.crossval) (resumable per fold; with no other change it reads back
+through the evaluation's cross-validation (training.evaluation.crossval) (resumable per fold; with no other change it reads back
 evaluate's own folds).
 Writes `ablation.json`; the card shows it beside the fine-tuned model's CV.
 """
@@ -19,14 +19,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from training import metrics
 from training.common import class_names, group_split, labels_of
 from training.config import ExperimentConfig
-from training.crossval import aggregate_folds, cross_validate
 from training.data import dataset
+from training.evaluation import metrics
+from training.evaluation.crossval import aggregate_folds, cross_validate
+from training.fitting import balanced_class_weights, feature_view, fit_head, new_model
 from training.tables import read_rows
-from training.train import balanced_class_weights, feature_view, fit_head, new_model
-
 
 # every setting that changes the cached features; a cache made with other values is recomputed
 # (the number of augmented copies is not one: each copy is its own file)

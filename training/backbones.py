@@ -64,11 +64,19 @@ def build_classifier(
     return keras.Model(inputs, outputs, name=f"skin_{backbone}")
 
 
-def head_settings(model: keras.Model, config) -> dict:
-    """The keyword arguments of build_classifier that rebuild `model`'s head (features, fine classes)."""
+def classifier_for(config, num_classes: int, *, augmentation: keras.layers.Layer | None = None,
+                   **head) -> keras.Model:
+    """build_classifier with the experiment's backbone, input size, dropout, width and feature layers;
+    `head` sets the features' standardisation and the fine classes (as `head_settings` reads them)."""
+    return build_classifier(config.backbone, num_classes, config.image_size, augmentation=augmentation,
+                            dropout=config.dropout, alpha=config.alpha, feature_layers=config.feature_layers, **head)
+
+
+def head_settings(model: keras.Model) -> dict:
+    """The keyword arguments of build_classifier that rebuild `model`'s head (standardisation, fine classes)."""
     norm = model.get_layer(FEATURES_LAYER).get_config()
     logits = model.get_layer("logits")
-    return {"feature_layers": config.feature_layers, "feature_mean": norm["mean"], "feature_variance": norm["variance"],
+    return {"feature_mean": norm["mean"], "feature_variance": norm["variance"],
             "parent_of": logits.parent_of if isinstance(logits, ParentLogits) else None}
 
 
@@ -107,10 +115,11 @@ def recalibrate_batchnorm(model: keras.Model, pixels) -> None:
         layer.momentum, layer.trainable = momentum, trainable
 
 
-def copy_weights_by_name(source: keras.Model, target: keras.Model) -> None:
-    """Copy every weight of `target`'s layers from the same-named layer of `source`."""
+def copy_weights_by_name(source: keras.Model, target: keras.Model, layers: list | None = None) -> None:
+    """Copy the weights (BatchNorm statistics included) of `layers` of `target` (default: all of them)
+    from the same-named layers of `source`."""
     by_name = {layer.name: layer for layer in source.layers}
-    for layer in target.layers:
+    for layer in target.layers if layers is None else layers:
         if layer.weights:
             layer.set_weights(by_name[layer.name].get_weights())
 
@@ -139,8 +148,5 @@ def load_imagenet_weights(model: keras.Model, backbone: str, weights: str | None
 
 
 def copy_backbone(reference: keras.Model, model: keras.Model) -> None:
-    """Copy the backbone's weights (BatchNorm statistics included) from `reference`, layer by layer name."""
-    by_name = {layer.name: layer for layer in reference.layers}
-    for layer in backbone_layers(model):
-        if layer.weights:
-            layer.set_weights(by_name[layer.name].get_weights())
+    """Copy the backbone's weights from `reference`, layer by layer name."""
+    copy_weights_by_name(reference, model, backbone_layers(model))

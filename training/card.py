@@ -5,12 +5,11 @@ Its `## Disclaimer` section is what the app shows above every answer
 """
 
 import datetime
-
 import re
 
 from explain.cams import DEFAULT_METHOD
-from explain.classifier import DEFAULT_RESOLUTION
 from explain.card import DISCLAIMER_HEADING, TRUST_HEADING
+from explain.classifier import DEFAULT_RESOLUTION
 from training.config import ExperimentConfig
 
 EXPLANATIONS_HEADING = "Faithfulness and sanity of the heatmaps"

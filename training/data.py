@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
-
 from PIL import Image
 
 from explain.images import fit_to_model, load_photo

@@ -11,14 +11,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from training import metrics, plots
-from training.abstention import abstention
-from training.common import already_done, class_names, labels_of, predict
+from training.common import already_done, cam_features_and_logits, class_names, labels_of
 from training.config import ExperimentConfig
-from training.crossval import cross_source, cross_validate
 from training.data import load_pixels
+from training.evaluation import metrics, plots
+from training.evaluation.abstention import abstention
+from training.evaluation.crossval import cross_source, cross_validate
+from training.evaluation.watermark import watermark_check
 from training.tables import read_rows
-from training.watermark import watermark_check
 
 
 def run(config: ExperimentConfig, force: bool = False) -> Path:
@@ -30,7 +30,7 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
     by_split = {s: [r for r in rows if r["split"] == s and r["target_class"]] for s in ("train", "val", "test")}
     other = {f"other_{s}": [r for r in rows if r["split"] == s and r.get("other_condition")] for s in ("val", "test")}
     model = keras.saving.load_model(config.out / "train" / "model.keras", safe_mode=True, compile=False)
-    outputs = {s: predict(model, load_pixels(split_rows, config), config.tta)
+    outputs = {s: cam_features_and_logits(model, load_pixels(split_rows, config), config.tta)
                for s, split_rows in {**by_split, **other}.items() if split_rows}
     labels = {s: labels_of(split_rows, names) for s, split_rows in by_split.items()}
     val_logits, test_logits = outputs["val"][1], outputs["test"][1]

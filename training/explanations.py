@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from explain import faithfulness
 from explain.cams import METHODS
+from explain.card import TRUST_HEADING
 from explain.classifier import Classifier
 from explain.model import CARD_FILE, LoadedModel, ModelSource, load_model_folder, loaded_model
-from explain.card import TRUST_HEADING
 from training.card import EXPLANATIONS_HEADING, explanations_section, put_section, trust_section
 from training.config import ExperimentConfig
 from training.data import read_photo

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from explain import layers  # noqa: F401  (registers the preprocessing layers for loading)
-from training.backbones import build_classifier, copy_weights_by_name, head_settings
+from training.backbones import classifier_for, copy_weights_by_name, head_settings
 from training.common import already_done
 from training.config import ExperimentConfig
 from training.data import load_pixels
@@ -24,8 +24,7 @@ PARITY_PHOTOS = 32
 
 def inference_model(trained: keras.Model, config: ExperimentConfig) -> keras.Model:
     """The same network without augmentation layers, weights copied by layer name."""
-    model = build_classifier(config.backbone, trained.output_shape[-1], config.image_size, dropout=config.dropout,
-                             alpha=config.alpha, **head_settings(trained, config))
+    model = classifier_for(config, trained.output_shape[-1], **head_settings(trained))
     copy_weights_by_name(trained, model)
     return model
 

@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from training.backbones import HEAD_LAYERS, set_trainable
 from training.config import ExperimentConfig
-from training import metrics
 from training.data import load_pixels
+from training.evaluation import metrics
 
 CHECKPOINT = "finetune_checkpoint"  # folder inside the stage's output folder
 

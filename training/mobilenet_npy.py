@@ -13,7 +13,6 @@ import keras
 import numpy as np
 
 BN_VARIABLES = ("gamma", "beta", "moving_mean", "moving_variance")
-UNUSED = {"Logits_Conv2d_1c_1x1_biases.npy"}  # the ImageNet classifier's bias: no use here
 
 
 def slim_prefix(keras_conv_name: str) -> str:

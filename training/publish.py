@@ -42,7 +42,7 @@ def upload(folder: Path, repo_id: str) -> str:
     return commit.oid
 
 
-def run(config: ExperimentConfig, force: bool = False, dry_run: bool = True) -> Path:
+def run(config: ExperimentConfig, dry_run: bool = True) -> Path:
     folder = assemble(config, config.out / "model")
     load_model_folder(folder, ModelSource("folder", str(folder)))  # never publish a folder the app refuses
     print(f"publish: model folder written to {folder} and checked by loading it")

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from explain.classifier import ANSWER, NOT_SKIN, OTHER_CONDITION, UNSURE, Classifier
+from explain.classifier import Classifier
 from explain.model import ModelSource, load_model_folder
-from training.abstention import ood_photos
+from explain.verdicts import ANSWER, NOT_SKIN, OTHER_CONDITION, UNSURE
 from training.config import ExperimentConfig
 from training.data import read_photo
+from training.evaluation.abstention import ood_photos
 from training.tables import print_table, read_rows
 
 VERDICTS = (ANSWER, UNSURE, OTHER_CONDITION, NOT_SKIN)

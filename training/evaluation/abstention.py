@@ -10,11 +10,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from training import metrics
-from explain.classifier import ANSWER, NOT_SKIN, OTHER_CONDITION, UNSURE
-from training.common import IMAGE_SUFFIXES, predict
+from explain.verdicts import ANSWER, NOT_SKIN, OTHER_CONDITION, UNSURE, verdicts
+from training.common import IMAGE_SUFFIXES, cam_features_and_logits
 from training.config import ExperimentConfig, expand
 from training.data import load_pixels
+from training.evaluation import metrics
 
 NON_SKIN_SKIMAGE = ("coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "colorwheel",
                     "camera", "moon", "coins", "clock", "page", "text", "grass", "gravel", "brick", "retina")
@@ -45,16 +45,10 @@ def ood_photos(config: ExperimentConfig, rows: list[dict]) -> dict[str, list[dic
     return sets
 
 
-def verdicts(scores: dict, thresholds: dict) -> np.ndarray:
-    """The app's verdict for each photo (explain.classifier.Prediction.verdict, on arrays)."""
-    verdict = np.full(len(scores["max_probability"]), ANSWER, dtype=object)
-    if thresholds["unsure"] is not None:
-        verdict[scores["max_probability"] < thresholds["unsure"]] = UNSURE
-    score = scores[thresholds["abstain_score"]]
-    if thresholds["other_condition"] is not None:
-        verdict[score < thresholds["other_condition"]] = OTHER_CONDITION
-    verdict[score < thresholds["abstain"]] = NOT_SKIN
-    return verdict
+def verdicts_of(scores: dict, thresholds: dict) -> np.ndarray:
+    """The app's verdict for each photo (explain.verdicts' rule, which the app calls too)."""
+    return verdicts(scores[thresholds["abstain_score"]], scores["max_probability"], thresholds["abstain"],
+                    thresholds["other_condition"], thresholds["unsure"])
 
 
 def shares(verdict: np.ndarray) -> dict:
@@ -74,7 +68,7 @@ def choose_thresholds(config: ExperimentConfig, val: dict, val_other: dict | Non
         thresholds["other_condition"] = max(thresholds["abstain"], metrics.threshold_for_coverage(
             val[score], config.other_condition_coverage))
     if config.answer_coverage:
-        kept = verdicts(val, thresholds) == ANSWER
+        kept = verdicts_of(val, thresholds) == ANSWER
         share = min(1.0, config.answer_coverage / max(kept.mean(), 1e-9))
         thresholds["unsure"] = metrics.threshold_for_coverage(val["max_probability"][kept], share)
     return thresholds
@@ -86,7 +80,7 @@ def abstention(config: ExperimentConfig, model: keras.Model, temperature: float,
     risk-coverage curve and AURC on the test photos; the verdicts and AUROC of each score on the test
     split's other conditions (held out whole) and on every out-of-distribution set.
 
-    `outputs` maps train/val/test (and other_val/other_test) to predict()'s outputs. Returns the
+    `outputs` maps train/val/test (and other_val/other_test) to cam_features_and_logits()'s outputs. Returns the
     report and the class means."""
     means = metrics.class_means(outputs["train"][0], labels["train"], outputs["train"][1].shape[1])
 
@@ -97,7 +91,7 @@ def abstention(config: ExperimentConfig, model: keras.Model, temperature: float,
     thresholds = choose_thresholds(config, scores["val"], scores.get("other_val"))
     test = scores["test"]
     correct = outputs["test"][1].argmax(axis=1) == labels["test"]
-    answered = verdicts(test, thresholds) == ANSWER
+    answered = verdicts_of(test, thresholds) == ANSWER
     score_names = list(metrics.SCORE_NAMES)
     result = {
         "score": metrics.SCORE_NAMES[config.abstain_score],
@@ -107,7 +101,7 @@ def abstention(config: ExperimentConfig, model: keras.Model, temperature: float,
         "test_coverage": float(np.mean(answered)),
         "test_accuracy": float(np.mean(correct)),
         "test_accuracy_when_answering": float(np.mean(correct[answered])) if answered.any() else float("nan"),
-        "test_verdicts": shares(verdicts(test, thresholds)),
+        "test_verdicts": shares(verdicts_of(test, thresholds)),
         "accuracy_at_coverage": metrics.accuracy_at_coverage(test["max_probability"], correct),
         "risk_coverage": {metrics.SCORE_NAMES[k]: metrics.risk_coverage(test[k], correct) for k in score_names},
         "ood": {},
@@ -115,13 +109,13 @@ def abstention(config: ExperimentConfig, model: keras.Model, temperature: float,
     sets = {"other conditions held out whole (test split)": scores.get("other_test")}
     for name, ood_rows in ood_photos(config, rows).items():
         if ood_rows:
-            sets[name] = scored(predict(model, load_pixels(ood_rows, config), config.tta))
+            sets[name] = scored(cam_features_and_logits(model, load_pixels(ood_rows, config), config.tta))
     for name, ood in sets.items():
         if ood is None:
             continue
         result["ood"][name] = {
             "n": len(ood["max_probability"]), "auroc": metrics.ood_auroc(test[config.abstain_score], ood[config.abstain_score]),
-            "share_flagged_uncertain": float(np.mean(verdicts(ood, thresholds) != ANSWER)),
-            "verdicts": shares(verdicts(ood, thresholds)),
+            "share_flagged_uncertain": float(np.mean(verdicts_of(ood, thresholds) != ANSWER)),
+            "verdicts": shares(verdicts_of(ood, thresholds)),
             "auroc_by_score": {metrics.SCORE_NAMES[k]: metrics.ood_auroc(test[k], ood[k]) for k in score_names}}
     return result, means

@@ -11,12 +11,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from training import metrics
-from training.common import class_names, group_split, labels_of, predict
+from explain.verdicts import feature_similarity
+from training.common import cam_features_and_logits, class_names, group_split, labels_of
 from training.config import ExperimentConfig
 from training.data import load_pixels
+from training.evaluation import metrics
 from training.features import cam_features
-from training.train import fit
+from training.fitting import fit
 
 
 def train_and_predict(config: ExperimentConfig, train_rows: list[dict], eval_rows: list[dict], names: list[str],
@@ -38,9 +39,9 @@ def train_and_predict(config: ExperimentConfig, train_rows: list[dict], eval_row
         model = fit(config, *_grouped_slice(train_rows, [r["target_class"] for r in train_rows], config), names, out,
                     resume=True)
     if not saved.is_file():
-        np.save(saved, predict(model, load_pixels(eval_rows, config), tta=config.tta)[1])
+        np.save(saved, cam_features_and_logits(model, load_pixels(eval_rows, config), tta=config.tta)[1])
     means = metrics.class_means(cam_features(model, train_rows, config), labels_of(train_rows, names), len(names))
-    np.save(saved_similarity, (metrics.unit(cam_features(model, eval_rows, config)) @ means.T).max(axis=1))
+    np.save(saved_similarity, feature_similarity(cam_features(model, eval_rows, config), means))
     return np.load(saved), np.load(saved_similarity)
 
 

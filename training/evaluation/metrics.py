@@ -6,6 +6,7 @@ from scipy.special import log_softmax, logsumexp, softmax
 from sklearn.metrics import roc_auc_score
 
 from explain.model import ABSTAIN_SCORES
+from explain.verdicts import feature_similarity, unit
 
 
 def top_k_accuracy(probabilities: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -86,10 +87,6 @@ def calibrated(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 SCORE_NAMES = {**ABSTAIN_SCORES, "energy": "energy (log-sum-exp of temperature-scaled logits)"}
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
 def class_means(features: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     """Each class's mean pooled feature vector over its (training) photos, as unit rows."""
     return unit(np.stack([features[labels == c].mean(axis=0) for c in range(n)]))
@@ -98,7 +95,7 @@ def class_means(features: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
 def abstention_scores(features: np.ndarray, logits: np.ndarray, temperature: float, means: np.ndarray) -> dict:
     """Each score of SCORE_NAMES for each photo; higher means more like the training photos."""
     scaled = logits / temperature
-    return {"feature_similarity": (unit(features) @ means.T).max(axis=1),
+    return {"feature_similarity": feature_similarity(features, means),
             "max_probability": softmax(scaled, axis=1).max(axis=1),
             "energy": logsumexp(scaled, axis=1)}
 

@@ -1,0 +1,189 @@
+"""How a model is trained: two-stage transfer learning, which the train step, cross-validation
+and the ablation all call.
+
+Stage 1 trains the head on a frozen ImageNet backbone (on cached features: `training.features`),
+on the classes or, with `fine_labels`, on the sources' fine-grained conditions summed to the
+classes; stage 2 (optional) unfreezes the backbone's last N layers at a low learning rate,
+BatchNorm staying in inference mode (`training.finetune`).
+"""
+
+import collections
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from training.backbones import (
+    FEATURES_LAYER,
+    classifier_for,
+    copy_backbone,
+    load_imagenet_weights,
+    recalibrate_batchnorm,
+    set_trainable,
+)
+from training.common import fine_classes
+from training.config import ExperimentConfig, expand
+from training.data import dataset, mirror
+from training.features import pooled_features
+from training.finetune import finetune
+
+
+def augmentation(config: ExperimentConfig, seed: int | None = None) -> keras.Sequential | None:
+    """Online augmentation layers, active only while training; their random stream starts from
+    `seed` (default: the config's)."""
+    seed = config.seed if seed is None else seed
+    layers = []
+    if config.flip:
+        layers.append(keras.layers.RandomFlip("horizontal_and_vertical", seed=seed))
+    if config.rotation:
+        layers.append(keras.layers.RandomRotation(config.rotation, fill_mode="reflect", seed=seed))
+    if config.zoom:
+        layers.append(keras.layers.RandomZoom(config.zoom, fill_mode="reflect", seed=seed))
+    if config.contrast:
+        layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=seed))
+    if config.brightness:
+        layers.append(keras.layers.RandomBrightness(config.brightness, value_range=(0, 255), seed=seed))
+    return keras.Sequential(layers, name="augmentation") if layers else None
+
+
+def new_model(config: ExperimentConfig, num_classes: int) -> keras.Model:
+    model = classifier_for(config, num_classes, augmentation=augmentation(config))
+    load_imagenet_weights(model, config.backbone, expand(config.imagenet_weights))
+    return model
+
+
+def balanced_class_weights(rows: list[dict], names: list[str]) -> dict[int, float]:
+    counts = collections.Counter(r["target_class"] for r in rows)
+    return {i: len(rows) / (len(names) * counts[name]) for i, name in enumerate(names)}
+
+
+def compile_for(model: keras.Model, config: ExperimentConfig, rate: float, num_classes: int) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                 keras.metrics.TopKCategoricalAccuracy(k=min(3, num_classes), name="top3")],
+    )
+
+
+def callbacks(config: ExperimentConfig, out: Path, stage: int) -> list:
+    return [
+        keras.callbacks.EarlyStopping(patience=config.early_stopping_patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(factor=0.3, patience=max(1, config.early_stopping_patience // 2)),
+        keras.callbacks.ModelCheckpoint(out / f"best_stage{stage}.keras", save_best_only=True),
+        keras.callbacks.CSVLogger(out / "history.csv", append=True),
+    ]
+
+
+def features_and_labels(model: keras.Model, ds, augment: keras.layers.Layer | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled backbone features and labels of a dataset; with `augment`, of randomly augmented copies."""
+    pooled = keras.Model(model.inputs, model.get_layer("pool").output)
+
+    def view(x):
+        return augment(x, training=True) if augment is not None else x
+
+    xs, ys = zip(*[(pooled(view(x), training=False).numpy(), y.numpy()) for x, y in ds])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def feature_view(model: keras.Model, ds, config: ExperimentConfig, view: int) -> np.ndarray:
+    """Features of one view of the photos: 0 the photos, 1 their mirror images, 2 + k augmented
+    copy k (its own random stream, so copy k is the same however many copies are asked for)."""
+    if view == 0:
+        return features_and_labels(model, ds)[0]
+    if view == 1:
+        return features_and_labels(model, ds.map(lambda x, y: (mirror(x), y)))[0]
+    return features_and_labels(model, ds, augmentation(config, seed=config.seed + view - 2))[0]
+
+
+def fit_head(config: ExperimentConfig, train: tuple, val: tuple, weights: dict | None, out: Path) -> tuple:
+    """A dropout + softmax head on standardised pooled features; returns it and the epochs run."""
+    num_classes = train[1].shape[1]
+    head = keras.Sequential([keras.Input(train[0].shape[1:]), standardiser(train[0]), keras.layers.Dropout(config.dropout),
+                             keras.layers.Dense(num_classes, kernel_regularizer=l2(config), name="logits"),
+                             keras.layers.Activation("softmax")])
+    compile_for(head, config, config.head_learning_rate, num_classes)
+    history = head.fit(*train, validation_data=val, epochs=config.head_epochs, batch_size=config.batch_size,
+                       class_weight=weights, callbacks=callbacks(config, out, 1), verbose=0)
+    return head, len(history.history["loss"])
+
+
+def l2(config: ExperimentConfig) -> keras.regularizers.Regularizer | None:
+    """Weight decay of the head (head_l2; None: off)."""
+    return keras.regularizers.L2(config.head_l2) if config.head_l2 else None
+
+
+def standardiser(features: np.ndarray) -> keras.layers.Normalization:
+    """Standardises features with the training photos' mean and variance (the model's `features` layer)."""
+    return keras.layers.Normalization(mean=features.mean(axis=0), variance=features.var(axis=0) + 1e-6,
+                                      name=FEATURES_LAYER)
+
+
+def one_hot(rows: list[dict], names: list[str], column: str) -> np.ndarray:
+    return keras.utils.to_categorical([names.index(r[column]) for r in rows], len(names))
+
+
+def train_head_on_features(model: keras.Model, config: ExperimentConfig, train_rows: list[dict],
+                           val_rows: list[dict], names: list[str], weights: dict | None, out: Path) -> keras.Model:
+    """Stage 1 on features computed once (`training.features`): the frozen backbone's output does not
+    change between epochs, so each epoch costs milliseconds instead of a full pass over the photos.
+    Mirrored (and optionally augmented) photos' features enlarge the training set. Returns the model
+    with its standardisation and head (fine-grained with `fine_labels`) in place."""
+    views = [pooled_features(model, train_rows, config, 0), pooled_features(model, train_rows, config, 1)]
+    if config.head_augmented_copies:
+        ds = dataset(train_rows, names, config, shuffle=False)
+        views += [feature_view(model, ds, config, v) for v in range(2, 2 + config.head_augmented_copies)]
+    column, targets, parent_of = "target_class", names, None
+    if config.fine_labels:
+        column, targets = "fine_class", fine_classes(train_rows)
+        parent_of = [names.index(next(r["target_class"] for r in train_rows if r["fine_class"] == f)) for f in targets]
+        val_rows = [r for r in val_rows if r["fine_class"] in targets]  # a condition unseen in training: no target
+    y_train = one_hot(train_rows, targets, column)
+    head, _ = fit_head(config, (np.concatenate(views), np.tile(y_train, (len(views), 1))),
+                       (pooled_features(model, val_rows, config, 0), one_hot(val_rows, targets, column)),
+                       _fine_weights(weights, train_rows, names, targets, column), out)
+    norm = head.get_layer(FEATURES_LAYER).get_config()
+    trained = classifier_for(config, len(names), augmentation=augmentation(config), parent_of=parent_of,
+                             feature_mean=norm["mean"], feature_variance=norm["variance"])
+    copy_backbone(model, trained)
+    trained.get_layer("fine_logits" if parent_of else "logits").set_weights(head.get_layer("logits").get_weights())
+    return trained
+
+
+def _fine_weights(weights: dict | None, rows: list[dict], names: list[str], targets: list[str], column: str):
+    """Class weights carried over to fine-grained targets (each condition weighs as its class does)."""
+    if weights is None or column == "target_class":
+        return weights
+    parent = {r[column]: r["target_class"] for r in rows}
+    return {i: weights[names.index(parent[t])] for i, t in enumerate(targets)}
+
+
+def fit(config: ExperimentConfig, train_rows: list[dict], val_rows: list[dict], names: list[str], out: Path,
+        verbose: int = 2, resume: bool = False) -> keras.Model:
+    """Train a fresh model on `train_rows`, early-stopped (stage 1) or best epoch chosen (stage 2) on
+    `val_rows`; saves into `out`. With `resume`, an interrupted fine-tune continues from its checkpoint."""
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    model = new_model(config, len(names))
+    train_ds = dataset(train_rows, names, config, shuffle=True)
+    if config.imagenet_weights is None:
+        recalibrate_batchnorm(model, next(iter(train_ds))[0])
+    val_ds = dataset(val_rows, names, config, shuffle=False)
+    weights = balanced_class_weights(train_rows, names) if config.class_weights else None
+    (out / "history.csv").unlink(missing_ok=True)
+    set_trainable(model, 0)
+    if config.head_on_features:
+        print(f"stage 1: head on cached backbone features, up to {config.head_epochs} epochs")
+        model = train_head_on_features(model, config, train_rows, val_rows, names, weights, out)
+        set_trainable(model, 0)
+    else:
+        print(f"stage 1: head on the frozen backbone, up to {config.head_epochs} epochs")
+        compile_for(model, config, config.head_learning_rate, len(names))
+        model.fit(train_ds, validation_data=val_ds, epochs=config.head_epochs, class_weight=weights,
+                  callbacks=callbacks(config, out, 1), verbose=verbose)
+    if config.finetune_epochs > 0:
+        print(f"stage 2: fine-tune, last {config.unfrozen} backbone layers trainable (BatchNorm frozen), "
+              f"{config.finetune_epochs} epochs")
+        model = finetune(model, config, train_rows, val_rows, names, weights, out, resume)
+    model.save(out / "model.keras")
+    return model

@@ -55,9 +55,13 @@ def main(argv: list[str] | None = None) -> int:
 def opacity(text: str) -> float:
     """--opacity, refused by argparse (usage line, exit 2) unless a number from 0 to 1."""
     try:
-        return checked_opacity(float(text))
-    except (ValueError, RequestError) as err:
-        raise argparse.ArgumentTypeError(str(err) if isinstance(err, RequestError) else f"not a number: {text!r}")
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    try:
+        return checked_opacity(value)
+    except RequestError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def classify(service: Service, path: Path, args) -> dict:
@@ -70,8 +74,8 @@ def classify(service: Service, path: Path, args) -> dict:
     result = {"top": prediction.top_k(args.top_k), "uncertain": prediction.uncertain,
               "verdict_kind": prediction.verdict,
               "verdict": (f"{verdict(prediction).replace('**', '')} Map check ({explanation.method} of "
-                          f"{explanation.target}): hiding its top {share} gives {check.map_hidden:.0%}, a random {share} {check.random_hidden:.0%} "
-                          f"(from {check.probability:.0%})."),
+                          f"{explanation.target}): hiding its top {share} gives {check.map_hidden:.0%}, a random "
+                          f"{share} {check.random_hidden:.0%} (from {check.probability:.0%})."),
               "faithfulness": check.as_dict()}
     if args.cam_out:
         overlay = args.cam_out / f"{path.stem}_{args.method.lower().replace('+', 'p')}_{resolution}.jpg"

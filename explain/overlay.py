@@ -39,9 +39,10 @@ def colour_table(colormap: str) -> np.ndarray:
 
 def checked_opacity(opacity: float) -> float:
     """`opacity` as a float, if it is one a heatmap can be drawn with."""
-    if not 0.0 <= float(opacity) <= 1.0:
-        raise RequestError(f"Heatmap opacity must be between 0 and 1 (0 shows the photo alone); got {opacity}.")
-    return float(opacity)
+    value = float(opacity)
+    if not 0.0 <= value <= 1.0:
+        raise RequestError(f"Heatmap opacity must be between 0 and 1 (0 shows the photo alone); got {value}.")
+    return value
 
 
 def overlay(photo: Image.Image, cam: np.ndarray, opacity: float, colormap: str = DEFAULT_COLORMAP) -> Image.Image:

@@ -124,7 +124,7 @@ class Service:
         pixels = classifier.pixels(picture)
         explanation = classifier.explain_pixels(pixels, method, classifier.class_index(target), resolution)
         check = faithfulness.check(classifier, pixels, explanation)
-        return ExplainedPhoto(explanation, overlay(picture, explanation.cam, float(opacity)), check)
+        return ExplainedPhoto(explanation, overlay(picture, explanation.cam, opacity), check)
 
     def compare(self, photo, target: str | None = None, *, opacity: float, resolution: str | None = None) -> Comparison:
         """The Compare view: every method on one class, with deletion curves and times, and the

@@ -5,8 +5,8 @@ one variant through 5 folds costs about 40 minutes of 2-core CPU, so variants ar
 backbone frozen: pooled features are computed once per image size and view (the photo, its
 mirror, augmented copies), cached in `<output_dir>/ablation/features/`, and only the head is
 trained per fold (seconds). A variant marked `"fine_tune": true` is instead trained in full
-through the evaluation's cross-validation (training.evaluation.crossval) (resumable per fold; with no other change it reads back
-evaluate's own folds).
+through the evaluation's cross-validation (training.evaluation.crossval) (resumable per fold;
+with no other change it reads back evaluate's own folds).
 Writes `ablation.json`; the card shows it beside the fine-tuned model's CV.
 """
 

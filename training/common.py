@@ -52,7 +52,8 @@ def group_split(labels: list[str], groups: list, fraction: float, seed: int) -> 
     return rest, held_out
 
 
-def cam_features_and_logits(model: keras.Model, pixels: np.ndarray, tta: bool = False, batch_size: int = 32) -> tuple:
+def cam_features_and_logits(model: keras.Model, pixels: np.ndarray, tta: bool = False,
+                            batch_size: int = 32) -> tuple:
     """The CAM layer's pooled activations (what the feature-similarity score reads) and the logits
     for uint8 pixels; with `tta`, the logits are averaged with the mirrored photos' (the features
     never are: the app computes them from the photo alone)."""

@@ -75,7 +75,8 @@ def callbacks(config: ExperimentConfig, out: Path, stage: int) -> list:
     ]
 
 
-def features_and_labels(model: keras.Model, ds, augment: keras.layers.Layer | None = None) -> tuple[np.ndarray, np.ndarray]:
+def features_and_labels(model: keras.Model, ds,
+                        augment: keras.layers.Layer | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pooled backbone features and labels of a dataset; with `augment`, of randomly augmented copies."""
     pooled = keras.Model(model.inputs, model.get_layer("pool").output)
 

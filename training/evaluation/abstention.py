@@ -80,8 +80,8 @@ def abstention(config: ExperimentConfig, model: keras.Model, temperature: float,
     risk-coverage curve and AURC on the test photos; the verdicts and AUROC of each score on the test
     split's other conditions (held out whole) and on every out-of-distribution set.
 
-    `outputs` maps train/val/test (and other_val/other_test) to cam_features_and_logits()'s outputs. Returns the
-    report and the class means."""
+    `outputs` maps train/val/test (and other_val/other_test) to cam_features_and_logits()'s outputs.
+    Returns the report and the class means."""
     means = metrics.class_means(outputs["train"][0], labels["train"], outputs["train"][1].shape[1])
 
     def scored(split_outputs):

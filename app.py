@@ -126,14 +126,14 @@ def build_app(service: Service, running: RunningRequests) -> gr.Blocks:
     predict = shown_to_user(functools.partial(page.predict_outputs, service), running)
     explain = shown_to_user(functools.partial(page.explain_outputs, service), running)
     compare = shown_to_user(functools.partial(page.compare_outputs, service), running)
-    model_status = functools.partial(page.model_status, service)
+    model_info = functools.partial(page.model_info, service)
 
     with gr.Blocks(title="Skin condition classifier, explained", analytics_enabled=False) as demo:
         gr.Markdown("# Skin condition classifier, explained")
         gr.Markdown(page.disclaimer_summary(service.disclaimer), elem_id="disclaimer")
         with gr.Accordion("What this demo can and cannot do", open=False, elem_id="disclaimer-more"):
             gr.Markdown(service.disclaimer)
-        status = gr.Markdown(model_status(), elem_id="model-status")
+        status = gr.Markdown(page.model_status(model_info()), elem_id="model-status")
         with gr.Row():
             with gr.Column():
                 photo = PhotoInput(label="Photo of the skin problem", sources=["upload", "clipboard", "webcam"],
@@ -151,7 +151,7 @@ def build_app(service: Service, running: RunningRequests) -> gr.Blocks:
                     opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Heatmap opacity")
                 button = gr.Button("Analyze", variant="primary", elem_id="analyze")
             with gr.Column():
-                verdict = gr.Markdown(elem_id="verdict")
+                verdict_line = gr.Markdown(elem_id="verdict")
                 label = AnswerLabel(label="The conditions it knows, most likely first", elem_id="label")
                 heatmap = HeatmapOutput(label="Where the model looked", format="jpeg", type="pil", elem_id="heatmap")
                 gr.Markdown(page.HEATMAP_LEGEND, elem_id="heatmap-legend")
@@ -159,6 +159,9 @@ def build_app(service: Service, running: RunningRequests) -> gr.Blocks:
                 with gr.Accordion("How far can these heatmaps be trusted?", open=False):
                     gr.Markdown(page.trust_note(service), elem_id="trust")
                     numbers = gr.JSON(label="This heatmap's faithfulness numbers", elem_id="faithfulness-numbers")
+                with gr.Accordion("The answer as data (what the API returns)", open=False):
+                    verdict = gr.JSON(label="Verdict", elem_id="verdict-data")
+                    info = gr.JSON(label="Model", elem_id="model-info")
         with gr.Accordion("Compare methods", open=False, elem_id="compare-section"):
             gr.Markdown("The four methods' maps of the same class, each with how much of the answer it finds "
                         "(deletion area against a random mask) and its time, then the default method's maps "
@@ -170,13 +173,21 @@ def build_app(service: Service, running: RunningRequests) -> gr.Blocks:
 
         answer = [label, heatmap, verdict, faithful, numbers]
         settings = [photo, method, target, opacity, top_k, resolution]
-        demo.load(model_status, None, status, api_name="model_info")
+
+        def worded(event):
+            """The API returns data; the page then words the verdict from it."""
+            return event.then(page.verdict_markdown, verdict, verdict_line, api_visibility="private")
+
+        demo.load(model_info, None, info, api_name="model_info").then(page.model_status, info, status,
+                                                                       api_visibility="private")
         # one queue for everything that runs the model, so SKIN_CONCURRENCY bounds them all together
-        button.click(explain, settings, answer, api_name="explain", concurrency_id=MODEL_QUEUE)
-        top_k.release(predict, [photo, top_k], [label, verdict], api_name="predict", concurrency_id=MODEL_QUEUE)
-        opacity.release(explain, settings, answer, api_visibility="private", concurrency_id=MODEL_QUEUE)
-        compare_button.click(compare, [photo, target, opacity, resolution], [gallery, compare_table, compare_numbers],
-                             api_name="compare", concurrency_id=MODEL_QUEUE)
+        worded(button.click(explain, settings, answer, api_name="explain", concurrency_id=MODEL_QUEUE))
+        worded(top_k.release(predict, [photo, top_k], [label, verdict], api_name="predict",
+                             concurrency_id=MODEL_QUEUE))
+        worded(opacity.release(explain, settings, answer, api_visibility="private", concurrency_id=MODEL_QUEUE))
+        compare_button.click(compare, [photo, target, opacity, resolution], [gallery, compare_numbers],
+                             api_name="compare", concurrency_id=MODEL_QUEUE).then(
+            page.compare_table, compare_numbers, compare_table, api_visibility="private")
 
         examples = service.example_photos()
         if examples and service.classifier is not None:
@@ -187,9 +198,8 @@ def build_app(service: Service, running: RunningRequests) -> gr.Blocks:
             def pick(choice: gr.SelectData) -> str:
                 return examples[choice.index]
 
-            shelf.select(pick, None, photo, api_visibility="private").then(explain, settings, answer,
-                                                                             api_visibility="private",
-                                                                             concurrency_id=MODEL_QUEUE)
+            worded(shelf.select(pick, None, photo, api_visibility="private").then(
+                explain, settings, answer, api_visibility="private", concurrency_id=MODEL_QUEUE))
             gr.Markdown(page.EXAMPLES_CREDIT, elem_id="examples-credit")
     return demo
 

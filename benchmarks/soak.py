@@ -223,7 +223,7 @@ class Load:
             label, heatmap, *_ = client.submit(self._file(photo), rng.choice(self.methods), "Most likely class",
                                                0.45, 3, resolution, api_name="/explain").result(timeout=REQUEST_TIMEOUT)
             return self._check_top(photo, label) or self._check_image(http, heatmap)
-        gallery, _, _ = client.submit(self._file(photo), "Most likely class", 0.45, resolution,
+        gallery, _ = client.submit(self._file(photo), "Most likely class", 0.45, resolution,
                                       api_name="/compare").result(timeout=REQUEST_TIMEOUT)
         if len(gallery) < len(self.methods):
             return f"the Compare view has {len(gallery)} maps"

@@ -15,12 +15,12 @@ from explain.cams import DEFAULT_METHOD, METHODS, activations_and_logits, normal
 from explain.errors import RequestError
 from explain.images import fit_to_model
 from explain.model import LoadedModel
-from explain.verdicts import ANSWER, feature_similarity, verdicts
+from explain.verdicts import ANSWER, scaled_softmax, scores, verdicts
 
 BATCH = 4  # photos per call when many go through the model (see Classifier.probabilities)
 # The map shown unless another is asked for: the finer one where the model has it. On the shipped
-# model, whose head also reads that layer, its Grad-CAM beats a random mask on 59% of held-out
-# photos against 47% for the coarse map (docs/explanations.md).
+# model, whose head also reads that layer, its Grad-CAM beats a random mask on 60% of held-out
+# photos against 48% for the coarse map (docs/explanations.md).
 DEFAULT_RESOLUTION = "fine"
 
 
@@ -28,10 +28,8 @@ DEFAULT_RESOLUTION = "fine"
 class Prediction:
     labels: list[str]
     probabilities: np.ndarray  # over all classes, sums to 1
-    abstain_threshold: float | None
-    abstain_score: float  # the top probability, or the feature similarity (see ModelConfig.abstain_score)
-    other_condition_threshold: float | None = None  # a second, higher threshold on abstain_score
-    unsure_threshold: float | None = None  # on the top probability
+    scores: dict[str, float]  # each verdict's score (explain.verdicts.VERDICT_OF)
+    thresholds: dict[str, float | None]  # each score's threshold (ModelConfig.thresholds)
 
     @property
     def top_index(self) -> int:
@@ -44,8 +42,7 @@ class Prediction:
     @property
     def verdict(self) -> str:
         """One of explain.verdicts' four, by its rule."""
-        return verdicts(self.abstain_score, self.probabilities.max(), self.abstain_threshold,
-                        self.other_condition_threshold, self.unsure_threshold)[0]
+        return verdicts(self.scores, self.thresholds)[0]
 
     @property
     def uncertain(self) -> bool:
@@ -82,10 +79,10 @@ class Classifier:
         self.activations_and_logits = {
             name: activations_and_logits(self.keras_model, *dict.fromkeys((layer, loaded.cam_layer)))
             for name, layer in self.layers.items()}
-        self.class_means = loaded.class_means
+        self.skin_readout, self.class_means = loaded.skin_readout, loaded.class_means
         size = self.config.image_size
         self.input_spec = tf.TensorSpec((1, size, size, 3), tf.float32)
-        self._forward = tf.function(self._probabilities_and_features, input_signature=[self.input_spec])
+        self._forward = tf.function(self._logits_and_features, input_signature=[self.input_spec])
         self._batch = tf.function(self._batch_probabilities,
                                   input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
         self._fused: dict[tuple[str, str], tf.types.experimental.GenericFunction] = {}
@@ -186,7 +183,7 @@ class Classifier:
                 fused, input_signature=[self.input_spec, tf.TensorSpec([], tf.int32)])
         return self._fused[method, resolution]
 
-    def _probabilities_and_features(self, pixels):
+    def _logits_and_features(self, pixels):
         *activations, logits = self.activations_and_logits["coarse"](pixels, training=False)
         return self._read_out(activations, logits)
 
@@ -194,14 +191,13 @@ class Classifier:
         return tf.nn.softmax(self.activations_and_logits["coarse"](batch, training=False)[1] / self.temperature)
 
     def _read_out(self, activations: list, logits) -> tuple[tf.Tensor, tf.Tensor]:
-        """Probabilities and the pooled CAM-layer features from one pass (traced inside tf.function);
-        the CAM layer's activations come last."""
-        return tf.nn.softmax(logits / self.temperature)[0], tf.reduce_mean(activations[-1], axis=(1, 2))[0]
+        """The logits and the pooled CAM-layer features from one pass (traced inside tf.function); the
+        CAM layer's activations come last."""
+        return logits[0], tf.reduce_mean(activations[-1], axis=(1, 2))[0]
 
-    def prediction(self, probabilities, pooled_features) -> Prediction:
-        """The Prediction, its abstention score computed as the evaluation computes it (explain.verdicts)."""
-        config, probabilities = self.config, np.asarray(probabilities)
-        score = (probabilities.max() if self.class_means is None
-                 else feature_similarity(np.asarray(pooled_features), self.class_means)[0])
-        return Prediction(self.labels, probabilities, config.abstain_threshold, float(score),
-                          config.other_condition_threshold, config.unsure_threshold)
+    def prediction(self, logits, pooled_features) -> Prediction:
+        """The Prediction, its verdict scores computed as the evaluation computes them (explain.verdicts)."""
+        logits = np.asarray(logits)
+        read = scores(np.asarray(pooled_features), logits, self.temperature, self.skin_readout, self.class_means)
+        return Prediction(self.labels, scaled_softmax(logits, self.temperature)[0],
+                          {k: float(v[0]) for k, v in read.items()}, self.config.thresholds)

@@ -2,9 +2,9 @@
 
 A model folder holds `model.keras`, `labels.json` (class names in output order),
 `config.json` (the fields of `ModelConfig`, nothing else), `README.md` (the model card)
-and, for the feature-similarity answers ("not a skin photo", "another condition"),
-`class_means.npy`; optionally `examples/`. The training pipeline writes it with `write_model_folder`, the app reads it
-with `load_model_folder`, and both go through `loaded_model`, which checks the contract.
+and, for the verdicts that read them, `skin_readout.npy` (explain.verdicts.skin_score) and
+`class_means.npy` (explain.verdicts.feature_similarity); optionally `examples/`. The training
+pipeline writes it with `write_model_folder`, the app reads it with `load_model_folder`, and both go through `loaded_model`, which checks the contract.
 `resolve_model` picks the folder: `SKIN_MODEL_DIR`, `SKIN_MODEL_REPO`[@`SKIN_MODEL_REVISION`]
 on the Hub, or the bundled default model.
 """
@@ -24,18 +24,14 @@ from explain.errors import ModelFormatError, ModelNotConfiguredError
 from explain.hub import fetch_model_folder
 from explain.layers import PREPROCESSING
 from explain.settings import BUNDLED_MODEL_DIR, Settings
-from explain.verdicts import unit
+from explain.verdicts import VERDICT_OF, unit
 
 MODEL_FILE, LABELS_FILE, CONFIG_FILE = "model.keras", "labels.json", "config.json"
-CLASS_MEANS_FILE, CARD_FILE, EXAMPLES_FOLDER = "class_means.npy", "README.md", "examples"
+SKIN_READOUT_FILE, CLASS_MEANS_FILE = "skin_readout.npy", "class_means.npy"
+CARD_FILE, EXAMPLES_FOLDER = "README.md", "examples"
 REQUIRED_FILES = (MODEL_FILE, LABELS_FILE, CONFIG_FILE)
-FOLDER_PATTERNS = [*REQUIRED_FILES, CLASS_MEANS_FILE, CARD_FILE, f"{EXAMPLES_FOLDER}/*"]  # what a Hub fetch takes
-
-# The scores a model may abstain on ("uncertain" below its threshold), with the name reports use.
-ABSTAIN_SCORES = {
-    "max_probability": "max softmax probability (temperature-scaled)",
-    "feature_similarity": "feature similarity to the nearest class mean (cosine)",
-}
+# what a Hub fetch takes
+FOLDER_PATTERNS = [*REQUIRED_FILES, SKIN_READOUT_FILE, CLASS_MEANS_FILE, CARD_FILE, f"{EXAMPLES_FOLDER}/*"]
 
 
 @dataclass(frozen=True)
@@ -47,17 +43,19 @@ class ModelConfig:
     preprocessing: str  # the layer of explain.layers.PREPROCESSING the model contains
     cam_layer: str | None = None  # None: the last 4-D convolutional activation
     temperature: float = 1.0  # divides the logits (fitted on validation data)
-    # "uncertain" when the abstention score is below the threshold. The score (ABSTAIN_SCORES) is
-    # "max_probability" (the top class's probability) or "feature_similarity": cosine similarity of
-    # the photo's pooled CAM-layer features to the nearest row of class_means.npy (each class's mean
-    # over its training photos), which separates unfamiliar photos far better on the default model.
-    abstain_threshold: float | None = None
-    abstain_score: str = "max_probability"
-    # "looks like a condition outside the classes" when the abstention score is at least abstain_threshold
-    # but below other_condition_threshold (a second, higher threshold on the same score); "unsure between
-    # A and B" when the top probability is below unsure_threshold. None turns either off.
-    other_condition_threshold: float | None = None
-    unsure_threshold: float | None = None
+    # Each score's threshold (explain.verdicts.VERDICT_OF; None turns it off): "not a skin photo" below
+    # skin_threshold (the skin read-out's logit; needs skin_readout.npy), "another condition" below
+    # energy_threshold (of the logits) or similarity_threshold (to the nearest class mean; needs
+    # class_means.npy), "unsure between A and B" below top_probability_threshold.
+    skin_threshold: float | None = None
+    energy_threshold: float | None = None
+    similarity_threshold: float | None = None
+    top_probability_threshold: float | None = None
+
+    @property
+    def thresholds(self) -> dict:
+        """Each score's threshold, as explain.verdicts.verdicts takes them."""
+        return {name: getattr(self, f"{name}_threshold") for name in VERDICT_OF}
 
     @classmethod
     def from_json(cls, data: dict) -> "ModelConfig":
@@ -75,13 +73,6 @@ class ModelConfig:
         config = cls(**data)
         if config.preprocessing not in PREPROCESSING:
             raise ValueError(f"preprocessing {config.preprocessing!r} is not one of {', '.join(PREPROCESSING)}")
-        if config.abstain_score not in ABSTAIN_SCORES:
-            raise ValueError(f"abstain_score {config.abstain_score!r}: use one of {', '.join(ABSTAIN_SCORES)}")
-        if None not in (config.other_condition_threshold, config.abstain_threshold) and \
-                config.other_condition_threshold < config.abstain_threshold:
-            raise ValueError(f"other_condition_threshold {config.other_condition_threshold} is below abstain_threshold "
-                             f"{config.abstain_threshold}; it must be higher (a photo less like the training photos "
-                             "than both is 'not a skin photo')")
         return config
 
     def to_json(self) -> dict:
@@ -112,6 +103,7 @@ class LoadedModel:
     source: ModelSource
     cam_layer: str  # the layer the CAMs explain: config.cam_layer, or the last 4-D activation
     finer_layer: str | None = None  # an activation on a grid twice as fine, for finer maps (find_finer_layer)
+    skin_readout: np.ndarray | None = None  # (CAM-layer channels + 1,): weights, then bias
     class_means: np.ndarray | None = None  # (classes, CAM-layer channels), unit rows
     folder: Path | None = None  # None for a model built in memory (no card, no examples)
 
@@ -125,21 +117,23 @@ class LoadedModel:
 
 
 def loaded_model(keras_model: keras.Model, labels: list, config: ModelConfig, source: ModelSource,
-                 class_means: np.ndarray | None = None, folder: Path | None = None) -> LoadedModel:
+                 skin_readout: np.ndarray | None = None, class_means: np.ndarray | None = None,
+                 folder: Path | None = None) -> LoadedModel:
     """Check a Keras model in memory against the contract; the one way to make a LoadedModel."""
     _check_contract(keras_model, labels, config, source)
     cam_layer = _cam_layer(keras_model, config, source)
-    if config.abstain_score == "feature_similarity":
-        channels = keras_model.get_layer(cam_layer).output.shape[-1]
-        class_means = _unit_class_means(class_means, (len(labels), channels), source, cam_layer)
-    else:
-        class_means = None
+    channels = keras_model.get_layer(cam_layer).output.shape[-1]
+    skin_readout = _checked_readout(skin_readout, channels, source, cam_layer) \
+        if config.skin_threshold is not None else None
+    class_means = _unit_class_means(class_means, (len(labels), channels), source, cam_layer) \
+        if config.similarity_threshold is not None else None
     return LoadedModel(keras_model, labels, config, source, cam_layer, find_finer_layer(keras_model, cam_layer),
-                       class_means, folder)
+                       skin_readout, class_means, folder)
 
 
 def write_model_folder(folder: Path, model: keras.Model | Path, labels: list[str], config: ModelConfig, card: str,
-                       class_means: np.ndarray | None = None, examples: Path | None = None) -> Path:
+                       skin_readout: np.ndarray | None = None, class_means: np.ndarray | None = None,
+                       examples: Path | None = None) -> Path:
     """Write a model folder the app can load (`model` is a Keras model or a .keras file to copy)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -151,8 +145,9 @@ def write_model_folder(folder: Path, model: keras.Model | Path, labels: list[str
     (folder / LABELS_FILE).write_text(json.dumps(list(labels), indent=1) + "\n", encoding="utf-8")
     (folder / CONFIG_FILE).write_text(json.dumps(config.to_json(), indent=2) + "\n", encoding="utf-8")
     (folder / CARD_FILE).write_text(card, encoding="utf-8")
-    if class_means is not None:
-        np.save(folder / CLASS_MEANS_FILE, np.asarray(class_means, dtype=np.float32))
+    for name, values in ((SKIN_READOUT_FILE, skin_readout), (CLASS_MEANS_FILE, class_means)):
+        if values is not None:
+            np.save(folder / name, np.asarray(values, dtype=np.float32))
     if examples is not None:
         shutil.copytree(examples, folder / EXAMPLES_FOLDER, dirs_exist_ok=True)
     return folder
@@ -183,8 +178,9 @@ def load_model_folder(folder: Path, source: ModelSource) -> LoadedModel:
     except (ValueError, TypeError) as err:
         raise ModelFormatError(f"{LABELS_FILE} or {CONFIG_FILE} of {source.describe()} is invalid: {err}") from err
     keras_model = _load_keras_file(folder / MODEL_FILE, source)
-    class_means = _read_class_means(folder, source) if config.abstain_score == "feature_similarity" else None
-    return loaded_model(keras_model, labels, config, source, class_means, folder)
+    arrays = [_read_array(folder, name, setting, source) if getattr(config, setting) is not None else None
+              for name, setting in ((SKIN_READOUT_FILE, "skin_threshold"), (CLASS_MEANS_FILE, "similarity_threshold"))]
+    return loaded_model(keras_model, labels, config, source, *arrays, folder=folder)
 
 
 def resolve_model(settings: Settings) -> LoadedModel:
@@ -244,12 +240,23 @@ def _cam_layer(model: keras.Model, config: ModelConfig, source: ModelSource) -> 
     return name
 
 
-def _read_class_means(folder: Path, source: ModelSource) -> np.ndarray:
+def _read_array(folder: Path, name: str, setting: str, source: ModelSource) -> np.ndarray:
     try:
-        return np.load(folder / CLASS_MEANS_FILE, allow_pickle=False)
+        return np.load(folder / name, allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise ModelFormatError(f"{source.describe()} uses abstain_score feature_similarity but its "
-                               f"{CLASS_MEANS_FILE} is missing or unreadable: {err}") from err
+        raise ModelFormatError(f"{source.describe()} sets {setting} but its {name} is missing or unreadable: {err}. "
+                               f"Export it again, or remove {setting} from {CONFIG_FILE}.") from err
+
+
+def _checked_readout(readout: np.ndarray | None, channels: int, source: ModelSource, cam_layer: str) -> np.ndarray:
+    """The skin read-out, checked: one weight per channel of the CAM layer, then the bias."""
+    readout = np.zeros((0,), np.float32) if readout is None else np.asarray(readout, dtype=np.float32)
+    if readout.shape != (channels + 1,) or not np.all(np.isfinite(readout)):
+        raise ModelFormatError(
+            f"{SKIN_READOUT_FILE} of {source.describe()} has shape {readout.shape}; it needs one finite weight per "
+            f"channel of the CAM layer {cam_layer!r} ({channels}), then the bias. Export it again from the same "
+            "training run.")
+    return readout
 
 
 def _unit_class_means(means: np.ndarray | None, shape: tuple[int, int], source: ModelSource,

@@ -1,15 +1,17 @@
-"""What the page says: the app's Markdown verdicts and model line, its defaults, and the
-functions its events call, turning the service's domain objects into component values.
+"""What the page says: the verdict and the model line as data (what the API returns) and in the
+page's Markdown, its defaults, and the functions its events call, turning the service's domain
+objects into component values.
 
 Gradio-free, so the wording is tested without a browser; `app.py` only wires these to
-components. The command line prints the same verdicts without the Markdown (`explain.__main__`).
+components. The command line prints the same verdict text (`explain.__main__`).
 """
 
+import math
 import re
 
 from explain.cams import DEFAULT_METHOD, METHODS
 from explain.card import TRUST_HEADING, card_section
-from explain.classifier import Prediction
+from explain.classifier import Explanation, Prediction
 from explain.faithfulness import Check
 from explain.service import Comparison, Service
 from explain.verdicts import ANSWER, NOT_SKIN, OTHER_CONDITION, UNSURE
@@ -58,18 +60,37 @@ def label_value(prediction: Prediction, top_k: int) -> dict:
     return {"headline": headline(prediction), "confidences": prediction.top_k(int(top_k))}
 
 
-def verdict(prediction: Prediction) -> str:
-    """One Markdown line: the top answer; or "not a skin photo", "another condition" or "unsure
-    between A and B", each with the closest guesses (the probabilities and heatmap stay shown)."""
-    first, second = _top_two(prediction)
-    if prediction.verdict == NOT_SKIN:
-        return f"**{NOT_SKIN_WORDS}** Its closest guess would be {first}."
-    if prediction.verdict == OTHER_CONDITION:
+def verdict(prediction: Prediction, explanation: Explanation | None = None) -> dict:
+    """The verdict as data, what /predict and /explain return: its kind (explain.verdicts.KINDS), the
+    classes it names (the answer; the two it is unsure between; the closest guess otherwise), each
+    verdict's score and threshold, and the sentence in plain text; with `explanation`, which class
+    and method the heatmap shows."""
+    kind, (first, second) = prediction.verdict, _top_two(prediction)
+    classes = list(prediction.top_k(2 if kind == UNSURE else 1))
+    if kind == NOT_SKIN:
+        summary, rest = NOT_SKIN_WORDS, f"Its closest guess would be {first}."
+    elif kind == OTHER_CONDITION:
         n = len(prediction.labels)
-        return f"**{OTHER_CONDITION_WORDS.format(n=n)}** Closest of the {n}: {first}. Not a diagnosis."
-    if prediction.verdict == UNSURE:
-        return f"**Unsure between {first} and {second}.** Not a diagnosis."
-    return f"Most likely: **{first}**. Not a diagnosis."
+        summary, rest = OTHER_CONDITION_WORDS.format(n=n), f"Closest of the {n}: {first}. Not a diagnosis."
+    elif kind == UNSURE:
+        summary, rest = f"Unsure between {first} and {second}.", "Not a diagnosis."
+    else:
+        summary, rest = f"Most likely: {first}.", "Not a diagnosis."
+    data = {"kind": kind, "classes": classes, "summary": summary, "text": f"{summary} {rest}",
+            "scores": {name: rounded(value) if math.isfinite(value) else None  # no skin read-out: None
+                       for name, value in prediction.scores.items()},
+            "thresholds": prediction.thresholds}
+    if explanation is not None:
+        data["heatmap"] = {"class": explanation.target, "method": explanation.method}
+        data["text"] += f" The heatmap shows what drove {explanation.target} ({explanation.method})."
+    return data
+
+
+def verdict_markdown(data: dict | None) -> str:
+    """The page's verdict line, from the verdict's data: its first sentence in bold."""
+    if not data:
+        return ""
+    return f"**{data['summary']}**{data['text'][len(data['summary']):]}"
 
 
 def _top_two(prediction: Prediction) -> list[str]:
@@ -78,16 +99,29 @@ def _top_two(prediction: Prediction) -> list[str]:
     return (named * 2)[:2]
 
 
-def model_status(service: Service) -> str:
-    """One Markdown line: which model and revision answer, or why none does."""
+def model_info(service: Service) -> dict:
+    """/model_info: which model and revision answer (or why none does), as data with a plain sentence."""
     if service.model is None:
-        return f"**No model is available.** {service.model_error}"
+        return {"available": False, "error": str(service.model_error),
+                "text": f"No model is available. {service.model_error}"}
     model = service.model
-    line = f"Model **{model.config.name}** ({len(model.labels)} classes), {model.source.describe()}."
+    source = model.source
+    text = f"Model {model.config.name} ({len(model.labels)} classes), {source.describe()}."
     if service.fallback_reason:
-        line += (" The configured model could not be loaded, so the bundled model answers instead: "
+        text += (" The configured model could not be loaded, so the bundled model answers instead: "
                  f"{service.fallback_reason}")
-    return line
+    return {"available": True, "name": model.config.name, "classes": model.labels,
+            "source": {"kind": source.kind, "location": source.location, "revision": source.revision},
+            "fallback_reason": service.fallback_reason, "text": text}
+
+
+def model_status(info: dict | None) -> str:
+    """The page's model line, from /model_info's data: the model's name in bold, or why none answers."""
+    if not info:
+        return ""
+    if not info["available"]:
+        return f"**No model is available.** {info['error']}"
+    return info["text"].replace(info["name"], f"**{info['name']}**", 1)
 
 
 def trust_note(service: Service) -> str:
@@ -127,30 +161,27 @@ def _moves(before: float, after: float) -> str:
     return "drops" if after < before else "raises" if after > before else "leaves"
 
 
-def predict_outputs(service: Service, photo, top_k: int = DEFAULT_TOP_K) -> tuple[dict, str]:
-    """/predict: the headline with the top-k classes, and the verdict."""
+def predict_outputs(service: Service, photo, top_k: int = DEFAULT_TOP_K) -> tuple[dict, dict]:
+    """/predict: the headline with the top-k classes, and the verdict's data."""
     prediction = service.predict(photo)
     return label_value(prediction, top_k), verdict(prediction)
 
 
 def explain_outputs(service: Service, photo, method: str = DEFAULT_METHOD, target: str | None = TOP_CLASS,
                     opacity: float = DEFAULT_OPACITY, top_k: int = DEFAULT_TOP_K, resolution: str | None = None):
-    """/explain: the headline with the top-k classes, the overlay image, the verdict naming the explained class, the
-    faithfulness sentence and its numbers."""
+    """/explain: the headline with the top-k classes, the overlay image, the verdict's data (naming the
+    explained class), the faithfulness sentence and its numbers."""
     explained = service.explain_photo(photo, method, _target(target), opacity=opacity, resolution=resolution)
     explanation, check = explained.explanation, explained.check
-    note = (verdict(explanation.prediction)
-            + f" The heatmap shows what drove **{explanation.target}** ({explanation.method}).")
-    return (label_value(explanation.prediction, top_k), explained.overlay, note, sentence(check),
-            rounded(check.as_dict()))
+    return (label_value(explanation.prediction, top_k), explained.overlay, verdict(explanation.prediction, explanation),
+            sentence(check), rounded(check.as_dict()))
 
 
 def compare_outputs(service: Service, photo, target: str | None = TOP_CLASS, opacity: float = DEFAULT_OPACITY,
                     resolution: str | None = None):
-    """/compare: a gallery of (overlay, caption), a Markdown table and its numbers."""
+    """/compare: a gallery of (overlay, caption) and the numbers (the page draws its table from them)."""
     comparison = service.compare(photo, _target(target), opacity=opacity, resolution=resolution)
-    return (_gallery(comparison), _table(comparison, service.classifier.squares(comparison.resolution)),
-            rounded(_numbers(comparison)))
+    return _gallery(comparison), rounded(_numbers(comparison, service.classifier.squares(comparison.resolution)))
 
 
 def rounded(numbers, digits: int = 4):
@@ -175,16 +206,20 @@ def _gallery(comparison: Comparison) -> list[tuple]:
                     for e, picture in comparison.classes]
 
 
-def _table(comparison: Comparison, grid: str) -> str:
-    lines = [f"**{comparison.target}**, maps of {grid}. Deletion area: the class's probability, "
+def compare_table(numbers: dict | None) -> str:
+    """The page's Markdown table of a Compare, from /compare's numbers."""
+    if not numbers:
+        return ""
+    lines = [f"**{numbers['target']}**, maps of {numbers['squares']}. Deletion area: the class's probability, "
              "averaged as ever more of the photo is hidden in the map's order; lower than the random mask's "
              "means the map found what the answer rests on.", "",
              "| method | deletion area | random | beats random | time |", "|---|---|---|---|---|"]
-    for row in comparison.methods:
-        area, baseline = row.deletion.deletion_area, comparison.random.deletion_area
-        lines.append(f"| {_starred(row.explanation.method)} | {area:.3f} | {baseline:.3f} | "
-                     f"{'yes' if area < baseline else 'no'} | {row.seconds * 1000:.0f} ms |")
-    if any(row.explanation.method in SANITY_NOTES for row in comparison.methods):
+    baseline = numbers["random"]["deletion_area"]
+    for method, curve in numbers["methods"].items():
+        area = curve["deletion_area"]
+        lines.append(f"| {_starred(method)} | {area:.3f} | {baseline:.3f} | {'yes' if area < baseline else 'no'} | "
+                     f"{curve['seconds'] * 1000:.0f} ms |")
+    if any(method in SANITY_NOTES for method in numbers["methods"]):
         lines += ["", f"\\* {FAILS_SANITY.strip(' ()')}."]
     return "\n".join(lines)
 
@@ -194,8 +229,9 @@ def _starred(method: str) -> str:
     return method + ("\\*" if method in SANITY_NOTES else "")
 
 
-def _numbers(comparison: Comparison) -> dict:
-    return {"target": comparison.target, "grid": comparison.grid, "random": comparison.random.as_dict(),
+def _numbers(comparison: Comparison, squares: str) -> dict:
+    return {"target": comparison.target, "grid": comparison.grid, "squares": squares,
+            "random": comparison.random.as_dict(),
             "methods": {row.explanation.method: {"seconds": row.seconds, **row.deletion.as_dict()}
                         for row in comparison.methods},
             "classes": [e.target for e, _ in comparison.classes]}

@@ -33,9 +33,8 @@ def map_alone(method: str, keras_model, layer: str, pixels, class_index: int):
     return normalize(alone(tf.constant(pixels, tf.float32), tf.constant(class_index, tf.int32)).numpy())
 
 
-# how each of the four verdicts begins (explain.page.verdict) for the tiny model, which knows 3 classes
-VERDICT_OPENINGS = ("Most likely: **", "**Unsure between ", f"**{page.NOT_SKIN_WORDS}**",
-                    f"**{page.OTHER_CONDITION_WORDS.format(n=3)}**")
+# how the text of each of the four verdicts begins (explain.page.verdict) for the tiny model, which knows 3 classes
+VERDICT_OPENINGS = ("Most likely: ", "Unsure between ", page.NOT_SKIN_WORDS, page.OTHER_CONDITION_WORDS.format(n=3))
 
 
 def pytest_sessionstart(session):

@@ -12,6 +12,21 @@ from PIL import Image, ImageDraw
 CLASSES = ("Dots", "Rings", "Stripes")
 OUT_OF_TAXONOMY = "Blank"
 OTHER_SHAPES = ("Crosses", "Squares", "Triangles")  # drawn for the "another condition" source's conditions
+# the folders that fit and measure the skin read-out: bare skin (skin, no condition) and pictures that are not skin
+SKIN_FOLDERS = {"bare skin": "bare_skin", "not skin": "not_skin"}
+
+
+def not_skin_picture(rng: np.random.Generator, size: int = 128) -> Image.Image:
+    """A picture that is not skin: a blue, green or grey gradient crossed by a few straight bars."""
+    start, end = rng.uniform([0, 40, 60], [90, 160, 230], (2, 3))
+    ramp = np.linspace(0, 1, size)[:, None, None]
+    pixels = start + (end - start) * ramp + rng.normal(0, 6, (size, size, 3))
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(1, 4))):
+        y = int(rng.integers(0, size))
+        draw.rectangle((0, y, size, y + int(rng.integers(4, 14))), fill=tuple(int(c) for c in rng.uniform(0, 90, 3)))
+    return image
 
 
 def make_photo(kind: str, rng: np.random.Generator, size: int = 128) -> Image.Image:
@@ -57,6 +72,12 @@ def write_dataset(root: Path, per_class: int = 24, seed: int = 0) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(3):
             make_photo(kind, rng).save(folder / f"{kind.lower()}_{i:03d}.jpg", quality=92)
+    drawers = {"bare_skin": lambda: make_photo(OUT_OF_TAXONOMY, rng), "not_skin": lambda: not_skin_picture(rng)}
+    for name, draw in drawers.items():
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(24):
+            draw().save(folder / f"{name}_{i:03d}.jpg", quality=92)
     taxonomy = {kind: kind for kind in CLASSES} | {OUT_OF_TAXONOMY: None}
     (root / "taxonomy.json").write_text(json.dumps(taxonomy), encoding="utf-8")
     return root
@@ -71,6 +92,8 @@ def tiny_config(root: Path, out: Path, **overrides) -> Path:
                      "mask_boxes": [[0.0, 0.9, 0.1, 1.0]]},  # a corner where a logo would be (watermark check)
                     {"name": "others", "root": str(root / "others"), "taxonomy": "", "other_conditions": True}],
         "other_condition_coverage": 0.9, "answer_coverage": 0.8,
+        "ood_folders": {name: str(root / folder) for name, folder in SKIN_FOLDERS.items()},
+        "skin_readout_folders": {"bare skin": True, "not skin": False}, "skin_coverage": 0.98,
         "fine_labels": True,
         "backbone": "mobilenet_v2", "alpha": 0.35, "image_size": 96, "imagenet_weights": None,
         "batch_size": 16, "head_epochs": 20, "head_learning_rate": 0.01, "finetune_epochs": 12,

@@ -11,7 +11,7 @@ import urllib.request
 import numpy as np
 import pytest
 from bad_inputs import CASES
-from conftest import ARTIFACTS, ROOT, VERDICT_OPENINGS, launch_app
+from conftest import ARTIFACTS, ROOT, launch_app
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -19,6 +19,7 @@ from PIL import Image
 from explain import page
 from explain.page import SANITY_NOTES
 from explain.settings import Settings
+from explain.verdicts import ANSWER, KINDS
 
 PHOTO = str(ROOT / "examples" / "astronaut-face.jpg")
 
@@ -42,15 +43,18 @@ def test_readme_snippets_run_against_the_app(app_url):
         code = snippet.replace("http://127.0.0.1:7860/", app_url)
         result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
-        assert any(words in result.stdout for words in (*VERDICT_OPENINGS, "deletion area"))
+        printed = result.stdout.splitlines()  # after gradio_client's "Loaded as API" line
+        assert any(line in KINDS or line.startswith("Grad-CAM: deletion area ") for line in printed)  # from the data
 
 
 def test_predict_returns_top_k_label_data(client):
     labels, verdict = client.predict(handle_file(PHOTO), 2, api_name="/predict")
     assert len(labels["confidences"]) == 2
-    assert any(verdict.startswith(words) for words in VERDICT_OPENINGS)
+    assert verdict["kind"] in KINDS and "*" not in verdict["text"] and verdict["text"].startswith(verdict["summary"])
+    assert verdict["classes"][0] == labels["confidences"][0]["label"]
+    assert set(verdict["scores"]) == set(verdict["thresholds"]) == {"skin", "energy", "similarity", "top_probability"}
     # one headline: the top class only when the verdict is an answer, else what the verdict is
-    answered = verdict.startswith("Most likely")
+    answered = verdict["kind"] == ANSWER
     assert (labels["label"] == labels["confidences"][0]["label"]) == answered
     assert answered or labels["label"] in page.HEADLINES.values()
 
@@ -68,7 +72,8 @@ def test_explain_returns_a_jpeg_overlay_and_its_faithfulness(client, method, res
         handle_file(PHOTO), method, "Rings", 0.5, 3, resolution, api_name="/explain")
     overlay = Image.open(overlay_path)
     assert overlay.format == "JPEG" and overlay.size == (512, 512)  # the 512x512 photo, at most 512 a side
-    assert f"what drove **Rings** ({method})" in verdict
+    assert verdict["heatmap"] == {"class": "Rings", "method": method}
+    assert verdict["text"].endswith(f"The heatmap shows what drove Rings ({method}).")
     assert len(labels["confidences"]) == 3
     assert numbers["target"] == "Rings" and numbers["fraction"] == 0.2
     rings = next(c["confidence"] for c in labels["confidences"] if c["label"] == "Rings")
@@ -79,7 +84,8 @@ def test_explain_returns_a_jpeg_overlay_and_its_faithfulness(client, method, res
 
 
 def test_compare_shows_every_method_and_the_top_classes(client):
-    gallery, table, numbers = client.predict(handle_file(PHOTO), "Stripes", 0.45, "coarse", api_name="/compare")
+    gallery, numbers = client.predict(handle_file(PHOTO), "Stripes", 0.45, "coarse", api_name="/compare")
+    table = page.compare_table(numbers)  # what the page shows, drawn from the numbers
     captions = [item["caption"] for item in gallery]
     assert len(gallery) == 7 and all(Image.open(item["image"]).size == (512, 512) for item in gallery)
     for caption, method in zip(captions, ["Grad-CAM", "Grad-CAM++", "Score-CAM", "LayerCAM"]):
@@ -96,7 +102,9 @@ def test_compare_shows_every_method_and_the_top_classes(client):
 
 
 def test_the_api_says_which_model_answers(app_url, client):
-    assert "tiny-test-model" in client.predict(api_name="/model_info")
+    info = client.predict(api_name="/model_info")
+    assert info["available"] and info["name"] == "tiny-test-model" and info["classes"] == ["Dots", "Rings", "Stripes"]
+    assert info["source"]["kind"] == "folder" and info["fallback_reason"] is None and "*" not in info["text"]
 
 
 def test_the_page_carries_the_disclaimer_and_model(app_url):
@@ -196,7 +204,7 @@ def test_gradios_own_server_variables_and_a_space_are_honoured(tiny_model_dir, m
     try:
         port = int(url.rsplit(":", 1)[1].strip("/"))
         assert answers("127.0.0.1", port) and answers("127.0.0.2", port)  # 0.0.0.0
-        assert "tiny-test-model" in Client(url, verbose=False).predict(api_name="/model_info")
+        assert Client(url, verbose=False).predict(api_name="/model_info")["name"] == "tiny-test-model"
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -219,8 +227,8 @@ def test_an_app_without_a_model_starts_and_says_why_in_every_answer(tmp_path):
     try:
         client = Client(url, verbose=False)
         status = client.predict(api_name="/model_info")
-        assert status.startswith("**No model is available.**") and f"folder model at {missing} has no model.keras" \
-            in status
+        assert not status["available"] and f"folder model at {missing} has no model.keras" in status["error"]
+        assert status["text"].startswith("No model is available.")
         calls = {"/predict": (handle_file(PHOTO), 3),
                  "/explain": (handle_file(PHOTO), "Grad-CAM", "Most likely class", 0.45, 3, "coarse"),
                  "/compare": (handle_file(PHOTO), "Most likely class", 0.45, "coarse")}

@@ -1,8 +1,6 @@
 """The classifier and its explanations, on the tiny model trained by the pipeline."""
 
 import io
-import json
-import shutil
 
 import matplotlib
 import numpy as np
@@ -74,31 +72,23 @@ def test_fast_path_prediction_equals_the_plain_forward_pass(classifier, test_pho
     pixels = classifier.pixels(photo(test_photos[1][0]))
     prediction = classifier.explain_pixels(pixels).prediction
     activations, logits = (t.numpy()[0] for t in classifier.activations_and_logits["coarse"](pixels))
-    logits = logits / classifier.temperature
-    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    scaled = logits / classifier.temperature
+    expected = np.exp(scaled - scaled.max()) / np.exp(scaled - scaled.max()).sum()
     assert np.allclose(prediction.probabilities, expected, atol=1e-5)
-    # the abstention score: cosine similarity of the pooled features to the nearest class mean
-    means = classifier.loaded.class_means
+    # each verdict's score, by hand: the skin read-out on the unit pooled features, the energy, the top probability
     features = activations.mean(axis=(0, 1))
-    similarity = (means @ features / np.linalg.norm(means, axis=1) / np.linalg.norm(features)).max()
-    assert prediction.abstain_score == pytest.approx(similarity, abs=1e-5)
+    readout = classifier.loaded.skin_readout
+    assert prediction.scores["skin"] == pytest.approx(features / np.linalg.norm(features) @ readout[:-1] + readout[-1],
+                                                      abs=1e-4)
+    assert prediction.scores["energy"] == pytest.approx(np.log(np.exp(logits - logits.max()).sum()) + logits.max(),
+                                                        abs=1e-4)
+    assert prediction.scores["top_probability"] == pytest.approx(expected.max(), abs=1e-5)
+    means = classifier.class_means
+    assert prediction.scores["similarity"] == pytest.approx(
+        (means @ features / np.linalg.norm(features)).max(), abs=1e-5)
     plain = classifier.predict_pixels(pixels)
     assert np.allclose(prediction.probabilities, plain.probabilities, atol=1e-6)
-    assert plain.abstain_score == pytest.approx(prediction.abstain_score, abs=1e-6)
-
-
-def test_max_probability_models_abstain_on_the_top_probability(tiny_model_dir, tmp_path, test_photos):
-    from explain.classifier import Classifier
-    from explain.model import ModelSource, load_model_folder
-
-    copy = shutil.copytree(tiny_model_dir, tmp_path / "model")
-    config = json.loads((copy / "config.json").read_text())
-    (copy / "config.json").write_text(json.dumps({**config, "abstain_score": "max_probability"}))
-    (copy / "class_means.npy").unlink()  # not needed for this score
-    classifier = Classifier(load_model_folder(copy, ModelSource("folder", str(copy))))
-    pixels = classifier.pixels(photo(test_photos[0][0]))
-    for prediction in (classifier.predict_pixels(pixels), classifier.explain_pixels(pixels).prediction):
-        assert prediction.abstain_score == pytest.approx(prediction.probabilities.max(), abs=1e-6)
+    assert plain.scores == pytest.approx(prediction.scores, abs=1e-5)
 
 
 def test_requests_reuse_the_compiled_pass(classifier, test_photos):
@@ -121,28 +111,51 @@ def test_cam_layer_is_found_when_config_names_none(classifier):
     assert find_cam_layer(classifier.keras_model) == "out_relu"
 
 
-@pytest.mark.parametrize("similarity,top,expected", [
-    (0.3, 0.2, NOT_SKIN),  # far from every training photo comes first, whatever the probabilities say
-    (0.55, 0.9, OTHER_CONDITION),  # a confident class does not hide a photo unlike ours
-    (0.8, 0.45, UNSURE),
-    (0.8, 0.9, ANSWER),
+THRESHOLDS = {"skin": 0.0, "energy": 2.0, "similarity": 0.6, "top_probability": 0.5}
+
+
+def predicted(labels, probabilities, skin=1.0, energy=3.0, similarity=0.8, thresholds=THRESHOLDS):
+    probabilities = np.asarray(probabilities)
+    return Prediction(labels, probabilities, {"skin": skin, "energy": energy, "similarity": similarity,
+                                              "top_probability": probabilities.max()}, thresholds)
+
+
+@pytest.mark.parametrize("skin,energy,similarity,top,expected", [
+    (-1.0, 1.0, 0.5, 0.2, NOT_SKIN),  # not skin comes first, whatever the other scores say
+    (-1.0, 5.0, 0.9, 0.95, NOT_SKIN),
+    (1.0, 1.5, 0.9, 0.9, OTHER_CONDITION),  # a confident class does not hide a photo unlike ours
+    (1.0, 3.0, 0.5, 0.9, OTHER_CONDITION),  # either of the two scores is enough
+    (1.0, 3.0, 0.8, 0.45, UNSURE),
+    (1.0, 3.0, 0.8, 0.9, ANSWER),
 ])
-def test_three_verdicts_are_checked_in_order(similarity, top, expected):
+def test_three_verdicts_are_checked_in_order_each_on_its_own_score(skin, energy, similarity, top, expected):
     rest = (1 - top) / 2
-    prediction = Prediction(["A", "B", "C"], np.array([top, rest, rest]), 0.5, similarity, 0.6, 0.5)
+    prediction = predicted(["A", "B", "C"], [top, rest, rest], skin, energy, similarity)
     assert prediction.verdict == expected
     assert prediction.uncertain == (expected != ANSWER)
 
 
-def test_verdict_words_name_both_classes_when_unsure():
-    from explain.page import NOT_SKIN_WORDS, OTHER_CONDITION_WORDS, verdict
+def test_a_verdict_without_a_threshold_is_never_given():
+    off = dict.fromkeys(THRESHOLDS)
+    assert predicted(["A", "B", "C"], [0.4, 0.3, 0.3], -5.0, -5.0, -1.0, thresholds=off).verdict == ANSWER
 
-    unsure = Prediction(["Acne", "Skin_Tag", "C"], np.array([0.4, 0.35, 0.25]), 0.5, 0.9, 0.6, 0.5)
-    assert verdict(unsure).startswith("**Unsure between Acne (40%) and Skin Tag (35%).**")
-    other = Prediction(["Acne", "B", "C"], np.array([0.8, 0.1, 0.1]), 0.5, 0.55, 0.6, 0.5)
-    assert verdict(other).startswith(f"**{OTHER_CONDITION_WORDS.format(n=3)}** Closest of the 3: Acne (80%).")
-    not_skin = Prediction(["Acne", "B", "C"], np.array([0.8, 0.1, 0.1]), 0.5, 0.2, 0.6, 0.5)
-    assert NOT_SKIN_WORDS in verdict(not_skin) and "conditions this model knows" not in verdict(not_skin)
+
+def test_verdict_data_names_the_kind_and_classes_in_plain_text():
+    from explain.page import NOT_SKIN_WORDS, OTHER_CONDITION_WORDS, verdict, verdict_markdown
+
+    unsure = verdict(predicted(["Acne", "Skin_Tag", "C"], [0.4, 0.35, 0.25]))
+    assert unsure["kind"] == UNSURE and unsure["classes"] == ["Acne", "Skin_Tag"]
+    assert unsure["text"] == "Unsure between Acne (40%) and Skin Tag (35%). Not a diagnosis."
+    assert verdict_markdown(unsure) == "**Unsure between Acne (40%) and Skin Tag (35%).** Not a diagnosis."
+    other = verdict(predicted(["Acne", "B", "C"], [0.8, 0.1, 0.1], energy=1.0))
+    assert other["kind"] == OTHER_CONDITION and other["classes"] == ["Acne"]
+    assert other["text"].startswith(f"{OTHER_CONDITION_WORDS.format(n=3)} Closest of the 3: Acne (80%).")
+    not_skin = verdict(predicted(["Acne", "B", "C"], [0.8, 0.1, 0.1], skin=-2.0))
+    assert not_skin["kind"] == NOT_SKIN and NOT_SKIN_WORDS in not_skin["text"]
+    assert not_skin["scores"]["skin"] == -2.0 and not_skin["thresholds"]["skin"] == 0.0
+    answer = verdict(predicted(["Acne", "B", "C"], [0.8, 0.1, 0.1]))
+    assert answer["kind"] == ANSWER and answer["classes"] == ["Acne"] and answer["text"].startswith("Most likely: Acne")
+    assert all("*" not in v["text"] for v in (unsure, other, not_skin, answer))
 
 
 def test_parent_logits_sum_the_fine_probabilities():
@@ -153,16 +166,6 @@ def test_parent_logits_sum_the_fine_probabilities():
     p = np.exp(fine) / np.exp(fine).sum(axis=1, keepdims=True)
     summed = np.stack([p[:, [0, 2]].sum(1), p[:, [1, 4]].sum(1), p[:, 3]], axis=1)
     assert np.allclose(np.exp(parents) / np.exp(parents).sum(axis=1, keepdims=True), summed, atol=1e-6)
-
-
-def test_uncertain_when_the_score_is_below_threshold():
-    labels = ["A", "B", "C"]
-    assert Prediction(labels, np.array([0.5, 0.3, 0.2]), 0.6, abstain_score=0.5).uncertain
-    assert not Prediction(labels, np.array([0.7, 0.2, 0.1]), 0.6, abstain_score=0.7).uncertain
-    assert not Prediction(labels, np.array([0.4, 0.3, 0.3]), None, abstain_score=0.4).uncertain
-    # with a feature-similarity score, that score decides, not the top probability
-    assert Prediction(labels, np.array([0.9, 0.05, 0.05]), 0.6, abstain_score=0.4).uncertain
-    assert not Prediction(labels, np.array([0.4, 0.3, 0.3]), 0.6, abstain_score=0.8).uncertain
 
 
 def test_overlay_keeps_the_photo_shape_and_blends():

@@ -141,7 +141,7 @@ def test_kill_9_mid_download_never_loads_a_half_written_model(tiny_model_dir, tm
         offline = {**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9", "SKIN_MODEL_FALLBACK": "1"}
         process, url = launch_app(offline, ARTIFACTS / "app_download_killed_offline.log")
         try:
-            status = Client(url, verbose=False).predict(api_name="/model_info")
+            status = Client(url, verbose=False).predict(api_name="/model_info")["text"]
         finally:
             stop(process)
         assert "bundled model answers instead" in status and "only partly in the local Hugging Face cache" in status
@@ -151,7 +151,7 @@ def test_kill_9_mid_download_never_loads_a_half_written_model(tiny_model_dir, tm
         process, url = launch_app(env, ARTIFACTS / "app_download_resumed.log")
         try:
             client = Client(url, verbose=False)
-            assert f"Hub repo {REPO} at revision {revision}" in client.predict(api_name="/model_info")
+            assert f"Hub repo {REPO} at revision {revision}" in client.predict(api_name="/model_info")["text"]
             labels, _ = client.predict(handle_file(visitor_photo), 3, api_name="/predict")
         finally:
             stop(process)

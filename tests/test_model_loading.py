@@ -73,13 +73,16 @@ def test_label_count_must_match_outputs(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("change,expected", [
-    ({"abstain_score": "vibes"}, "use one of max_probability, feature_similarity"),
-    ({"remove_means": True}, "class_means.npy is missing or unreadable"),
-    ({"other_condition_threshold": 0.01}, "other_condition_threshold 0.01 is below abstain_threshold"),
+    ({"remove_readout": True}, "sets skin_threshold but its skin_readout.npy is missing or unreadable"),
+    ({"readout": lambda r: r[:5]}, r"has shape \(5,\); it needs one finite weight per channel of the CAM layer "
+                                   r"'out_relu' \(\d+\), then the bias"),
+    ({"readout": lambda r: np.stack([r, r])}, r"has shape \(2, \d+\)"),
+    ({"readout": lambda r: r * np.nan}, "one finite weight"),
+    ({"remove_means": True}, "sets similarity_threshold but its class_means.npy is missing or unreadable"),
     ({"means": lambda m: m[:2]}, r"has shape \(2, \d+\); it needs one non-zero row per class \(3\)"),
     ({"means": lambda m: m[:, :5]}, r"has shape \(3, 5\); .* one column per channel of the CAM layer"),
-    ({"means": lambda m: m[0]}, r"has shape \(\d+,\)"),
     ({"means": lambda m: m * [[1], [0], [1]]}, "non-zero row"),
+    ({"abstain_score": "feature_similarity"}, r"unknown key\(s\) abstain_score"),  # an older model's config
     ({"cam_layer": "no_such_layer"}, "names cam_layer 'no_such_layer', which the model does not have"),
     ({"cam_layer": "logits"}, "a CAM needs a 4-D"),
     ({"abstain_treshold": 0.5}, r"unknown key\(s\) abstain_treshold; config.json may hold name, image_size"),
@@ -90,11 +93,15 @@ def test_label_count_must_match_outputs(tiny_model_dir, tmp_path):
 def test_folder_contract_is_checked_with_a_fix(tiny_model_dir, tmp_path, change, expected):
     copy = shutil.copytree(tiny_model_dir, tmp_path / "model")
     config = json.loads((copy / "config.json").read_text())
-    assert config["abstain_score"] == "feature_similarity"  # what the pipeline publishes by default
-    config_change = {k: v for k, v in change.items() if k not in ("remove_means", "means")}
+    assert config["skin_threshold"] is not None  # what the pipeline publishes for the tiny model
+    config_change = {k: v for k, v in change.items() if k not in ("remove_readout", "readout", "remove_means", "means")}
     if config_change:
         config = {k: v for k, v in {**config, **config_change}.items() if v is not None}
         (copy / "config.json").write_text(json.dumps(config))
+    if change.get("remove_readout"):
+        (copy / "skin_readout.npy").unlink()
+    if "readout" in change:
+        np.save(copy / "skin_readout.npy", change["readout"](np.load(copy / "skin_readout.npy")))
     if change.get("remove_means"):
         (copy / "class_means.npy").unlink()
     if "means" in change:
@@ -108,7 +115,8 @@ def test_a_folder_written_from_memory_loads_back_the_same(tiny_model_dir, tmp_pa
     """write_model_folder and load_model_folder are the two halves of one contract."""
     original = load_model_folder(tiny_model_dir, ModelSource("folder", str(tiny_model_dir)))
     folder = write_model_folder(tmp_path / "model", original.keras_model, original.labels, original.config,
-                                (tiny_model_dir / "README.md").read_text(), np.load(tiny_model_dir / "class_means.npy"))
+                                (tiny_model_dir / "README.md").read_text(),
+                                np.load(tiny_model_dir / "skin_readout.npy"), np.load(tiny_model_dir / "class_means.npy"))
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in tiny_model_dir.iterdir())
     # stored compressed (a Space takes files under 10 MB without LFS): smaller than Keras's own archive
     original.keras_model.save(tmp_path / "plain.keras")
@@ -117,6 +125,7 @@ def test_a_folder_written_from_memory_loads_back_the_same(tiny_model_dir, tmp_pa
     assert (folder / "model.keras").stat().st_size < 0.95 * (tmp_path / "plain.keras").stat().st_size
     copy = load_model_folder(folder, ModelSource("folder", str(folder)))
     assert copy.config == original.config and copy.labels == original.labels and copy.cam_layer == "out_relu"
+    np.testing.assert_allclose(copy.skin_readout, original.skin_readout, atol=1e-6)
     np.testing.assert_allclose(copy.class_means, original.class_means, atol=1e-6)
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
     np.testing.assert_allclose(copy.keras_model.predict(pixels, verbose=0),
@@ -126,11 +135,11 @@ def test_a_folder_written_from_memory_loads_back_the_same(tiny_model_dir, tmp_pa
 
 def test_a_model_in_memory_is_checked_like_a_folder(tiny_model_dir):
     original = load_model_folder(tiny_model_dir, ModelSource("folder", str(tiny_model_dir)))
-    with pytest.raises(ModelFormatError, match="class_means.npy of memory model at test has shape"):
+    with pytest.raises(ModelFormatError, match="skin_readout.npy of memory model at test has shape"):
         loaded_model(original.keras_model, original.labels, original.config, ModelSource("memory", "test"))
     plain = ModelConfig(original.config.name, 96, "mobilenet_v2")
     loaded = loaded_model(original.keras_model, original.labels, plain, ModelSource("memory", "test"))
-    assert loaded.cam_layer == "out_relu" and loaded.class_means is None and "not a diagnosis" in loaded.disclaimer
+    assert loaded.cam_layer == "out_relu" and loaded.skin_readout is None and "not a diagnosis" in loaded.disclaimer
 
 
 def test_truncated_model_file_is_refused(tiny_model_dir, tmp_path):
@@ -179,7 +188,7 @@ def test_the_app_serves_a_pinned_hub_revision_and_then_works_offline(hub, tmp_pa
         process, url = launch_app(round_env, ARTIFACTS / log)
         try:
             client = Client(url, verbose=False)
-            assert f"Hub repo {REPO} at revision {first}" in client.predict(api_name="/model_info")
+            assert f"Hub repo {REPO} at revision {first}" in client.predict(api_name="/model_info")["text"]
             labels, _ = client.predict(photo, 3, api_name="/predict")
             assert {c["label"] for c in labels["confidences"]} == {"Old1", "Old2", "Old3"}  # the pinned commit's labels
         finally:

@@ -17,11 +17,13 @@ from PIL import Image
 from explain.classifier import Classifier
 from explain.images import fit_to_model, load_photo
 from explain.model import ModelSource, load_model_folder
+from explain.verdicts import VERDICT_OF
 from training import ablate
 from training.backbones import backbone_layers, build_classifier, set_trainable
 from training.common import class_names
 from training.config import ExperimentConfig
 from training.data import dataset
+from training.evaluation.abstention import SCORE_NAMES, held_out_half
 from training.fitting import feature_view, new_model
 from training.split import LeakageError, check_no_leakage
 from training.tables import read_rows, write_rows
@@ -112,18 +114,20 @@ def test_report_has_test_cv_calibration_and_abstention(pipeline_run):
     assert np.array(test["confusion_matrix"]).sum() == test["n"]
     assert report["cross_validation"]["folds"] == 2 and len(report["cross_validation"]["accuracy"]["folds"]) == 2
     assert report["calibration"]["temperature"] > 0
-    assert report["abstention"]["threshold"] == report["abstention"]["thresholds"]["abstain"]
     abstention = report["abstention"]
     ood = abstention["ood"]["synthetic conditions outside the taxonomy"]
-    assert len(ood["auroc_by_score"]) == 3 and ood["auroc"] in ood["auroc_by_score"].values()
-    # three verdicts, every threshold from validation; what each set of photos gets adds up
-    thresholds = abstention["thresholds"]
-    assert thresholds["abstain"] <= thresholds["other_condition"] and thresholds["unsure"] is not None
+    assert set(ood["auroc_by_score"]) == set(SCORE_NAMES.values())
+    # three verdicts, each on its own score, every threshold from validation; what each set gets adds up
+    assert None not in abstention["thresholds"].values() and set(abstention["thresholds"]) == set(VERDICT_OF)
     held_out = abstention["ood"]["other conditions held out whole (test split)"]
     for verdicts in (held_out["verdicts"], abstention["test_verdicts"]):
         assert sum(verdicts.values()) == pytest.approx(1.0)
     assert abstention["test_verdicts"]["answer"] == pytest.approx(abstention["test_coverage"])
-    assert held_out["share_flagged_uncertain"] == pytest.approx(1 - held_out["verdicts"]["answer"])
+    # the skin read-out is fitted on one half of the bare-skin and not-skin folders and measured on the other
+    # (how well it tells them apart is tested on the shipped model: the tiny one never learned colour)
+    for name, folder in (("not skin", "not_skin"), ("bare skin", "bare_skin")):
+        held = [p for p in (pipeline_run.parent / folder).iterdir() if held_out_half(p)]
+        assert abstention["ood"][name]["n"] == len(held) and 6 <= len(held) <= 18
     for curve in abstention["risk_coverage"].values():
         assert curve["coverage"][-1] == 1.0
         assert curve["risk"][-1] == pytest.approx(1 - test["accuracy"], abs=1e-3)  # everything answered
@@ -139,10 +143,9 @@ def test_report_has_test_cv_calibration_and_abstention(pipeline_run):
 
 def test_the_app_gives_each_photo_the_verdict_the_evaluation_counted(pipeline_run, test_photos):
     """The shipped thresholds, applied by the app's compiled pass and by the evaluation's arrays."""
+    from explain.verdicts import scores, verdicts
     from training.common import cam_features_and_logits
     from training.data import photo_pixels
-    from training.evaluation.abstention import verdicts_of
-    from training.evaluation.metrics import abstention_scores
 
     folder = pipeline_run / "model"
     classifier = Classifier(load_model_folder(folder, ModelSource("folder", str(folder))))
@@ -151,27 +154,12 @@ def test_the_app_gives_each_photo_the_verdict_the_evaluation_counted(pipeline_ru
     photos = [r["path"] for r in rows if r["split"] == "test"]  # ours and other conditions'
     app = [classifier.predict(load_photo(p, 10**8, 10**8)).verdict for p in photos]
     pixels = np.stack([photo_pixels(p, 96, []) for p in photos])
-    scores = abstention_scores(*cam_features_and_logits(classifier.keras_model, pixels), classifier.temperature,
-                               np.load(pipeline_run / "class_means.npy"))
-    shipped = {k: getattr(classifier.config, f"{k}_threshold") for k in ("abstain", "other_condition", "unsure")}
-    thresholds = {**report["abstention"]["thresholds"], **shipped}  # as rounded into config.json
-    assert app == list(verdicts_of(scores, thresholds))
+    read = scores(*cam_features_and_logits(classifier.keras_model, pixels), classifier.temperature,
+                  np.load(pipeline_run / "skin_readout.npy"), classifier.class_means)
+    thresholds = classifier.config.thresholds  # as rounded into config.json
+    assert thresholds == pytest.approx(report["abstention"]["thresholds"], abs=1e-4)
+    assert app == list(verdicts(read, thresholds))
     assert len(set(app)) >= 2  # the photos are not all given one verdict
-
-
-def test_cam_features_are_the_cam_layers_block_of_the_pooled_features(pipeline_run, test_photos):
-    """With several feature layers, the feature-similarity score reads the CAM layer's part of them."""
-    from training.data import photo_pixels
-    from training.features import cam_features
-
-    config = ExperimentConfig.load(pipeline_run / "config.json",
-                                   feature_layers=["block_13_expand_relu", "out_relu", "block_16_project_BN"])
-    model = build_classifier("mobilenet_v2", 3, 96, alpha=0.35, feature_layers=config.feature_layers)
-    rows = [{"path": path, "source": "synthetic"} for path, _ in test_photos[:3]]
-    pixels = np.stack([photo_pixels(r["path"], 96, [[0.0, 0.9, 0.1, 1.0]]) for r in rows])
-    expected = np.asarray(keras.Model(model.inputs, model.get_layer("pool_out_relu").output)(pixels))
-    assert model.get_layer("pool").output.shape[-1] == 192 + 1280 + 112
-    np.testing.assert_allclose(cam_features(model, rows, config), expected, atol=1e-5)
 
 
 def test_risk_coverage_ranks_mistakes_last_for_a_perfect_score():
@@ -196,9 +184,8 @@ def test_published_folder_loads_in_the_app_and_predicts(pipeline_run, test_photo
     folder = pipeline_run / "model"
     loaded = load_model_folder(folder, ModelSource("folder", str(folder)))
     config = json.loads((folder / "config.json").read_text())
-    assert config["cam_layer"] == "out_relu" and config["abstain_threshold"] is not None
-    assert config["abstain_score"] == "feature_similarity" and loaded.class_means.shape == (3, 1280)
-    assert config["abstain_threshold"] <= config["other_condition_threshold"] and config["unsure_threshold"] is not None
+    assert config["cam_layer"] == "out_relu" and loaded.skin_readout.shape == (1281,)
+    assert None not in (config[f"{name}_threshold"] for name in ("skin", "energy", "similarity", "top_probability"))
     assert "logits" in [layer.name for layer in loaded.keras_model.layers]  # fine conditions summed inside the model
     assert not any("augmentation" in layer.name or "random" in layer.name for layer in loaded.keras_model.layers)
     card = (folder / "README.md").read_text()
@@ -220,7 +207,8 @@ def test_publish_uploads_to_a_hub_and_the_app_can_load_it_back(pipeline_run, tes
         publish.run(config, dry_run=False)
         stored = hub.repos["skin-demo/published"]
         files = stored["commits"][stored["refs"]["main"]]
-        assert set(files) == {"model.keras", "labels.json", "config.json", "class_means.npy", "README.md"}
+        assert set(files) == {"model.keras", "labels.json", "config.json", "skin_readout.npy", "class_means.npy",
+                              "README.md"}
         assert files["model.keras"] == (pipeline_run / "model" / "model.keras").read_bytes()
         # download it as the app does (a fresh process: huggingface_hub reads HF_ENDPOINT at import), load, predict
         fetched = fetch({"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf_home")}, "skin-demo/published", None)
@@ -275,7 +263,8 @@ def test_backbones_build_train_a_step_and_reload_safely(backbone, size, tmp_path
     ({"sources": [{"name": "a", "root": "r", "taxonomy": "t", "mask_box": []}]},
      "sources\\[0\\]: unknown setting 'mask_box' \\(did you mean 'mask_boxes'\\?\\)"),
     ({"sources": [{"name": "a", "root": "r"}]}, "sources\\[0\\]: missing setting taxonomy"),
-    ({"abstain_score": "energy"}, "abstain_score 'energy' is not one of max_probability, feature_similarity"),
+    ({"ood_folders": {"web": "w"}, "skin_readout_folders": {"webb": True}},
+     "skin_readout_folders names 'webb', which is not one of ood_folders \\(web\\)"),
     ({"fine_labels": True, "head_on_features": False}, "fine_labels needs head_on_features"),
 ])
 def test_a_misspelled_or_missing_setting_is_named(tmp_path, change, expected):
@@ -469,18 +458,21 @@ def test_score_answers_held_out_photos_through_the_apps_code(pipeline_run, tiny_
     assert scored["n"] == len(test_photos) - 3
 
 
-def test_leave_one_source_out_tests_each_source_on_a_model_of_the_others(pipeline_run, tmp_path):
+def test_leave_one_source_out_tests_each_library_on_a_model_of_the_others(pipeline_run, tmp_path):
+    """Two sources of one photo library (Source.library) are left out together, never one trained on."""
     import dataclasses
 
+    from training.config import Source
     from training.evaluation.crossval import cross_source
 
     config = dataclasses.replace(ExperimentConfig.load(pipeline_run / "config.json"), output_dir=str(tmp_path),
-                                 head_epochs=2, finetune_epochs=1)
+                                 head_epochs=2, finetune_epochs=1,
+                                 sources=[Source("library-a-more", "", "", library="library-a")])
     rows = [r for r in read_rows(pipeline_run / "split.csv") if r["target_class"]]
     for i, row in enumerate(rows):
-        row["source"] = "library-a" if i % 2 else "library-b"
+        row["source"] = ("library-a", "library-b", "library-a-more")[i % 3]
     names = class_names(rows)
     result = cross_source(config, rows, names)
     assert set(result) == {"library-b -> library-a", "library-a -> library-b"}
-    assert result["library-b -> library-a"]["n"] == sum(r["source"] == "library-a" for r in rows)
+    assert result["library-b -> library-a"]["n"] == sum(r["source"] != "library-b" for r in rows)
     assert all((tmp_path / "cross_source" / f"without_{s}" / "logits.npy").is_file() for s in ("library-a", "library-b"))

@@ -19,10 +19,11 @@ DATA_LICENCES = {
     "sd198": ("SD-198 (Sun et al., ECCV 2016), clinical photos", "research and academic use only"),
     "dermnetnz": ("DermNet NZ image library (dermnetnz.org), clinical photos, watermarked",
                   "CC BY-NC-ND; credit: DermNet, dermnetnz.org"),
-    "dermnetnz-other": ("DermNet NZ, photos of 204 conditions outside the classes (held out and measured, "
-                        "never trained on)", "CC BY-NC-ND; credit: DermNet, dermnetnz.org"),
+    "dermnetnz-other": ("DermNet NZ, photos of 204 conditions outside the original classes: its six melanocytic "
+                        "naevus conditions train the Naevus class; the other 198 are held out whole and measure the "
+                        "\"another condition\" verdict", "CC BY-NC-ND; credit: DermNet, dermnetnz.org"),
     "pad-ufes": ("PAD-UFES-20 (Pacheco et al., Data in Brief 2020), smartphone photos of lesions, grouped by "
-                 "patient; its naevi are outside the classes (measured, never trained on)",
+                 "patient; its naevi (moles) train the Naevus class",
                  "CC BY 4.0; credit: PAD-UFES-20, Pacheco et al. 2020"),
 }
 
@@ -225,37 +226,58 @@ def evaluation(report: dict, names: list[str]) -> str:
     return "\n".join(parts)
 
 
+NAEVUS_NOTE = """ The Naevus class (moles) is not one of the original 14: it was added because
+the naevus is the lesion people photograph most, and a model without a name for it called phone
+photos of moles Melanoma or Carcinoma (see "When it does not name a class"). It is trained from
+three libraries (PAD-UFES-20's naevi, DermNet NZ's melanocytic naevi, SD-198's naevus spilus)."""
+
+
 VERDICT_WORDS = {"answer": "answers", "unsure": "\"unsure between A and B\"",
                  "another condition": "\"another condition\"", "not skin": "\"not a skin photo\""}
 
 
 def verdicts_section(ab: dict) -> str:
     """The three verdicts: thresholds, what each set of photos gets, each score's AURC and AUROC."""
-    th = ab.get("thresholds", {})
+    th, score, cover = ab["thresholds"], ab["scores"], ab["coverages"]
+    said = []
+    if th.get("skin") is not None:
+        said.append(f"**not a skin photo** when the {score['skin']} is below {th['skin']:.3f} (kept "
+                    f"{pct(cover['skin'])} of validation skin photos)")
+    if th.get("energy") is not None:
+        said.append(f"**another condition** when the {score['energy']} is below {th['energy']:.3f} or the "
+                    f"{score['similarity']} below {th['similarity']:.3f} (each keeps "
+                    f"{pct(1 - (1 - cover['other_condition']) / 2)} of validation photos of ours)")
+    if th.get("top_probability") is not None:
+        said.append(f"**unsure between A and B** when the {score['top_probability']} is below "
+                    f"{th['top_probability']:.3f} (so that {pct(cover['answer'])} of validation photos of ours are "
+                    "answered)")
     parts = ["### When it does not name a class\n",
-             "Checked in this order, every threshold chosen on validation photos only: **not a skin photo** when "
-             f"the {ab['score']} is below {ab['threshold']:.3f} (kept {pct(ab['chosen_for_validation_coverage'])} "
-             "of validation skin photos)"]
-    if th.get("other_condition") is not None:
-        parts[-1] += f"; **another condition** when it is below {th['other_condition']:.3f}"
-    if th.get("unsure") is not None:
-        parts[-1] += f"; **unsure between A and B** when the top probability is below {th['unsure']:.3f}"
+             "Checked in this order, each verdict on its own score, every threshold chosen on validation photos "
+             "only: " + "; ".join(said or ["never (no thresholds)"])]
     parts[-1] += (f". On the held-out test split it answers {pct(ab['test_coverage'])} of in-taxonomy photos, "
                   f"{pct(ab['test_accuracy_when_answering'])} of them right (all photos: "
                   f"{pct(ab.get('test_accuracy', float('nan')))}).\n")
     kinds = list(VERDICT_WORDS)
-    rows = [["in-taxonomy test photos", "-", *(pct(ab.get("test_verdicts", {}).get(k, 0)) for k in kinds)]]
+    rows = [["in-taxonomy test photos", "-", *(pct(ab["test_verdicts"][k]) for k in kinds)]]
+    rows += [[f"... of which {source}", "-", *(pct(v[k]) for k in kinds)]
+             for source, v in ab.get("test_verdicts_by_source", {}).items()]
     rows += [[name, r["n"], *(pct(r.get("verdicts", {}).get(k, 0)) for k in kinds)] for name, r in ab["ood"].items()]
     parts.append(table(["photos", "n", *VERDICT_WORDS.values()], rows))
     if ab.get("risk_coverage"):
         parts.append("\nRisk-coverage on the in-taxonomy test photos (error rate among the photos a score ranks most "
                      "confident, against the share answered; `risk_coverage.png`); AURC, lower is better:\n")
-        parts.append(table(["score", "AURC"], [[k, f"{r['aurc']:.3f}"] for k, r in ab["risk_coverage"].items()]))
+        parts.append(table(["score", "AURC (test)", "AURC (validation: picks the unsure score)"],
+                           [[k, f"{r['aurc']:.3f}", f"{ab['validation_aurc'][k]:.3f}"]
+                            for k, r in ab["risk_coverage"].items()]))
     scores = list(next(iter(ab["ood"].values()), {}).get("auroc_by_score", {}))
     if scores:
         parts.append("\nHow well each score separates the test split from each set (AUROC):\n")
         parts.append(table(["photos the model must not know", *scores],
                            [[k, *(f"{r['auroc_by_score'][n]:.3f}" for n in scores)] for k, r in ab["ood"].items()]))
+    for name, by_source in ab.get("harmful_mistakes", {}).items():
+        parts.append(f"\n{name} test photos answered (verdict: an answer) as "
+                     f"{' or '.join(next(iter(by_source.values()))['answered_as'])}:\n")
+        parts.append(table(["source", "n", "share"], [[s, r["n"], pct(r["share"])] for s, r in by_source.items()]))
     parts.append("\n" + table(["coverage (top probability)", "top-1 accuracy"],
                               [[pct(r["coverage"]), pct(r["accuracy"])] for r in ab["accuracy_at_coverage"]]))
     return "\n".join(parts)
@@ -291,8 +313,8 @@ def training_section(config: ExperimentConfig) -> str:
         text += "The backbone stays ImageNet's (frozen). "
     if config.other_condition_coverage:
         text += ("Photos of other conditions are held out whole, by condition, to measure the \"another "
-                 "condition\" answer; they train nothing (every way of training on them that was tried learned "
-                 "their photo library instead, see README). ")
+                 "condition\" answer; they train nothing but the skin read-out, as skin photos (every way of training the "
+                 "classifier on them that was tried learned their photo library instead, see README). ")
     return text + (f"Label smoothing {config.label_smoothing}, class weights {'on' if config.class_weights else 'off'}, "
                    f"test-time mirror averaging {'on' if config.tta else 'off'}, seed {config.seed}.")
 
@@ -322,7 +344,7 @@ use on dermoscopic images, on conditions outside its classes, or by anyone witho
 ## Classes
 {", ".join(names)}. The original taxonomy also had Skin_Tag and Healthy; no photos of those were
 available to train on, so this model does not know them (a healthy-skin photo is an
-out-of-distribution input for it, see below).
+out-of-distribution input for it, see below).{NAEVUS_NOTE if "Naevus" in names else ""}
 
 ## Training data
 {table(["source", "what", "licence"], data_rows)}

@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from explain.model import ModelConfig, find_cam_layer
+from explain.verdicts import VERDICT_OF
 from training.backbones import CAM_LAYERS
 from training.config import ExperimentConfig
 from training.data import mirror
@@ -74,9 +75,7 @@ def model_config(config: ExperimentConfig, report: dict | None = None) -> ModelC
     thresholds = report["abstention"]["thresholds"]
     return ModelConfig(config.model_name, config.image_size, config.backbone, CAM_LAYERS[config.backbone],
                        temperature=round(report["calibration"]["temperature"], 4),
-                       abstain_threshold=round(thresholds["abstain"], 4), abstain_score=config.abstain_score,
-                       other_condition_threshold=_rounded(thresholds["other_condition"]),
-                       unsure_threshold=_rounded(thresholds["unsure"]))
+                       **{f"{name}_threshold": _rounded(thresholds[name]) for name in VERDICT_OF})
 
 
 def _rounded(value: float | None) -> float | None:

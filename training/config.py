@@ -12,8 +12,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from explain.model import ABSTAIN_SCORES
-
 BLANK_BOXES = ("none", "own", "all")
 
 
@@ -28,7 +26,13 @@ class Source:
     cluster_column: str | None = None  # manifest.csv column of known near-duplicate groups
     mask_boxes: list[list[float]] = field(default_factory=list)  # [x0, y0, x1, y1] fractions to blank
     fine_column: str | None = None  # manifest.csv column of the fine-grained condition; None: the class
-    other_conditions: bool = False  # every photo shows a condition outside the taxonomy (taxonomy unused)
+    # every photo shows a condition outside the taxonomy, but those its taxonomy (optional) maps to a class
+    other_conditions: bool = False
+    library: str | None = None  # the photo library it comes from (None: its name); leave-one-out leaves a library out
+
+    @property
+    def photo_library(self) -> str:
+        return self.library or self.name
 
 
 @dataclass
@@ -90,13 +94,21 @@ class ExperimentConfig:
     top_k: list[int] = field(default_factory=lambda: [3])
     tta: bool = False  # average the prediction with the mirrored photo's
     cross_source: bool = False  # also train on each source alone and test on the other
-    abstain_score: str = "feature_similarity"  # one of explain.model.ABSTAIN_SCORES
-    abstain_coverage: float = 0.9  # threshold keeps this share of validation photos
-    # "another condition": a second, higher threshold on the abstention score, keeping this share of
-    # validation in-taxonomy photos (photos of other conditions, held out whole, measure it). 0: off.
+    # the verdicts (explain.verdicts; training.evaluation.abstention): "not a skin photo" below the skin
+    # read-out's threshold, which keeps skin_coverage of validation skin photos; "another condition" below
+    # the energy's, keeping other_condition_coverage of validation photos of ours (0: off; photos of other
+    # conditions, held out whole, measure it); "unsure" below the top probability's, answering
+    # answer_coverage of them (0: off)
+    skin_coverage: float = 0.995
     other_condition_coverage: float = 0.0
-    answer_coverage: float = 0.0  # "unsure": the top-probability threshold answering this share of validation photos
+    answer_coverage: float = 0.0
     ood_folders: dict[str, str] = field(default_factory=dict)  # name -> folder of photos the model must not know
+    # ood_folders whose one half fits the skin read-out (true: skin photos, false: not skin); the other half
+    # is held out and measured. Without a not-skin folder there is no read-out and no "not a skin photo".
+    skin_readout_folders: dict[str, bool] = field(default_factory=dict)
+    skin_readout_c: float = 10.0  # inverse L2 strength of the read-out's logistic regression (chosen on validation)
+    # class -> the classes its photos must not be answered as (the report counts how often they are)
+    harmful_mistakes: dict[str, list[str]] = field(default_factory=dict)
     explanation_photos: int = 0  # the explanations study: 0 every test photo, else a seeded sample of this many
     # ablate: variant name -> the settings it changes (see training/ablate.py)
     ablations: dict[str, dict] = field(default_factory=lambda: {
@@ -135,9 +147,10 @@ class ExperimentConfig:
             _check_keys(source, Source, f"{path}, sources[{i}]")
         data["sources"] = [Source(**s) for s in data.get("sources", [])]
         config = cls(**data)
-        if config.abstain_score not in ABSTAIN_SCORES:
-            raise ValueError(f"{path}: abstain_score {config.abstain_score!r} is not one of "
-                             f"{', '.join(ABSTAIN_SCORES)}.")
+        missing = [name for name in config.skin_readout_folders if name not in config.ood_folders]
+        if missing:
+            raise ValueError(f"{path}: skin_readout_folders names {', '.join(map(repr, missing))}, which is not one "
+                             f"of ood_folders ({', '.join(config.ood_folders) or 'none'}).")
         if config.blank_boxes not in BLANK_BOXES:
             raise ValueError(f"{path}: blank_boxes {config.blank_boxes!r} is not one of {', '.join(BLANK_BOXES)}.")
         if config.fine_labels and not config.head_on_features:

@@ -65,9 +65,11 @@ def cluster_ids(distances: np.ndarray, within: int, hints: list[str]) -> list[in
 def curate(config: ExperimentConfig) -> list[dict]:
     rows, dropped = [], collections.Counter()
     for source in config.sources:
-        taxonomy = {} if source.other_conditions else load_taxonomy(source.taxonomy)
+        # an other-conditions source's taxonomy (optional) names the few of its conditions that are a class
+        taxonomy = load_taxonomy(source.taxonomy) if source.taxonomy else {}
         for path, source_class, hint, fine in tqdm(list_photos(source), desc=f"curate {source.name}", unit="photo"):
-            if source.other_conditions:  # kept whole: a condition is one cluster, on one side of every split
+            if source.other_conditions and not taxonomy.get(source_class):
+                # kept whole: a condition is one cluster, on one side of every split
                 taxonomy[source_class], hint = None, hint or source_class
             if source_class not in taxonomy:
                 raise ValueError(
@@ -86,7 +88,7 @@ def curate(config: ExperimentConfig) -> list[dict]:
             rows.append({
                 "path": str(path), "source": source.name, "source_class": source_class, "target_class": target,
                 "fine_class": f"{source.name}:{fine}" if target else "",
-                "other_condition": source_class if source.other_conditions else "",
+                "other_condition": source_class if source.other_conditions and not target else "",
                 "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "phash": str(imagehash.phash(photo)),
                 "width": photo.width, "height": photo.height, "hint": f"{source.name}:{hint}" if hint else "",
             })

@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from explain.model import CLASS_MEANS_FILE, SKIN_READOUT_FILE
 from training.common import already_done, cam_features_and_logits, class_names, labels_of
 from training.config import ExperimentConfig
 from training.data import load_pixels
@@ -28,7 +29,8 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
     rows = read_rows(config.out / "split.csv")
     names = class_names(rows)
     by_split = {s: [r for r in rows if r["split"] == s and r["target_class"]] for s in ("train", "val", "test")}
-    other = {f"other_{s}": [r for r in rows if r["split"] == s and r.get("other_condition")] for s in ("val", "test")}
+    other = {f"other_{s}": [r for r in rows if r["split"] == s and r.get("other_condition")]
+             for s in ("train", "val", "test")}
     model = keras.saving.load_model(config.out / "train" / "model.keras", safe_mode=True, compile=False)
     outputs = {s: cam_features_and_logits(model, load_pixels(split_rows, config), config.tta)
                for s, split_rows in {**by_split, **other}.items() if split_rows}
@@ -49,9 +51,11 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
             "test_ece_after": metrics.expected_calibration_error(after, test_labels),
         },
     }
-    report["abstention"], means = abstention(config, model, temperature, outputs, labels, rows)
+    report["abstention"], readout, means = abstention(config, model, temperature, outputs, labels, rows, names)
     plots.risk_coverage_png(report["abstention"]["risk_coverage"], config.out / "risk_coverage.png")
-    np.save(config.out / "class_means.npy", means.astype(np.float32))
+    if readout is not None:
+        np.save(config.out / SKIN_READOUT_FILE, readout)
+    np.save(config.out / CLASS_MEANS_FILE, means.astype(np.float32))
     plots.confusion_matrix_png(report["test"]["confusion_matrix"], names, config.out / "confusion_matrix.png",
                                "Held-out test split")
     plots.training_curves_png(read_rows(config.out / "train" / "history.csv"), config.out / "training_curves.png")

@@ -44,7 +44,7 @@ def with_random_top(loaded: LoadedModel, seed: int = SANITY_SEED) -> LoadedModel
     kernel, bias = logits.get_weights()
     limit = np.sqrt(6 / sum(kernel.shape))  # Glorot uniform, as Keras initialises it
     logits.set_weights([rng.uniform(-limit, limit, kernel.shape).astype(np.float32), np.zeros_like(bias)])
-    return loaded_model(model, loaded.labels, loaded.config, loaded.source, loaded.class_means)
+    return loaded_model(model, loaded.labels, loaded.config, loaded.source, loaded.skin_readout, loaded.class_means)
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:

@@ -14,7 +14,6 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from explain.model import find_cam_layer
 from training.config import ExperimentConfig
 from training.data import mask_boxes, mirror, photo_pixels
 
@@ -61,18 +60,3 @@ def _read(path: Path) -> dict[str, np.ndarray]:
         return {}
     with np.load(path, allow_pickle=False) as saved:
         return dict(zip(saved["paths"].tolist(), saved["features"]))
-
-
-def cam_features(model: keras.Model, rows: list[dict], config: ExperimentConfig) -> np.ndarray:
-    """Each photo's average of the CAM layer (what the feature-similarity score reads), taken from
-    pooled features (cached while the backbone stays ImageNet's): the CAM layer must be one of them."""
-    pooled = pooled_features(model, rows, config, 0, cached=config.finetune_epochs == 0)
-    if not config.feature_layers:
-        return pooled
-    cam = find_cam_layer(model)
-    if cam not in config.feature_layers:
-        raise ValueError(f"feature_layers {config.feature_layers} leave out the CAM layer {cam!r}: add it, so that "
-                         "the feature-similarity score can be computed from the cached features.")
-    widths = [model.get_layer(f"pool_{name}").output.shape[-1] for name in config.feature_layers]
-    start = sum(widths[: config.feature_layers.index(cam)])
-    return pooled[:, start:start + widths[config.feature_layers.index(cam)]]

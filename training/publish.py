@@ -1,7 +1,7 @@
 """Step 7, publish: assemble the model folder the app loads and upload it to the Hub.
 
 The folder holds `model.keras` (inference graph), `labels.json`, `config.json`,
-`class_means.npy` (for the "uncertain" answer), the model card as `README.md` and optional
+`skin_readout.npy` and `class_means.npy` (for the verdicts), the model card as `README.md` and optional
 `examples/`. `--dry-run` only writes it. The token
 comes from the environment (`HF_TOKEN`) or the local login, never from the config.
 """
@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 from huggingface_hub import HfApi
 
-from explain.model import CARD_FILE, MODEL_FILE, ModelSource, load_model_folder, write_model_folder
+from explain.model import (
+    CARD_FILE,
+    CLASS_MEANS_FILE,
+    MODEL_FILE,
+    SKIN_READOUT_FILE,
+    ModelSource,
+    load_model_folder,
+    write_model_folder,
+)
 from training.card import render_card
 from training.common import model_config
 from training.config import ExperimentConfig, expand
@@ -26,10 +34,11 @@ def assemble(config: ExperimentConfig, out: Path) -> Path:
         shutil.rmtree(out)
     ablation, explanations = (json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
                               for path in (config.out / "ablation.json", config.out / "explanations.json"))
-    means = np.load(config.out / "class_means.npy") if config.abstain_score == "feature_similarity" else None
+    readout, means = (np.load(config.out / name) if (config.out / name).is_file() else None
+                      for name in (SKIN_READOUT_FILE, CLASS_MEANS_FILE))
     examples = Path(expand(config.examples_dir)) if config.examples_dir else None
     write_model_folder(out, config.out / "export" / MODEL_FILE, report["classes"], model_config(config, report),
-                       render_card(config, report, ablation, explanations), means,
+                       render_card(config, report, ablation, explanations), readout, means,
                        examples if examples and examples.is_dir() else None)
     return out
 

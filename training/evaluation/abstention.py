@@ -1,23 +1,38 @@
-"""When the model should not name a class, and which of three things it says instead: "not a skin
-photo" (the abstention score, feature similarity to the class means, below its threshold),
-"another condition" (the same score below a second, higher threshold) or "unsure between A and B"
-(the top probability). Thresholds from validation photos only; each score's risk-coverage curve
-and AURC, and how well it separates the test split from photos the model must not know (other
-conditions held out whole, out-of-taxonomy photos, configured folders)."""
+"""When the model should not name a class, and which of three things it says instead, each verdict
+on its own scores (explain.verdicts): "not a skin photo" (the skin read-out, fitted here), "another
+condition" (the energy of the logits, or the similarity to the nearest class mean, computed here)
+or "unsure between A and B" (the top probability).
 
+The skin read-out is a logistic regression on the pooled CAM-layer features: skin photos (the
+training split, ours and other conditions', and half of each folder named a skin folder in
+`skin_readout_folders`) against half of each folder named not skin there (everyday photos). The
+other half of those folders is held out and measured. Every threshold comes from validation photos
+only. The report gives each score's risk-coverage curve and AURC on the test photos, and how well
+it separates the test split from photos the model must not know (other conditions held out whole,
+out-of-taxonomy photos, the configured folders' held-out halves).
+"""
+
+import hashlib
 from pathlib import Path
 
 import keras
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 
-from explain.verdicts import ANSWER, NOT_SKIN, OTHER_CONDITION, UNSURE, verdicts
+from explain.verdicts import ANSWER, KINDS, VERDICT_OF, scores, unit, verdicts
 from training.common import IMAGE_SUFFIXES, cam_features_and_logits
 from training.config import ExperimentConfig, expand
 from training.data import load_pixels
 from training.evaluation import metrics
+from training.tables import read_rows
 
 NON_SKIN_SKIMAGE = ("coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "colorwheel",
                     "camera", "moon", "coins", "clock", "page", "text", "grass", "gravel", "brick", "retina")
+# each score of explain.verdicts.VERDICT_OF as reports name it
+SCORE_NAMES = {"skin": "skin read-out (logistic, skin against everyday photos)",
+               "energy": "energy (log-sum-exp of the logits)",
+               "similarity": "feature similarity to the nearest class mean (cosine)",
+               "top_probability": "top probability (temperature-scaled)"}
 
 
 def skimage_photos(folder: Path) -> Path:
@@ -32,81 +47,120 @@ def skimage_photos(folder: Path) -> Path:
     return folder
 
 
+def held_out_half(path: Path) -> bool:
+    """Which half of a folder a photo is in, by a hash of its name: the same on every run."""
+    return hashlib.sha256(path.name.encode()).digest()[0] % 2 == 1
+
+
+def folder_photos(config: ExperimentConfig, name: str) -> list[dict]:
+    """The photos of one configured folder ("skimage": scikit-image's pictures that are not skin), each
+    marked `fits_readout` when the skin read-out is fitted on it and `shows_people` from a manifest
+    beside the images that says so."""
+    folder = config.ood_folders[name]
+    folder = skimage_photos(config.out / "ood_skimage") if folder == "skimage" else Path(expand(folder))
+    manifest = folder.parent / "manifest.csv"
+    people = {Path(r["path"]).name: r.get("shows_people") == "1" for r in read_rows(manifest)} \
+        if manifest.is_file() else {}
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return [{"path": str(p), "source": name, "shows_people": people.get(p.name, False),
+             "fits_readout": name in config.skin_readout_folders and not held_out_half(p)} for p in files]
+
+
 def ood_photos(config: ExperimentConfig, rows: list[dict]) -> dict[str, list[dict]]:
-    """Out-of-distribution sets: out-of-taxonomy photos of each source, and the configured folders
-    ("skimage" stands for scikit-image's sample pictures that are not skin)."""
+    """Out-of-distribution sets, all held out: out-of-taxonomy photos of each source, and each
+    configured folder less the half that fits the skin read-out (photos showing people apart)."""
     sets = {}
     for source in sorted({r["source"] for r in rows if r["split"] == "ood"}):
         sets[f"{source} conditions outside the taxonomy"] = [r for r in rows if r["split"] == "ood" and r["source"] == source]
-    for name, folder in config.ood_folders.items():
-        folder = skimage_photos(config.out / "ood_skimage") if folder == "skimage" else Path(expand(folder))
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        sets[name] = [{"path": str(p), "source": name} for p in files]
+    for name in config.ood_folders:
+        held = [r for r in folder_photos(config, name) if not r["fits_readout"]]
+        sets[name] = [r for r in held if not r["shows_people"]]
+        if any(r["shows_people"] for r in held):
+            sets[f"{name}, showing people"] = [r for r in held if r["shows_people"]]
     return sets
 
 
-def verdicts_of(scores: dict, thresholds: dict) -> np.ndarray:
-    """The app's verdict for each photo (explain.verdicts' rule, which the app calls too)."""
-    return verdicts(scores[thresholds["abstain_score"]], scores["max_probability"], thresholds["abstain"],
-                    thresholds["other_condition"], thresholds["unsure"])
+def fit_skin_readout(config: ExperimentConfig, model: keras.Model, train_features: np.ndarray) -> np.ndarray | None:
+    """The skin read-out's weights on unit CAM-layer features, then its bias: skin photos (the training
+    split's features, `train_features`, and the fitting halves of the skin folders) against the
+    fitting halves of the not-skin folders, classes balanced. None without a not-skin folder."""
+    if all(config.skin_readout_folders.values()):
+        return None
+    features, is_skin = [train_features], [np.ones(len(train_features))]
+    for name, skin in config.skin_readout_folders.items():
+        fitting = [r for r in folder_photos(config, name) if r["fits_readout"]]
+        features.append(cam_features_and_logits(model, load_pixels(fitting, config))[0])
+        is_skin.append(np.full(len(fitting), float(skin)))
+    readout = LogisticRegression(C=config.skin_readout_c, max_iter=5000, class_weight="balanced")
+    readout.fit(unit(np.concatenate(features)), np.concatenate(is_skin))
+    return np.concatenate([readout.coef_[0], readout.intercept_]).astype(np.float32)
 
 
 def shares(verdict: np.ndarray) -> dict:
-    return {v: float(np.mean(verdict == v)) for v in (ANSWER, UNSURE, OTHER_CONDITION, NOT_SKIN)}
+    return {v: float(np.mean(verdict == v)) for v in KINDS}
 
 
 def choose_thresholds(config: ExperimentConfig, val: dict, val_other: dict | None) -> dict:
-    """Every threshold from validation photos only: the abstention score's keeps abstain_coverage of the
-    validation skin photos (ours and other conditions'); the other-condition threshold, on the same
-    score, keeps other_condition_coverage of ours; the unsure threshold then leaves answer_coverage
-    of ours answered."""
-    score = config.abstain_score
-    skin = np.concatenate([val[score]] + ([val_other[score]] if val_other else []))
-    thresholds = {"abstain_score": score, "abstain": metrics.threshold_for_coverage(skin, config.abstain_coverage),
-                  "other_condition": None, "unsure": None}
+    """Every threshold from validation photos only: the skin score's keeps skin_coverage of the
+    validation skin photos (ours and other conditions'); the energy's and the similarity's each take
+    half of what other_condition_coverage leaves out of ours; the top probability's then leaves
+    answer_coverage of ours answered."""
+    skin = np.concatenate([val["skin"]] + ([val_other["skin"]] if val_other else []))
+    thresholds = dict.fromkeys(VERDICT_OF)
+    if np.isfinite(skin).all():  # a model with a skin read-out
+        thresholds["skin"] = metrics.threshold_for_coverage(skin, config.skin_coverage)
     if config.other_condition_coverage:
-        thresholds["other_condition"] = max(thresholds["abstain"], metrics.threshold_for_coverage(
-            val[score], config.other_condition_coverage))
+        each = 1 - (1 - config.other_condition_coverage) / 2
+        for name in ("energy", "similarity"):
+            thresholds[name] = metrics.threshold_for_coverage(val[name], each)
     if config.answer_coverage:
-        kept = verdicts_of(val, thresholds) == ANSWER
+        kept = verdicts(val, thresholds) == ANSWER
         share = min(1.0, config.answer_coverage / max(kept.mean(), 1e-9))
-        thresholds["unsure"] = metrics.threshold_for_coverage(val["max_probability"][kept], share)
+        thresholds["top_probability"] = metrics.threshold_for_coverage(val["top_probability"][kept], share)
     return thresholds
 
 
 def abstention(config: ExperimentConfig, model: keras.Model, temperature: float, outputs: dict, labels: dict,
-               rows: list[dict]) -> tuple[dict, np.ndarray]:
-    """Class means from training photos and every threshold from validation only; for each score its
-    risk-coverage curve and AURC on the test photos; the verdicts and AUROC of each score on the test
-    split's other conditions (held out whole) and on every out-of-distribution set.
+               rows: list[dict], names: list[str]) -> tuple[dict, np.ndarray]:
+    """The skin read-out and the class means from training photos, every threshold from validation only; for each score
+    its risk-coverage curve and AURC on the test photos (and on validation, which picks the unsure
+    score); the verdicts and AUROC of each score on every held-out set; and how often a photo of a
+    class in `harmful_mistakes` is answered as one of the classes it must not be mistaken for.
 
-    `outputs` maps train/val/test (and other_val/other_test) to cam_features_and_logits()'s outputs.
-    Returns the report and the class means."""
+    `outputs` maps train/val/test (and other_train/other_val/other_test) to cam_features_and_logits()'s
+    outputs. Returns the report, the skin read-out and the class means."""
+    train_features = np.concatenate([outputs[s][0] for s in ("train", "other_train") if s in outputs])
+    readout = fit_skin_readout(config, model, train_features)
     means = metrics.class_means(outputs["train"][0], labels["train"], outputs["train"][1].shape[1])
 
     def scored(split_outputs):
-        return metrics.abstention_scores(*split_outputs, temperature, means)
+        return scores(*split_outputs, temperature, readout, means)
 
-    scores = {split: scored(outputs[split]) for split in outputs if split != "train"}
-    thresholds = choose_thresholds(config, scores["val"], scores.get("other_val"))
-    test = scores["test"]
-    correct = outputs["test"][1].argmax(axis=1) == labels["test"]
-    answered = verdicts_of(test, thresholds) == ANSWER
-    score_names = list(metrics.SCORE_NAMES)
+    split_scores = {split: scored(outputs[split]) for split in outputs if split not in ("train", "other_train")}
+    thresholds = choose_thresholds(config, split_scores["val"], split_scores.get("other_val"))
+    test = split_scores["test"]
+    correct = {s: outputs[s][1].argmax(axis=1) == labels[s] for s in ("val", "test")}
+    test_verdicts = verdicts(test, thresholds)
+    answered = test_verdicts == ANSWER
     result = {
-        "score": metrics.SCORE_NAMES[config.abstain_score],
-        "threshold": thresholds["abstain"],
         "thresholds": thresholds,
-        "chosen_for_validation_coverage": config.abstain_coverage,
+        "scores": {name: SCORE_NAMES[name] for name in VERDICT_OF},
+        "coverages": {"skin": config.skin_coverage, "other_condition": config.other_condition_coverage,
+                      "answer": config.answer_coverage},
         "test_coverage": float(np.mean(answered)),
-        "test_accuracy": float(np.mean(correct)),
-        "test_accuracy_when_answering": float(np.mean(correct[answered])) if answered.any() else float("nan"),
-        "test_verdicts": shares(verdicts_of(test, thresholds)),
-        "accuracy_at_coverage": metrics.accuracy_at_coverage(test["max_probability"], correct),
-        "risk_coverage": {metrics.SCORE_NAMES[k]: metrics.risk_coverage(test[k], correct) for k in score_names},
+        "test_accuracy": float(np.mean(correct["test"])),
+        "test_accuracy_when_answering": float(np.mean(correct["test"][answered])) if answered.any() else float("nan"),
+        "test_verdicts": shares(test_verdicts),
+        "test_verdicts_by_source": {s: shares(test_verdicts[[r["source"] == s for r in rows_of(rows, "test")]])
+                                    for s in sorted({r["source"] for r in rows_of(rows, "test")})},
+        "accuracy_at_coverage": metrics.accuracy_at_coverage(test["top_probability"], correct["test"]),
+        "risk_coverage": {SCORE_NAMES[k]: metrics.risk_coverage(test[k], correct["test"]) for k in SCORE_NAMES},
+        "validation_aurc": {SCORE_NAMES[k]: metrics.risk_coverage(split_scores["val"][k], correct["val"])["aurc"]
+                            for k in SCORE_NAMES},
+        "harmful_mistakes": harmful_mistakes(config, outputs["test"][1], test_verdicts, rows_of(rows, "test"), names),
         "ood": {},
     }
-    sets = {"other conditions held out whole (test split)": scores.get("other_test")}
+    sets = {"other conditions held out whole (test split)": split_scores.get("other_test")}
     for name, ood_rows in ood_photos(config, rows).items():
         if ood_rows:
             sets[name] = scored(cam_features_and_logits(model, load_pixels(ood_rows, config), config.tta))
@@ -114,8 +168,28 @@ def abstention(config: ExperimentConfig, model: keras.Model, temperature: float,
         if ood is None:
             continue
         result["ood"][name] = {
-            "n": len(ood["max_probability"]), "auroc": metrics.ood_auroc(test[config.abstain_score], ood[config.abstain_score]),
-            "share_flagged_uncertain": float(np.mean(verdicts_of(ood, thresholds) != ANSWER)),
-            "verdicts": shares(verdicts_of(ood, thresholds)),
-            "auroc_by_score": {metrics.SCORE_NAMES[k]: metrics.ood_auroc(test[k], ood[k]) for k in score_names}}
-    return result, means
+            "n": len(ood["top_probability"]), "verdicts": shares(verdicts(ood, thresholds)),
+            "auroc_by_score": {SCORE_NAMES[k]: metrics.ood_auroc(test[k], ood[k]) for k in SCORE_NAMES}}
+    return result, readout, means
+
+
+def rows_of(rows: list[dict], split: str) -> list[dict]:
+    """A split's photos of the classes, in the order evaluate predicts them."""
+    return [r for r in rows if r["split"] == split and r["target_class"]]
+
+
+def harmful_mistakes(config: ExperimentConfig, logits: np.ndarray, verdict: np.ndarray, test_rows: list[dict],
+                     names: list[str]) -> dict:
+    """For each class of `harmful_mistakes` the model knows, per source: how many test photos, and the
+    share answered (verdict ANSWER) as one of the classes it must not be mistaken for."""
+    result = {}
+    top = np.array(names)[logits.argmax(axis=1)]
+    for name, wrong in config.harmful_mistakes.items():
+        if name not in names:
+            continue
+        for source in sorted({r["source"] for r in test_rows if r["target_class"] == name}):
+            keep = np.array([r["target_class"] == name and r["source"] == source for r in test_rows])
+            result.setdefault(name, {})[source] = {
+                "n": int(keep.sum()), "answered_as": wrong,
+                "share": float(np.mean((verdict[keep] == ANSWER) & np.isin(top[keep], wrong)))}
+    return result

@@ -10,39 +10,33 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from scipy.special import logsumexp
 
-from explain.verdicts import feature_similarity
 from training.common import cam_features_and_logits, class_names, group_split, labels_of
 from training.config import ExperimentConfig
 from training.data import load_pixels
 from training.evaluation import metrics
-from training.features import cam_features
 from training.fitting import fit
 
 
 def train_and_predict(config: ExperimentConfig, train_rows: list[dict], eval_rows: list[dict], names: list[str],
-                      out: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Fit on `train_rows` (early-stopped on a grouped slice of them); return the logits of `eval_rows`
-    and their feature similarity to the class means of `train_rows` (the "not skin" and "another
-    condition" score).
+                      out: Path) -> np.ndarray:
+    """Fit on `train_rows` (early-stopped on a grouped slice of them); return the logits of `eval_rows`.
 
-    They are saved in `out/logits.npy` and `out/similarity.npy`, the model in `out/model.keras`: a
-    rerun reads them, or predicts again with the saved model, instead of training again; an interrupted
-    fine-tune continues from its checkpoint.
+    They are saved in `out/logits.npy`, the model in `out/model.keras`: a rerun reads them, or predicts
+    again with the saved model, instead of training again; an interrupted fine-tune continues from its
+    checkpoint.
     """
-    saved, saved_similarity = out / "logits.npy", out / "similarity.npy"
-    if saved.is_file() and saved_similarity.is_file():
-        return np.load(saved), np.load(saved_similarity)
+    saved = out / "logits.npy"
+    if saved.is_file():
+        return np.load(saved)
     if (out / "model.keras").is_file():
         model = keras.saving.load_model(out / "model.keras", safe_mode=True, compile=False)
     else:
         model = fit(config, *_grouped_slice(train_rows, [r["target_class"] for r in train_rows], config), names, out,
                     resume=True)
-    if not saved.is_file():
-        np.save(saved, cam_features_and_logits(model, load_pixels(eval_rows, config), tta=config.tta)[1])
-    means = metrics.class_means(cam_features(model, train_rows, config), labels_of(train_rows, names), len(names))
-    np.save(saved_similarity, feature_similarity(cam_features(model, eval_rows, config), means))
-    return np.load(saved), np.load(saved_similarity)
+    np.save(saved, cam_features_and_logits(model, load_pixels(eval_rows, config), tta=config.tta)[1])
+    return np.load(saved)
 
 
 def _grouped_slice(rows: list[dict], labels: list[str], config: ExperimentConfig) -> tuple[list, list]:
@@ -53,8 +47,8 @@ def _grouped_slice(rows: list[dict], labels: list[str], config: ExperimentConfig
 
 def cross_validate(config: ExperimentConfig, rows: list[dict], names: list[str]) -> dict:
     """k-fold CV grouped by near-duplicate cluster: mean and std of each headline metric. Photos of
-    other conditions are held out fold by fold, whole conditions at a time: the feature-similarity
-    score's AUROC on them says how well it tells conditions nobody trained on from ours."""
+    other conditions are held out fold by fold, whole conditions at a time: the energy's AUROC on them
+    (the "another condition" score) says how well it tells conditions nobody trained on from ours."""
     folds = []
     for fold in range(config.cv_folds):
         held = [r for r in rows if r["fold"] == str(fold) and r["target_class"]]
@@ -62,12 +56,13 @@ def cross_validate(config: ExperimentConfig, rows: list[dict], names: list[str])
         train_rows = [r for r in rows if r["fold"] not in ("", str(fold)) and r["target_class"]]
         print(f"cross-validation fold {fold + 1}/{config.cv_folds}: {len(train_rows)} train, {len(held)} held out"
               + (f", and {len(held_other)} photos of other conditions" if held_other else ""))
-        logits, similarity = train_and_predict(config, train_rows, held + held_other, names,
+        logits = train_and_predict(config, train_rows, held + held_other, names,
                                                config.out / "cv" / f"fold{fold}")
         summary = metrics.summarize(logits[: len(held)], labels_of(held, names), names,
                                     [r["source"] for r in held], config.top_k)
         if held_other:
-            summary["other_condition_auroc"] = metrics.ood_auroc(similarity[: len(held)], similarity[len(held):])
+            energy = logsumexp(logits, axis=1)
+            summary["other_condition_auroc"] = metrics.ood_auroc(energy[: len(held)], energy[len(held):])
         folds.append(summary)
     return aggregate_folds(folds, config, names)
 
@@ -87,17 +82,19 @@ def aggregate_folds(folds: list[dict], config: ExperimentConfig, names: list[str
 
 
 def cross_source(config: ExperimentConfig, rows: list[dict], names: list[str]) -> dict:
-    """Leave one source out: train on every other photo library, test on this one's photos of the
-    classes the others know (with two sources, each trains on one and is tested on the other)."""
-    sources = sorted({r["source"] for r in rows})
+    """Leave one photo library out: train on every other library, test on this one's photos of the
+    classes the others know (with two, each trains on one and is tested on the other). Sources of one
+    library (Source.library) are left out together, so no trace of it, such as its watermark, trains."""
+    library_of = {r["source"]: r["source"] for r in rows} | {s.name: s.photo_library for s in config.sources}
+    libraries = sorted({library_of[r["source"]] for r in rows})
     result = {}
-    for held_out in sources if len(sources) > 1 else []:
-        train_rows = [r for r in rows if r["source"] != held_out]
+    for held_out in libraries if len(libraries) > 1 else []:
+        train_rows = [r for r in rows if library_of[r["source"]] != held_out]
         known = class_names(train_rows)
-        test_rows = [r for r in rows if r["source"] == held_out and r["target_class"] in known]
-        name = f"{' + '.join(s for s in sources if s != held_out)} -> {held_out}"
+        test_rows = [r for r in rows if library_of[r["source"]] == held_out and r["target_class"] in known]
+        name = f"{' + '.join(s for s in libraries if s != held_out)} -> {held_out}"
         print(f"leave one source out: {name} ({len(train_rows)} photos to train, {len(test_rows)} to test)")
-        logits, _ = train_and_predict(config, train_rows, test_rows, known,
+        logits = train_and_predict(config, train_rows, test_rows, known,
                                       config.out / "cross_source" / f"without_{held_out}")
         report = metrics.classification_report(metrics.calibrated(logits), labels_of(test_rows, known), known,
                                                config.top_k)

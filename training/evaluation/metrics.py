@@ -2,11 +2,10 @@
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, logsumexp, softmax
+from scipy.special import log_softmax, softmax
 from sklearn.metrics import roc_auc_score
 
-from explain.model import ABSTAIN_SCORES
-from explain.verdicts import feature_similarity, unit
+from explain.verdicts import unit
 
 
 def top_k_accuracy(probabilities: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -82,22 +81,9 @@ def calibrated(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return softmax(logits / temperature, axis=1)
 
 
-# config name -> the name reports and the card use: the scores a model may abstain on, and
-# energy, reported for comparison only
-SCORE_NAMES = {**ABSTAIN_SCORES, "energy": "energy (log-sum-exp of temperature-scaled logits)"}
-
-
 def class_means(features: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     """Each class's mean pooled feature vector over its (training) photos, as unit rows."""
     return unit(np.stack([features[labels == c].mean(axis=0) for c in range(n)]))
-
-
-def abstention_scores(features: np.ndarray, logits: np.ndarray, temperature: float, means: np.ndarray) -> dict:
-    """Each score of SCORE_NAMES for each photo; higher means more like the training photos."""
-    scaled = logits / temperature
-    return {"feature_similarity": feature_similarity(features, means),
-            "max_probability": softmax(scaled, axis=1).max(axis=1),
-            "energy": logsumexp(scaled, axis=1)}
 
 
 def threshold_for_coverage(confidence: np.ndarray, coverage: float) -> float:

@@ -4,7 +4,8 @@ A model folder holds `model.keras`, `labels.json` (class names in output order),
 `config.json` (the fields of `ModelConfig`, nothing else), `README.md` (the model card)
 and, for the verdicts that read them, `skin_readout.npy` (explain.verdicts.skin_score) and
 `class_means.npy` (explain.verdicts.feature_similarity); optionally `examples/`. The training
-pipeline writes it with `write_model_folder`, the app reads it with `load_model_folder`, and both go through `loaded_model`, which checks the contract.
+pipeline writes it with `write_model_folder`, the app reads it with `load_model_folder`, and both
+go through `loaded_model`, which checks the contract.
 `resolve_model` picks the folder: `SKIN_MODEL_DIR`, `SKIN_MODEL_REPO`[@`SKIN_MODEL_REVISION`]
 on the Hub, or the bundled default model.
 """

@@ -7,7 +7,8 @@ either low enough: the energy (log-sum-exp of the logits), low for photos unlike
 the model knows, and the similarity of the features to the nearest class mean, low for skin unlike
 every class (healthy skin); "unsure between A and B" the top probability, the score that ranks the
 model's own mistakes best on validation photos. The app and the CLI call the rule on one photo,
-the evaluation on thousands, so the shares of each verdict that the model card reports are the shares the app gives.
+the evaluation on thousands, so the shares of each verdict that the model card reports are the
+shares the app gives.
 """
 
 import numpy as np
@@ -42,16 +43,21 @@ def feature_similarity(features: np.ndarray, class_means: np.ndarray | None) -> 
     return (unit(features) @ class_means.T).max(axis=1)
 
 
-def scaled_softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature-scaled softmax of each row of logits."""
+def scaled_softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Temperature-scaled softmax of each row of logits: the probabilities the app shows."""
     scaled = np.atleast_2d(logits).astype(np.float64) / temperature
     return np.exp(scaled - logsumexp(scaled, axis=1, keepdims=True))
+
+
+def energy(logits: np.ndarray) -> np.ndarray:
+    """Each row's log-sum-exp of the logits: low for a photo unlike every condition the model knows."""
+    return logsumexp(np.atleast_2d(logits), axis=1)
 
 
 def scores(features: np.ndarray, logits: np.ndarray, temperature: float, readout: np.ndarray | None,
            class_means: np.ndarray | None) -> dict:
     """Each score of VERDICT_OF for each photo, from its pooled CAM-layer features and logits."""
-    return {"skin": skin_score(features, readout), "energy": logsumexp(np.atleast_2d(logits), axis=1),
+    return {"skin": skin_score(features, readout), "energy": energy(logits),
             "similarity": feature_similarity(features, class_means),
             "top_probability": scaled_softmax(logits, temperature).max(axis=1)}
 

@@ -12,11 +12,12 @@ import keras
 import numpy as np
 
 from explain.model import CLASS_MEANS_FILE, SKIN_READOUT_FILE
+from explain.verdicts import scaled_softmax
 from training.common import already_done, cam_features_and_logits, class_names, labels_of
 from training.config import ExperimentConfig
 from training.data import load_pixels
 from training.evaluation import metrics, plots
-from training.evaluation.abstention import abstention
+from training.evaluation.abstention import abstention, rows_of
 from training.evaluation.crossval import cross_source, cross_validate
 from training.evaluation.watermark import watermark_check
 from training.tables import read_rows
@@ -28,7 +29,7 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
         return out
     rows = read_rows(config.out / "split.csv")
     names = class_names(rows)
-    by_split = {s: [r for r in rows if r["split"] == s and r["target_class"]] for s in ("train", "val", "test")}
+    by_split = {s: rows_of(rows, s) for s in ("train", "val", "test")}
     other = {f"other_{s}": [r for r in rows if r["split"] == s and r.get("other_condition")]
              for s in ("train", "val", "test")}
     model = keras.saving.load_model(config.out / "train" / "model.keras", safe_mode=True, compile=False)
@@ -38,7 +39,7 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
     val_logits, test_logits = outputs["val"][1], outputs["test"][1]
     val_labels, test_labels = labels["val"], labels["test"]
     temperature = metrics.fit_temperature(val_logits, val_labels)
-    before, after = metrics.calibrated(test_logits), metrics.calibrated(test_logits, temperature)
+    before, after = scaled_softmax(test_logits), scaled_softmax(test_logits, temperature)
 
     report = {
         "classes": names,

@@ -142,6 +142,7 @@ def abstention(config: ExperimentConfig, model: keras.Model, temperature: float,
     correct = {s: outputs[s][1].argmax(axis=1) == labels[s] for s in ("val", "test")}
     test_verdicts = verdicts(test, thresholds)
     answered = test_verdicts == ANSWER
+    test_rows = rows_of(rows, "test")
     result = {
         "thresholds": thresholds,
         "scores": {name: SCORE_NAMES[name] for name in VERDICT_OF},
@@ -151,13 +152,13 @@ def abstention(config: ExperimentConfig, model: keras.Model, temperature: float,
         "test_accuracy": float(np.mean(correct["test"])),
         "test_accuracy_when_answering": float(np.mean(correct["test"][answered])) if answered.any() else float("nan"),
         "test_verdicts": shares(test_verdicts),
-        "test_verdicts_by_source": {s: shares(test_verdicts[[r["source"] == s for r in rows_of(rows, "test")]])
-                                    for s in sorted({r["source"] for r in rows_of(rows, "test")})},
+        "test_verdicts_by_source": {s: shares(test_verdicts[[r["source"] == s for r in test_rows]])
+                                    for s in sorted({r["source"] for r in test_rows})},
         "accuracy_at_coverage": metrics.accuracy_at_coverage(test["top_probability"], correct["test"]),
         "risk_coverage": {SCORE_NAMES[k]: metrics.risk_coverage(test[k], correct["test"]) for k in SCORE_NAMES},
         "validation_aurc": {SCORE_NAMES[k]: metrics.risk_coverage(split_scores["val"][k], correct["val"])["aurc"]
                             for k in SCORE_NAMES},
-        "harmful_mistakes": harmful_mistakes(config, outputs["test"][1], test_verdicts, rows_of(rows, "test"), names),
+        "harmful_mistakes": harmful_mistakes(config, outputs["test"][1], test_verdicts, test_rows, names),
         "ood": {},
     }
     sets = {"other conditions held out whole (test split)": split_scores.get("other_test")}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from scipy.special import logsumexp
 
+from explain.verdicts import energy, scaled_softmax
 from training.common import cam_features_and_logits, class_names, group_split, labels_of
 from training.config import ExperimentConfig
 from training.data import load_pixels
@@ -61,8 +61,8 @@ def cross_validate(config: ExperimentConfig, rows: list[dict], names: list[str])
         summary = metrics.summarize(logits[: len(held)], labels_of(held, names), names,
                                     [r["source"] for r in held], config.top_k)
         if held_other:
-            energy = logsumexp(logits, axis=1)
-            summary["other_condition_auroc"] = metrics.ood_auroc(energy[: len(held)], energy[len(held):])
+            score = energy(logits)
+            summary["other_condition_auroc"] = metrics.ood_auroc(score[: len(held)], score[len(held):])
         folds.append(summary)
     return aggregate_folds(folds, config, names)
 
@@ -96,7 +96,7 @@ def cross_source(config: ExperimentConfig, rows: list[dict], names: list[str]) -
         print(f"leave one source out: {name} ({len(train_rows)} photos to train, {len(test_rows)} to test)")
         logits = train_and_predict(config, train_rows, test_rows, known,
                                       config.out / "cross_source" / f"without_{held_out}")
-        report = metrics.classification_report(metrics.calibrated(logits), labels_of(test_rows, known), known,
+        report = metrics.classification_report(scaled_softmax(logits), labels_of(test_rows, known), known,
                                                config.top_k)
         result[name] = {k: v for k, v in report.items() if k != "confusion_matrix"}
     return result

@@ -2,10 +2,10 @@
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax
 from sklearn.metrics import roc_auc_score
 
-from explain.verdicts import unit
+from explain.verdicts import scaled_softmax, unit
 
 
 def top_k_accuracy(probabilities: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -47,7 +47,7 @@ def classification_report(probabilities: np.ndarray, labels: np.ndarray, names: 
 
 def summarize(logits: np.ndarray, labels: np.ndarray, names: list[str], sources: list[str], ks) -> dict:
     """`classification_report` of the photos overall and, when they come from several sources, per source."""
-    probabilities = calibrated(logits)
+    probabilities = scaled_softmax(logits)
     report = classification_report(probabilities, labels, names, ks)
     if len(set(sources)) > 1:
         report["by_source"] = {}
@@ -75,10 +75,6 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         return -np.mean(log_softmax(logits / np.exp(log_t), axis=1)[np.arange(len(labels)), labels])
 
     return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
-
-
-def calibrated(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    return softmax(logits / temperature, axis=1)
 
 
 def class_means(features: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:

@@ -10,7 +10,7 @@ import re
 from explain.cams import DEFAULT_METHOD
 from explain.card import DISCLAIMER_HEADING, TRUST_HEADING
 from explain.classifier import DEFAULT_RESOLUTION
-from training.config import ExperimentConfig
+from training.config import ExperimentConfig, each_score_coverage
 
 EXPLANATIONS_HEADING = "Faithfulness and sanity of the heatmaps"
 SANITY_THRESHOLD = 0.5  # a map whose rank correlation with its randomised-model map stays above this fails
@@ -246,7 +246,7 @@ def verdicts_section(ab: dict) -> str:
     if th.get("energy") is not None:
         said.append(f"**another condition** when the {score['energy']} is below {th['energy']:.3f} or the "
                     f"{score['similarity']} below {th['similarity']:.3f} (each keeps "
-                    f"{pct(1 - (1 - cover['other_condition']) / 2)} of validation photos of ours)")
+                    f"{pct(each_score_coverage(cover['other_condition']))} of validation photos of ours)")
     if th.get("top_probability") is not None:
         said.append(f"**unsure between A and B** when the {score['top_probability']} is below "
                     f"{th['top_probability']:.3f} (so that {pct(cover['answer'])} of validation photos of ours are "

@@ -86,6 +86,7 @@ class ExperimentConfig:
     finetune_head_learning_rate: float = 1e-3  # the head's
     finetune_warmup_epochs: int = 1
     finetune_weight_decay: float = 0.01
+    finetune_ema: float = 0.0  # momentum of a moving average of the weights, validated and kept (0: off)
     unfreeze_layers: int | None = None  # None: 50 for ResNet50, 30 for MobileNetV2
     label_smoothing: float = 0.0
     class_weights: bool = False
@@ -96,9 +97,9 @@ class ExperimentConfig:
     cross_source: bool = False  # also train on each source alone and test on the other
     # the verdicts (explain.verdicts; training.evaluation.abstention): "not a skin photo" below the skin
     # read-out's threshold, which keeps skin_coverage of validation skin photos; "another condition" below
-    # the energy's, keeping other_condition_coverage of validation photos of ours (0: off; photos of other
-    # conditions, held out whole, measure it); "unsure" below the top probability's, answering
-    # answer_coverage of them (0: off)
+    # the energy's or the similarity's, together keeping about other_condition_coverage of validation photos
+    # of ours (each_score_coverage; 0: off; photos of other conditions, held out whole, measure it); "unsure"
+    # below the top probability's, answering answer_coverage of them (0: off)
     skin_coverage: float = 0.995
     other_condition_coverage: float = 0.0
     answer_coverage: float = 0.0
@@ -163,6 +164,12 @@ class ExperimentConfig:
         path = self.out / "config.json"
         path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n", encoding="utf-8")
         return path
+
+
+def each_score_coverage(other_condition_coverage: float) -> float:
+    """What each of the two "another condition" scores keeps of validation photos of ours: each takes
+    half of what other_condition_coverage leaves out."""
+    return 1 - (1 - other_condition_coverage) / 2
 
 
 def _check_keys(data: dict, kind: type, where: str) -> None:

@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 
 from explain.verdicts import ANSWER, KINDS, VERDICT_OF, scores, unit, verdicts
 from training.common import IMAGE_SUFFIXES, cam_features_and_logits
-from training.config import ExperimentConfig, expand
+from training.config import ExperimentConfig, each_score_coverage, expand
 from training.data import load_pixels
 from training.evaluation import metrics
 from training.tables import read_rows
@@ -110,7 +110,7 @@ def choose_thresholds(config: ExperimentConfig, val: dict, val_other: dict | Non
     if np.isfinite(skin).all():  # a model with a skin read-out
         thresholds["skin"] = metrics.threshold_for_coverage(skin, config.skin_coverage)
     if config.other_condition_coverage:
-        each = 1 - (1 - config.other_condition_coverage) / 2
+        each = each_score_coverage(config.other_condition_coverage)
         for name in ("energy", "similarity"):
             thresholds[name] = metrics.threshold_for_coverage(val[name], each)
     if config.answer_coverage:

@@ -401,9 +401,32 @@ def _epochs_done(checkpoint: Path) -> int:
         return 0
 
 
+def test_a_fine_tune_keeps_the_moving_average_and_trains_on_from_its_own_weights():
+    """finetune_ema: inside `_averaged` the variables hold the optimizer's moving average (between
+    where training started and where it is); after it, the trained values, unchanged."""
+    import tensorflow as tf
+
+    from training.finetune import _averaged
+
+    layer = keras.layers.Dense(2)
+    layer.build((None, 3))
+    start = [v.numpy() for v in layer.trainable_variables]
+    optimizer = keras.optimizers.AdamW(0.1, use_ema=True, ema_momentum=0.5)
+    optimizer.build(layer.trainable_variables)
+    for _ in range(4):
+        optimizer.apply_gradients([(tf.ones_like(v), v) for v in layer.trainable_variables])
+    trained = [v.numpy() for v in layer.trainable_variables]
+    with _averaged([optimizer], (layer.trainable_variables,)):
+        averaged = [v.numpy() for v in layer.trainable_variables]
+    for before, average, after, now in zip(start, averaged, trained, layer.trainable_variables):
+        assert np.all(after < average) and np.all(average < before)  # each step lowers every weight
+        np.testing.assert_array_equal(now.numpy(), after)
+
+
 def test_an_interrupted_fine_tune_resumes_to_the_same_model(pipeline_run, tmp_path):
-    """Killed (SIGKILL) after its first epoch, then `--resume`d: the same weights as a run never stopped.
-    Without --resume, the step refuses to overwrite the checkpoint and says what to pass."""
+    """Killed (SIGKILL) after its first epoch, then `--resume`d: the same weights as a run never stopped,
+    the moving average of the weights (finetune_ema, in the optimizers' state) included. Without
+    --resume, the step refuses to overwrite the checkpoint and says what to pass."""
     config = json.loads((pipeline_run / "config.json").read_text())
     runs = {}
     for name in ("straight", "killed"):
@@ -411,7 +434,8 @@ def test_an_interrupted_fine_tune_resumes_to_the_same_model(pipeline_run, tmp_pa
         folder.mkdir()
         (folder / "split.csv").write_bytes((pipeline_run / "split.csv").read_bytes())
         runs[name] = tmp_path / f"{name}.json"
-        runs[name].write_text(json.dumps({**config, "output_dir": str(folder), "finetune_epochs": 4}))
+        runs[name].write_text(json.dumps({**config, "output_dir": str(folder), "finetune_epochs": 4,
+                                              "finetune_ema": 0.9}))
     straight = _train_in_process(runs["straight"])
     assert straight.wait(timeout=600) == 0, straight.stdout.read()
     killed = _train_in_process(runs["killed"])

@@ -5,11 +5,13 @@ kept in memory as uint8 and augmented in `tf.data` by stateless random ops seede
 photo): an epoch's batches are the same whether or not the run was interrupted, so a resumed run
 reaches the result an uninterrupted one would. Validation photos are resized whole to the input, as
 the app does. Two AdamW optimizers, the backbone at a lower rate than the head, each warmed up then
-cosine-decayed. Every epoch appends a line to `history.csv` and writes a checkpoint (all weights,
+cosine-decayed, optionally keeping a moving average of the weights (finetune_ema) that is what is
+validated and kept. Every epoch appends a line to `history.csv` and writes a checkpoint (all weights,
 both optimizers, the epoch, the best epoch so far); the weights of the best epoch on validation top-1
 are what the stage returns.
 """
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -114,7 +116,9 @@ def finetune(model: keras.Model, config: ExperimentConfig, train_rows: list[dict
     backbone = [v for v in model.trainable_variables if all(v is not h for h in head)]
     steps = math.ceil(len(train_rows) / config.batch_size)
     total, warmup = steps * config.finetune_epochs, steps * config.finetune_warmup_epochs
-    optimizers = [keras.optimizers.AdamW(schedule(rate, total, warmup), weight_decay=config.finetune_weight_decay)
+    ema = {"use_ema": True, "ema_momentum": config.finetune_ema} if config.finetune_ema else {}
+    optimizers = [keras.optimizers.AdamW(schedule(rate, total, warmup), weight_decay=config.finetune_weight_decay,
+                                         **ema)
                   for rate in (config.finetune_learning_rate, config.finetune_head_learning_rate)]
     for optimizer, variables in zip(optimizers, (backbone, head)):
         optimizer.build(variables)
@@ -153,7 +157,10 @@ def finetune(model: keras.Model, config: ExperimentConfig, train_rows: list[dict
             losses.append(float(loss))
             hits.append(hit.numpy())
             batches.set_postfix(loss=f"{np.mean(losses):.3f}")
-        val = _validate(model, val_pixels, val_labels, config)
+        with _averaged(optimizers, (backbone, head)):  # the weights' moving average where finetune_ema is set
+            val = _validate(model, val_pixels, val_labels, config)
+            if val["val_accuracy"] > state["best_top1"]:
+                _save_variables(folder / "best.npz", model.variables)
         row = {"stage": 2, "epoch": epoch, "loss": float(np.mean(losses)),
                "accuracy": float(np.concatenate(hits).mean()), "learning_rate": float(optimizers[0].learning_rate),
                **val}
@@ -161,7 +168,6 @@ def finetune(model: keras.Model, config: ExperimentConfig, train_rows: list[dict
         _write_history(out / "history.csv", state["history"])
         if val["val_accuracy"] > state["best_top1"]:
             state.update(best_epoch=epoch, best_top1=float(val["val_accuracy"]))
-            _save_variables(folder / "best.npz", model.variables)
         state["epoch"] = epoch + 1
         _checkpoint(folder, model, optimizers, state)
         per_epoch = (time.time() - started) / (epoch + 1 - first)
@@ -172,6 +178,21 @@ def finetune(model: keras.Model, config: ExperimentConfig, train_rows: list[dict
     _load_variables(folder / "best.npz", model.variables).close()
     print(f"fine-tune: kept epoch {state['best_epoch'] + 1} (validation top-1 {state['best_top1']:.3f})")
     return model
+
+
+@contextlib.contextmanager
+def _averaged(optimizers: list, groups: tuple):
+    """Inside, each group of variables holds its optimizer's moving average (its trained values
+    where the optimizer keeps none); after, the trained values again, so training goes on from them."""
+    trained = [[v.numpy() for v in group] for group in groups]
+    for optimizer, group in zip(optimizers, groups):
+        optimizer.finalize_variable_values(group)
+    try:
+        yield
+    finally:
+        for group, values in zip(groups, trained):
+            for variable, value in zip(group, values):
+                variable.assign(value)
 
 
 def _validate(model: keras.Model, pixels: np.ndarray, labels: np.ndarray, config: ExperimentConfig) -> dict:

@@ -258,7 +258,7 @@ def models(folders: list[str], repeats: int) -> None:
     for folder, service in services.items():
         fns[(folder, "prediction")] = lambda s=service: s.predict(photo)
         for resolution in service.classifier.layers:
-            fns[(folder, f"/explain request, {resolution} map")] = lambda s=service, r=resolution: s.explain(
+            fns[(folder, f"/explain request, {resolution} map")] = lambda s=service, r=resolution: s.explain_photo(
                 photo, "Grad-CAM", None, opacity=0.45, resolution=r)
     times = interleaved_medians_ms(fns, repeats)
     first = folders[0]

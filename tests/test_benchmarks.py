@@ -1,0 +1,14 @@
+"""The benchmarks run on real model folders (their figures are recorded in docs/performance.md, not asserted)."""
+import shutil
+
+
+def test_the_model_comparison_runs_a_prediction_and_each_maps_request(tiny_model_dir, tmp_path, capsys):
+    from benchmarks import speed
+
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
+    speed.models([str(tiny_model_dir), str(copy)], repeats=1)
+    table = capsys.readouterr().out
+    for what in ("prediction", "/explain request, coarse map"):
+        rows = [line for line in table.splitlines() if f"| {what} |" in line]
+        assert len(rows) == 2 and rows[0].endswith("| 1.00x |"), table
+        assert str(copy) in rows[1], table

@@ -25,10 +25,11 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from training.backbones import HEAD_LAYERS, set_trainable
+from training.backbones import set_trainable
 from training.config import ExperimentConfig
 from training.data import load_pixels
 from training.evaluation import metrics
+from training.optimizers import backbone_and_head, finetune_optimizers
 
 CHECKPOINT = "finetune_checkpoint"  # folder inside the stage's output folder
 
@@ -98,11 +99,6 @@ def epoch_batches(pixels: np.ndarray, targets: np.ndarray, weights: np.ndarray, 
     return ds.batch(config.batch_size).prefetch(2)
 
 
-def schedule(peak: float, total_steps: int, warmup_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
-    return keras.optimizers.schedules.CosineDecay(0.0, max(1, total_steps - warmup_steps), warmup_target=peak,
-                                                  warmup_steps=warmup_steps)
-
-
 def finetune(model: keras.Model, config: ExperimentConfig, train_rows: list[dict], val_rows: list[dict],
              names: list[str], class_weights: dict | None, out: Path, resume: bool = False) -> keras.Model:
     """Fine-tune `model` (stage 1's) in place for finetune_epochs; returns it with its best epoch's weights."""
@@ -112,16 +108,9 @@ def finetune(model: keras.Model, config: ExperimentConfig, train_rows: list[dict
         raise CheckpointError(f"{folder} holds an interrupted fine-tune: pass --resume to continue it, or --force "
                               "to start the step over.")
     set_trainable(model, config.unfrozen)
-    head = [v for layer in model.layers if layer.name in HEAD_LAYERS for v in layer.trainable_variables]
-    backbone = [v for v in model.trainable_variables if all(v is not h for h in head)]
+    backbone, head = backbone_and_head(model, model.trainable_variables)
     steps = math.ceil(len(train_rows) / config.batch_size)
-    total, warmup = steps * config.finetune_epochs, steps * config.finetune_warmup_epochs
-    ema = {"use_ema": True, "ema_momentum": config.finetune_ema} if config.finetune_ema else {}
-    optimizers = [keras.optimizers.AdamW(schedule(rate, total, warmup), weight_decay=config.finetune_weight_decay,
-                                         **ema)
-                  for rate in (config.finetune_learning_rate, config.finetune_head_learning_rate)]
-    for optimizer, variables in zip(optimizers, (backbone, head)):
-        optimizer.build(variables)
+    optimizers = finetune_optimizers(config, len(train_rows), (backbone, head))
     logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
     loss_of = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing,
                                                    reduction="none")

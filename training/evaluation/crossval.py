@@ -33,13 +33,13 @@ def train_and_predict(config: ExperimentConfig, train_rows: list[dict], eval_row
     if (out / "model.keras").is_file():
         model = keras.saving.load_model(out / "model.keras", safe_mode=True, compile=False)
     else:
-        model = fit(config, *_grouped_slice(train_rows, [r["target_class"] for r in train_rows], config), names, out,
+        model = fit(config, *grouped_slice(train_rows, [r["target_class"] for r in train_rows], config), names, out,
                     resume=True)
     np.save(saved, cam_features_and_logits(model, load_pixels(eval_rows, config), tta=config.tta)[1])
     return np.load(saved)
 
 
-def _grouped_slice(rows: list[dict], labels: list[str], config: ExperimentConfig) -> tuple[list, list]:
+def grouped_slice(rows: list[dict], labels: list[str], config: ExperimentConfig) -> tuple[list, list]:
     """(fit, validation) rows: about val_fraction held out for early stopping, whole clusters."""
     fit_idx, val_idx = group_split(labels, [r["cluster"] for r in rows], config.val_fraction, config.seed)
     return [rows[i] for i in fit_idx], [rows[i] for i in val_idx]

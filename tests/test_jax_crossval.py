@@ -1,0 +1,84 @@
+"""The cross-validation for a GPU machine (training.evaluation.jax_crossval): packed here with TensorFlow,
+fine-tuned by Keras on JAX in a process that cannot import TensorFlow (as on that machine), reported here."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from explain.images import fit_to_model, load_photo
+from training.config import ExperimentConfig
+from training.photo_augment import augment_photo
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_numpy_augmentation_does_what_the_tensorflow_one_does(synthetic_root):
+    """Each op, on its own, is fixed by its seed and changes the photo about as much as
+    training.finetune.augment's (within a factor of two, averaged over 40 seeds)."""
+    import tensorflow as tf
+
+    from training.finetune import augment
+
+    photo = np.asarray(load_photo(next((synthetic_root / "photos" / "Rings").glob("*.jpg")), 10**7, 10**8)
+                       .resize((96, 96)))
+    plain = {"image_size": 96, "crop_min": 1.0, "flip": False, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0,
+             "hue": 0.0, "white_balance": 0.0, "jpeg_quality_min": 0, "erase": 0.0}
+    served = fit_to_model(Image.fromarray(photo), 96)
+    np.testing.assert_array_equal(augment_photo(photo, np.random.default_rng(0), ExperimentConfig(**plain)), served)
+    strong = {"crop_min": 0.55, "flip": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.5, "hue": 0.05,
+              "white_balance": 0.1, "jpeg_quality_min": 40, "erase": 1.0}
+    for name, value in strong.items():
+        config = ExperimentConfig(**{**plain, name: value})
+        ours = [augment_photo(photo, np.random.default_rng([s, 1]), config) for s in range(40)]
+        theirs = [augment(tf.constant(photo), tf.constant([s, 1], tf.int64), config).numpy() for s in range(40)]
+        np.testing.assert_array_equal(ours[0], augment_photo(photo, np.random.default_rng([0, 1]), config))
+        assert ours[0].dtype == np.uint8 and ours[0].shape == (96, 96, 3), name
+        change = [np.mean([np.abs(v.astype(np.float32) - served).mean() for v in views]) for views in (ours, theirs)]
+        assert change[0] > 0.5 and 0.5 < change[0] / change[1] < 2.0, (name, change)
+
+
+def test_the_gpu_cross_validation_runs_on_jax_and_its_model_loads_under_tensorflow(pipeline_run, tmp_path):
+    """pack -> run (KERAS_BACKEND=jax, TensorFlow not importable) -> report: every photo held out once,
+    each fold fine-tuned from its own stage 1 with a history per epoch, both cross-validations
+    aggregated, and the first fold's model, saved by JAX, giving JAX's logits under TensorFlow."""
+    from training.evaluation import jax_crossval
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("curated.csv", "split.csv"):  # the tiny pipeline's photos and folds, as curated and split
+        shutil.copy(pipeline_run / name, run / name)
+    config = tmp_path / "config.json"
+    config.write_text((pipeline_run / "config.json").read_text(encoding="utf-8"), encoding="utf-8")
+    pack, out = tmp_path / "pack", tmp_path / "out"
+    assert jax_crossval.main(["pack", "--config", str(config), "--output-dir", str(run), "--folds", "2",
+                              "--pack", str(pack)]) == 0
+    manifest = json.loads((pack / "manifest.json").read_text(encoding="utf-8"))
+    held = sorted(i for fold in manifest["folds"] for i in fold["held"])
+    assert held == list(range(len(manifest["labels"]))) and len(held) > 40
+
+    no_tensorflow = tmp_path / "no_tensorflow" / "tensorflow"
+    no_tensorflow.mkdir(parents=True)
+    (no_tensorflow / "__init__.py").write_text("raise ImportError('not on the GPU machine')\n")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": os.pathsep.join([str(no_tensorflow.parent), str(ROOT)])}
+    done = subprocess.run([sys.executable, "-m", "training.evaluation.jax_crossval", "run", "--pack", str(pack),
+                           "--out", str(out), "--epochs", "2"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "epoch 2/2" in done.stdout and "CpuDevice" in done.stdout
+
+    folds = json.loads((out / "folds.json").read_text(encoding="utf-8"))
+    for k, fold in enumerate(manifest["folds"]):
+        logits = np.array(folds[str(k)]["logits"])
+        assert logits.shape == (len(fold["held"]), len(manifest["names"]))
+        assert [h["epoch"] for h in folds[str(k)]["history"]] == [0, 1]
+        assert not np.allclose(logits, fold["frozen_logits"], atol=1e-3)  # the fine-tune changed the model
+    result = jax_crossval.report(pack, out)
+    assert result["fold0_tensorflow_vs_jax"]["same_top_class"] == 1.0
+    assert result["fold0_tensorflow_vs_jax"]["max_abs_logit_difference"] < 1e-3
+    for name in ("frozen", "frozen, photos as packed", "fine-tuned, photos as packed"):
+        assert result[name]["folds"] == 2 and 0.0 <= result[name]["accuracy"]["mean"] <= 1.0

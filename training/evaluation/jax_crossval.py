@@ -1,0 +1,352 @@
+"""Grouped k-fold cross-validation of the fine-tune on a machine with an accelerator and no TensorFlow.
+
+On these 2 CPU cores one fine-tune takes about 23 minutes, so the five of a cross-validation take two
+hours; a GPU does them in minutes. Three commands, `python -m training.evaluation.jax_crossval`:
+
+1. `pack --config FILE --folds 5 --pack DIR` (here, TensorFlow): the run's grouped folds (the
+   pipeline's curate and split); stage 1 of each fold, trained by `training.fitting` exactly as in the
+   pipeline's own cross-validation, whose held-out predictions are the frozen model's cross-validation;
+   the head of each and the ImageNet backbone they share (stage 1 leaves it as it is); every photo
+   resized whole to the input as the app does, stored as WebP (quality 90) so the folder travels in
+   under 64 MiB.
+2. `run --pack DIR --out DIR` (the GPU machine, `KERAS_BACKEND=jax`): stage 2 of each fold, the
+   fine-tune's recipe (same model, frozen BatchNorm, unfrozen layers, optimizers and schedules from
+   `training.optimizers`, class weights, label smoothing, best epoch on the fold's validation slice),
+   with the augmentation of `training.finetune.augment` in NumPy and Pillow (`training.photo_augment`).
+   Writes each fold's held-out logits and history (`folds.json`) and the first fold's model.
+3. `report --pack DIR --out DIR` (here): the frozen cross-validation (on the photos as decoded, and on
+   the packed WebP photos) and the fine-tuned one (on the packed photos) side by side, and the first
+   fold's `.keras`, loaded under TensorFlow, checked against the logits JAX computed.
+
+What differs from the pipeline's fine-tune: random crops are cut from the 224-pixel photo, not from
+a 256-pixel copy; the random draws are NumPy's, not TensorFlow's; the photos went through WebP.
+"""
+
+import argparse
+import dataclasses
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+from PIL import Image
+
+import explain.layers  # noqa: F401  (registers the model's own layers before a model is rebuilt)
+from training.backbones import HEAD_LAYERS, set_trainable
+from training.config import ExperimentConfig, Source
+from training.evaluation import metrics
+from training.optimizers import backbone_and_head, finetune_optimizers
+from training.photo_augment import AugmentingPool
+from training.tables import read_rows
+
+WEBP_QUALITY = 90
+
+
+# ---- pack (here, with TensorFlow) ----
+
+def pack(config: ExperimentConfig, folder: Path) -> None:
+    """Stage 1 of every fold and every photo, into `folder`, for `run` on another machine."""
+    from training import curate, split
+    from training.common import class_names
+    from training.data import load_pixels
+    from training.evaluation.crossval import grouped_slice, train_and_predict
+    from training.fitting import balanced_class_weights
+
+    config.save()
+    curate.run(config)
+    split.run(config)
+    rows = [r for r in read_rows(config.out / "split.csv") if r["target_class"]]
+    names = class_names(rows)
+    folder.mkdir(parents=True, exist_ok=True)
+    index = {r["path"]: i for i, r in enumerate(rows)}
+    frozen = dataclasses.replace(config, finetune_epochs=0)
+    folds, backbone = [], None
+    for fold in range(config.cv_folds):
+        train_rows = [r for r in rows if r["fold"] != str(fold)]
+        held = [r for r in rows if r["fold"] == str(fold)]
+        fit_rows, val_rows = grouped_slice(train_rows, [r["target_class"] for r in train_rows], config)
+        print(f"fold {fold + 1}/{config.cv_folds}: stage 1 on {len(fit_rows)} photos ({len(val_rows)} to choose "
+              f"the epoch), {len(held)} held out")
+        out = config.out / "cv" / f"fold{fold}"
+        frozen_logits = train_and_predict(frozen, train_rows, held, names, out)
+        model = keras.saving.load_model(out / "model.keras", safe_mode=True, compile=False)
+        weights = {layer.name: layer.get_weights() for layer in model.layers if layer.get_weights()}
+        head = {name: w for name, w in weights.items() if name in HEAD_LAYERS}
+        rest = {name: w for name, w in weights.items() if name not in HEAD_LAYERS}
+        if backbone is None:
+            backbone = rest
+        elif any(not np.array_equal(a, b) for name in rest for a, b in zip(rest[name], backbone[name])):
+            _save_layers(folder / f"fold{fold}_backbone.npz", rest)  # BatchNorm set from this fold's photos
+        _save_layers(folder / f"fold{fold}_head.npz", head)
+        (folder / f"fold{fold}_model.json").write_text(model.to_json(), encoding="utf-8")
+        class_weights = balanced_class_weights(fit_rows, names) if config.class_weights else None
+        folds.append({"fit": [index[r["path"]] for r in fit_rows], "val": [index[r["path"]] for r in val_rows],
+                      "held": [index[r["path"]] for r in held],
+                      "class_weights": None if class_weights is None else [class_weights[i] for i in range(len(names))],
+                      "frozen_logits": frozen_logits.tolist()})
+    _save_layers(folder / "backbone.npz", backbone)
+    pixels = load_pixels(rows, config)
+    np.savez(folder / "photos.npz", *[np.frombuffer(_webp(p), np.uint8) for p in pixels])
+    manifest = {"config": dataclasses.asdict(config), "names": names, "folds": folds,
+                "labels": [names.index(r["target_class"]) for r in rows], "sources": [r["source"] for r in rows]}
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    size = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
+    print(f"packed {len(rows)} photos and {config.cv_folds} folds into {folder} ({size:.1f} MiB)")
+
+
+def _webp(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "WEBP", quality=WEBP_QUALITY)
+    return buffer.getvalue()
+
+
+def _save_layers(path: Path, layers: dict[str, list]) -> None:
+    np.savez(path, **{f"{name}/{i}": w for name, ws in layers.items() for i, w in enumerate(ws)})
+
+
+def _load_layers(path: Path) -> dict[str, list]:
+    layers: dict[str, list] = {}
+    with np.load(path) as saved:
+        for key in sorted(saved.files, key=lambda k: (k.rsplit("/", 1)[0], int(k.rsplit("/", 1)[1]))):
+            layers.setdefault(key.rsplit("/", 1)[0], []).append(saved[key])
+    return layers
+
+
+def read_pack(folder: Path) -> tuple[ExperimentConfig, dict, np.ndarray]:
+    """The pack's config, manifest and photos (uint8, n x size x size x 3)."""
+    if not (folder / "manifest.json").is_file():
+        raise SystemExit(f"{folder} is not a pack (no manifest.json): make one with `pack` first.")
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    config = ExperimentConfig(**{**manifest["config"], "sources": [Source(**s) for s in manifest["config"]["sources"]]})
+    with np.load(folder / "photos.npz") as saved:
+        photos = np.stack([np.asarray(Image.open(io.BytesIO(saved[f"arr_{i}"].tobytes())).convert("RGB"))
+                           for i in range(len(saved.files))])
+    return config, manifest, photos
+
+
+# ---- run (the GPU machine, Keras on JAX) ----
+
+def rebuild(folder: Path, fold: int) -> keras.Model:
+    """Fold `fold`'s stage-1 model: its architecture, the shared backbone and its own head."""
+    model = keras.models.model_from_json((folder / f"fold{fold}_model.json").read_text(encoding="utf-8"))
+    own = folder / f"fold{fold}_backbone.npz"  # a backbone of its own where stage 1 changed it (no ImageNet weights)
+    weights = {**_load_layers(own if own.is_file() else folder / "backbone.npz"),
+               **_load_layers(folder / f"fold{fold}_head.npz")}
+    for layer in model.layers:
+        if layer.name in weights:
+            layer.set_weights(weights[layer.name])
+    return model
+
+
+def finetune_fold(model: keras.Model, config: ExperimentConfig, photos: np.ndarray, labels: np.ndarray,
+                  fold: dict, pool: AugmentingPool, log=print) -> tuple[keras.Model, list[dict]]:
+    """Stage 2 on the fold's photos with Keras's stateless JAX API; the best epoch on the fold's
+    validation slice is kept and returned with the per-epoch history."""
+    import jax
+    import jax.numpy as jnp
+
+    set_trainable(model, config.unfrozen)
+    logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
+    variables = logits_model.trainable_variables
+    backbone, head = backbone_and_head(model, variables)
+    which = [id(v) in {id(h) for h in head} for v in variables]
+    fit = np.array(fold["fit"])
+    optimizers = finetune_optimizers(config, len(fit), (backbone, head))
+    loss_of = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing,
+                                                   reduction="none")
+    num_classes = logits_model.output.shape[-1]
+    class_weights = np.array(fold["class_weights"] or [1.0] * num_classes, np.float32)
+
+    def loss_fn(trainable, non_trainable, x, y, w):
+        logits, non_trainable = logits_model.stateless_call(trainable, non_trainable, x, training=True)
+        return jnp.sum(loss_of(y, logits) * w) / jnp.maximum(jnp.sum(w), 1e-9), (logits, non_trainable)
+
+    @jax.jit
+    def step(trainable, non_trainable, states, x, y, w):
+        (loss, (logits, non_trainable)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            trainable, non_trainable, x, y, w)
+        updated, states = list(trainable), list(states)
+        for part, (optimizer, state) in enumerate(zip(optimizers, states)):
+            ids = [i for i, is_head in enumerate(which) if is_head == bool(part)]
+            new, states[part] = optimizer.stateless_apply(state, [grads[i] for i in ids], [trainable[i] for i in ids])
+            for i, value in zip(ids, new):
+                updated[i] = value
+        return updated, non_trainable, states, loss, jnp.argmax(logits, 1) == jnp.argmax(y, 1)
+
+    @jax.jit
+    def predict(trainable, non_trainable, x):
+        return logits_model.stateless_call(trainable, non_trainable, x, training=False)[0]
+
+    def logits_of(indices, trainable, non_trainable):
+        out = []
+        for start in range(0, len(indices), config.batch_size):
+            batch = photos[indices[start:start + config.batch_size]].astype(np.float32)
+            padded = np.concatenate([batch, np.zeros((config.batch_size - len(batch), *batch.shape[1:]), np.float32)])
+            out.append(np.asarray(predict(trainable, non_trainable, padded))[: len(batch)])
+        return np.concatenate(out)
+
+    trainable = [v.value for v in variables]
+    non_trainable = [v.value for v in logits_model.non_trainable_variables]
+    states = [[v.value for v in optimizer.variables] for optimizer in optimizers]
+    val = np.array(fold["val"])
+    best, history, started = (-1.0, -1, None), [], time.time()
+    orders = [fit[np.random.default_rng([config.seed, epoch]).permutation(len(fit))]
+              for epoch in range(config.finetune_epochs)]
+    coming = pool.views(orders[0], config, 0)
+    for epoch, order in enumerate(orders):
+        views = np.stack(coming.get())
+        if epoch + 1 < len(orders):  # the next epoch's views are made while this one trains
+            coming = pool.views(orders[epoch + 1], config, epoch + 1)
+        losses, hits = [], []
+        for start in range(0, len(order), config.batch_size):
+            batch = slice(start, start + config.batch_size)
+            n = len(order[batch])
+            pad = config.batch_size - n
+            x = np.concatenate([views[batch], np.zeros((pad, *views.shape[1:]), np.uint8)]).astype(np.float32)
+            y = keras.utils.to_categorical(np.concatenate([labels[order[batch]], np.zeros(pad, int)]), num_classes)
+            w = np.concatenate([class_weights[labels[order[batch]]], np.zeros(pad, np.float32)])
+            trainable, non_trainable, states, loss, hit = step(trainable, non_trainable, states, x, y, w)
+            losses.append(float(loss) * n)
+            hits.append(np.asarray(hit)[:n])
+        val_logits = logits_of(val, trainable, non_trainable)
+        top1 = metrics.top_k_accuracy(val_logits, labels[val], 1)
+        if top1 > best[0]:
+            best = (top1, epoch, ([np.asarray(v) for v in trainable], [np.asarray(v) for v in non_trainable]))
+        history.append({"epoch": epoch, "loss": sum(losses) / len(order),
+                        "accuracy": float(np.concatenate(hits).mean()), "val_accuracy": top1})
+        log(f"  epoch {epoch + 1}/{config.finetune_epochs}: loss {history[-1]['loss']:.3f}, train top-1 "
+            f"{history[-1]['accuracy']:.3f}, val top-1 {top1:.3f} (best {best[0]:.3f} at epoch {best[1] + 1}), "
+            f"{time.time() - started:.0f} s")
+    for variable, value in zip(variables, best[2][0]):
+        variable.assign(value)
+    for variable, value in zip(logits_model.non_trainable_variables, best[2][1]):
+        variable.assign(value)
+    return model, history
+
+
+def held_out_logits(model: keras.Model, photos: np.ndarray, batch_size: int) -> np.ndarray:
+    """The model's logits, as served (no augmentation), at full float32 precision."""
+    logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
+    return np.concatenate([np.asarray(logits_model(photos[s:s + batch_size].astype(np.float32), training=False))
+                           for s in range(0, len(photos), batch_size)])
+
+
+def run(folder: Path, out: Path, folds: list[int] | None = None, epochs: int | None = None) -> None:
+    """Fine-tune every fold of the pack (or `folds`); `epochs` shortens the recipe (a smoke test)."""
+    import jax
+
+    if keras.backend.backend() != "jax":
+        raise SystemExit("run needs Keras on JAX: set KERAS_BACKEND=jax before starting Python.")
+    config, manifest, photos = read_pack(folder)
+    if config.finetune_ema:
+        raise SystemExit("finetune_ema is not carried over to the JAX fine-tune; set it to 0 in the config.")
+    if epochs is not None:
+        config = dataclasses.replace(config, finetune_epochs=epochs)
+    labels = np.array(manifest["labels"])
+    out.mkdir(parents=True, exist_ok=True)
+    pool = AugmentingPool(photos, len(os.sched_getaffinity(0)))  # forked before JAX starts its threads
+    # folds whose models have the same shapes compile once
+    jax.config.update("jax_compilation_cache_dir", str(Path(tempfile.gettempdir()) / "jax_cache"))
+    print(f"{len(photos)} photos, {len(manifest['folds'])} folds, devices {jax.devices()}", flush=True)
+    done = {}
+    try:
+        for k in folds if folds is not None else range(len(manifest["folds"])):
+            fold, started = manifest["folds"][k], time.time()
+            print(f"fold {k + 1}: fine-tuning on {len(fold['fit'])} photos, {config.finetune_epochs} epochs",
+                  flush=True)
+            model, history = finetune_fold(rebuild(folder, k), config, photos, labels, fold, pool,
+                                           log=lambda line: print(line, flush=True))
+            with jax.default_matmul_precision("float32"):
+                logits = held_out_logits(model, photos[fold["held"]], config.batch_size)
+            done[str(k)] = {"logits": logits.tolist(), "history": history}
+            (out / "folds.json").write_text(json.dumps(done), encoding="utf-8")  # each fold kept if the run is cut off
+            if k == 0:
+                model.save(out / "fold0.keras")
+            top1 = metrics.top_k_accuracy(logits, labels[fold["held"]], 1)
+            print(f"fold {k + 1}: held-out top-1 {top1:.3f} ({time.time() - started:.0f} s)", flush=True)
+    finally:
+        pool.close()
+
+
+# ---- report (here) ----
+
+def report(folder: Path, out: Path) -> dict:
+    """Frozen and fine-tuned cross-validation from the pack and `run`'s logits, and the first fold's
+    model under TensorFlow against JAX's logits; written to `out/crossval.json` and printed."""
+    from training.evaluation.crossval import aggregate_folds
+
+    config, manifest, photos = read_pack(folder)
+    names, labels = manifest["names"], np.array(manifest["labels"])
+    sources = np.array(manifest["sources"])
+    if not (out / "folds.json").is_file():
+        raise SystemExit(f"no {out / 'folds.json'}: run `run` first")
+    fine_tuned = {int(k): np.array(fold["logits"]) for k, fold in
+                  json.loads((out / "folds.json").read_text(encoding="utf-8")).items()}
+    done = sorted(fine_tuned)
+    result = {}
+    rows = {"frozen": lambda k: np.array(manifest["folds"][k]["frozen_logits"]),  # the pipeline's own CV
+            "frozen, photos as packed": lambda k: held_out_logits(rebuild(folder, k),
+                                                                  photos[manifest["folds"][k]["held"]],
+                                                                  config.batch_size),
+            "fine-tuned, photos as packed": fine_tuned.get}
+    for name, logits_of in rows.items():
+        summaries = []
+        for k in done:
+            held = manifest["folds"][k]["held"]
+            summaries.append(metrics.summarize(logits_of(k), labels[held], names, list(sources[held]), config.top_k))
+        result[name] = aggregate_folds(summaries, dataclasses.replace(config, cv_folds=len(done)), names)
+    model = keras.saving.load_model(out / "fold0.keras", safe_mode=True, compile=False)
+    held = manifest["folds"][0]["held"]
+    jax_logits = fine_tuned[0]
+    tf_logits = held_out_logits(model, photos[held], config.batch_size)
+    result["fold0_tensorflow_vs_jax"] = {
+        "max_abs_logit_difference": float(np.abs(tf_logits - jax_logits).max()),
+        "same_top_class": float(np.mean(tf_logits.argmax(1) == jax_logits.argmax(1)))}
+    (out / "crossval.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    print(f"grouped {len(done)}-fold cross-validation, {len(labels)} photos (mean ± std over folds):")
+    print("| model | top-1 | top-3 | macro-F1 |\n| --- | --- | --- | --- |")
+    for name in rows:
+        r = result[name]
+        print(f"| {name} | " + " | ".join(f"{r[k]['mean']:.3f} ± {r[k]['std']:.3f}"
+                                         for k in ("accuracy", "top3_accuracy", "macro_f1")) + " |")
+    parity = result["fold0_tensorflow_vs_jax"]
+    print(f"fold 1's model under TensorFlow: same top class on {parity['same_top_class']:.1%} of its held-out photos, "
+          f"largest logit difference {parity['max_abs_logit_difference']:.2e}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluation.jax_crossval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    packing = sub.add_parser("pack", help="stage 1 of each fold and the photos, into one folder (TensorFlow)")
+    packing.add_argument("--config", required=True, help="experiment JSON (see configs/)")
+    packing.add_argument("--output-dir", help="the run folder (default: the config's, with -cv appended)")
+    packing.add_argument("--folds", type=int, default=5)
+    running = sub.add_parser("run", help="fine-tune each fold (KERAS_BACKEND=jax)")
+    running.add_argument("--fold", type=int, action="append", help="only this fold, from 0 (repeatable)")
+    running.add_argument("--epochs", type=int, help="fewer epochs than the config's (a smoke test)")
+    reporting = sub.add_parser("report", help="both cross-validations and the TensorFlow check")
+    for part in (packing, running, reporting):
+        part.add_argument("--pack", required=True, type=Path, help="the packed folder")
+    for part in (running, reporting):
+        part.add_argument("--out", required=True, type=Path, help="the folder run writes the folds' results to")
+    args = parser.parse_args(argv)
+    if args.command == "pack":
+        config = ExperimentConfig.load(args.config)
+        pack(dataclasses.replace(config, cv_folds=args.folds, output_dir=args.output_dir or f"{config.output_dir}-cv"),
+             args.pack)
+    elif args.command == "run":
+        run(args.pack, args.out, args.fold, args.epochs)
+    else:
+        report(args.pack, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

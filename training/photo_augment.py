@@ -1,0 +1,89 @@
+"""The fine-tune's augmentation (`training.finetune.augment`) in NumPy and Pillow, for a machine
+without TensorFlow (`training.evaluation.jax_crossval`), run by a pool of processes.
+
+Neither Keras nor JAX is imported here: the pool is forked before the accelerator is touched, and its
+workers read the photos the parent held when it forked them.
+"""
+
+import io
+import math
+import multiprocessing
+
+import numpy as np
+from PIL import Image
+
+from training.config import ExperimentConfig
+
+_PHOTOS: np.ndarray | None = None  # uint8 photos the workers read (inherited when forked)
+# RGB <-> YIQ: a hue change is a rotation of the (I, Q) plane
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_RGB = np.linalg.inv(_YIQ).astype(np.float32)
+
+
+def augment_photo(image: np.ndarray, rng: np.random.Generator, config: ExperimentConfig) -> np.ndarray:
+    """One random view of a uint8 photo: a square crop of crop_min..100% of the side resized to the
+    input, the 8 flips and quarter turns, brightness, contrast, saturation (as in HSV) and hue (a
+    rotation in YIQ) jitter, per-channel gains,
+    JPEG re-compression and a randomly erased rectangle. Returns uint8 pixels."""
+    size = config.image_size
+    side = rng.uniform(config.crop_min, 1.0)
+    y0, x0 = rng.uniform(size=2) * (1.0 - side)
+    h, w = image.shape[:2]
+    box = (x0 * w, y0 * h, (x0 + side) * w, (y0 + side) * h)
+    x = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR, box=box), np.float32) / 255.0
+    if config.flip:
+        x = np.rot90(x[:, ::-1] if rng.random() < 0.5 else x, rng.integers(4))
+    if config.brightness:
+        x = x + np.float32(rng.uniform(-config.brightness, config.brightness))
+    if config.contrast:
+        mean = x.mean(axis=(0, 1))
+        x = (x - mean) * np.float32(rng.uniform(1 - config.contrast, 1 + config.contrast)) + mean
+    if config.saturation:  # HSV's saturation times a factor, at most 1: each channel's distance below the brightest
+        value = x.max(axis=2, keepdims=True)
+        spread = value - x.min(axis=2, keepdims=True)
+        factor = np.minimum(np.float32(rng.uniform(1 - config.saturation, 1 + config.saturation)),
+                            value / np.maximum(spread, 1e-6))
+        x = value - factor * (value - x)
+    if config.hue:
+        angle = rng.uniform(-config.hue, config.hue) * 2 * math.pi
+        turn = np.array([[1, 0, 0], [0, math.cos(angle), -math.sin(angle)], [0, math.sin(angle), math.cos(angle)]],
+                        np.float32)
+        x = x @ (_RGB @ turn @ _YIQ).T
+    if config.white_balance:
+        x = x * (1.0 + rng.uniform(-config.white_balance, config.white_balance, 3)).astype(np.float32)
+    x = np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)
+    if config.jpeg_quality_min:
+        buffer = io.BytesIO()
+        Image.fromarray(x).save(buffer, "JPEG", quality=int(rng.integers(config.jpeg_quality_min, 101)))
+        x = np.asarray(Image.open(buffer).convert("RGB"))
+    if config.erase:
+        area, aspect, cy, cx, coin = rng.uniform(size=5)
+        if coin < config.erase:
+            area, aspect = 0.02 + 0.18 * area, math.exp((aspect - 0.5) * 2 * math.log(3.0))
+            eh, ew = math.sqrt(area * aspect) * size, math.sqrt(area / aspect) * size
+            rows, cols = np.arange(size)[:, None], np.arange(size)[None, :]
+            inside = (np.abs(rows - cy * size) < eh / 2) & (np.abs(cols - cx * size) < ew / 2)
+            x = np.where(inside[..., None], rng.integers(0, 256, x.shape, dtype=np.uint8), x)
+    return np.ascontiguousarray(x)
+
+
+def _view(task: tuple) -> np.ndarray:
+    index, seed, config = task
+    return augment_photo(_PHOTOS[index], np.random.default_rng(seed), config)
+
+
+class AugmentingPool:
+    """Processes that make an epoch's augmented views, each photo's draws seeded by (seed, epoch, photo)."""
+
+    def __init__(self, photos: np.ndarray, workers: int):
+        global _PHOTOS
+        _PHOTOS = photos
+        self._pool = multiprocessing.get_context("fork").Pool(workers)
+
+    def views(self, indices: np.ndarray, config: ExperimentConfig, epoch: int):
+        """An async result whose .get() is the uint8 views of `indices`, in order."""
+        tasks = [(int(i), [config.seed, epoch, int(i)], config) for i in indices]
+        return self._pool.map_async(_view, tasks, chunksize=16)
+
+    def close(self) -> None:
+        self._pool.terminate()

@@ -82,3 +82,26 @@ def test_the_gpu_cross_validation_runs_on_jax_and_its_model_loads_under_tensorfl
     assert result["fold0_tensorflow_vs_jax"]["max_abs_logit_difference"] < 1e-3
     for name in ("frozen", "frozen, photos as packed", "fine-tuned, photos as packed"):
         assert result[name]["folds"] == 2 and 0.0 <= result[name]["accuracy"]["mean"] <= 1.0
+
+
+def test_a_pack_of_the_runs_own_split_holds_its_test_photos_out_at_the_size_asked(pipeline_run, tmp_path):
+    """--folds 0: one fold, trained on the split's train photos, its epoch chosen on validation, its test
+    photos held out; --image-size packs the photos (and builds stage 1) at another input size."""
+    from training.evaluation import jax_crossval
+    from training.tables import read_rows
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("curated.csv", "split.csv"):
+        shutil.copy(pipeline_run / name, run / name)
+    pack = tmp_path / "pack"
+    assert jax_crossval.main(["pack", "--config", str(pipeline_run / "config.json"), "--output-dir", str(run),
+                              "--folds", "0", "--image-size", "64", "--webp-quality", "80", "--pack", str(pack)]) == 0
+    config, manifest, photos = jax_crossval.read_pack(pack)
+    rows = [r for r in read_rows(run / "split.csv") if r["target_class"]]
+    [fold] = manifest["folds"]
+    for part, split in (("fit", "train"), ("val", "val"), ("held", "test")):
+        assert fold[part] == [i for i, r in enumerate(rows) if r["split"] == split], part
+    assert config.image_size == 64 and photos.shape == (len(rows), 64, 64, 3)
+    assert np.array(fold["frozen_logits"]).shape == (len(fold["held"]), len(manifest["names"]))
+    assert jax_crossval.rebuild(pack, 0).input_shape == (None, 64, 64, 3)

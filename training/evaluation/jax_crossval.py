@@ -4,11 +4,12 @@ On these 2 CPU cores one fine-tune takes about 23 minutes, so the five of a cros
 hours; a GPU does them in minutes. Three commands, `python -m training.evaluation.jax_crossval`:
 
 1. `pack --config FILE --folds 5 --pack DIR` (here, TensorFlow): the run's grouped folds (the
-   pipeline's curate and split); stage 1 of each fold, trained by `training.fitting` exactly as in the
-   pipeline's own cross-validation, whose held-out predictions are the frozen model's cross-validation;
+   pipeline's curate and split; `--folds 0`: its own train/validation/test split as one fold); stage 1
+   of each fold, trained by `training.fitting` as in the pipeline's own cross-validation, whose
+   held-out predictions are the frozen model's cross-validation;
    the head of each and the ImageNet backbone they share (stage 1 leaves it as it is); every photo
-   resized whole to the input as the app does, stored as WebP (quality 90) so the folder travels in
-   under 64 MiB.
+   resized whole to the input as the app does, stored as WebP (quality 90 unless told) so the folder
+   travels in under 64 MiB.
 2. `run --pack DIR --out DIR` (the GPU machine, `KERAS_BACKEND=jax`): stage 2 of each fold, the
    fine-tune's recipe (same model, frozen BatchNorm, unfrozen layers, optimizers and schedules from
    `training.optimizers`, class weights, label smoothing, best epoch on the fold's validation slice),
@@ -44,18 +45,16 @@ from training.optimizers import backbone_and_head, finetune_optimizers
 from training.photo_augment import AugmentingPool
 from training.tables import read_rows
 
-WEBP_QUALITY = 90
-
-
 # ---- pack (here, with TensorFlow) ----
 
-def pack(config: ExperimentConfig, folder: Path) -> None:
-    """Stage 1 of every fold and every photo, into `folder`, for `run` on another machine."""
+def pack(config: ExperimentConfig, folder: Path, webp_quality: int = 90) -> None:
+    """Stage 1 of every fold and every photo, into `folder`, for `run` on another machine. With
+    cv_folds 0, one fold: the run's own split (train; validation to choose the epoch; test held out)."""
     from training import curate, split
-    from training.common import class_names
+    from training.common import cam_features_and_logits, class_names
     from training.data import load_pixels
-    from training.evaluation.crossval import grouped_slice, train_and_predict
-    from training.fitting import balanced_class_weights
+    from training.evaluation.crossval import grouped_slice
+    from training.fitting import balanced_class_weights, fit
 
     config.save()
     curate.run(config)
@@ -66,15 +65,21 @@ def pack(config: ExperimentConfig, folder: Path) -> None:
     index = {r["path"]: i for i, r in enumerate(rows)}
     frozen = dataclasses.replace(config, finetune_epochs=0)
     folds, backbone = [], None
-    for fold in range(config.cv_folds):
-        train_rows = [r for r in rows if r["fold"] != str(fold)]
-        held = [r for r in rows if r["fold"] == str(fold)]
-        fit_rows, val_rows = grouped_slice(train_rows, [r["target_class"] for r in train_rows], config)
-        print(f"fold {fold + 1}/{config.cv_folds}: stage 1 on {len(fit_rows)} photos ({len(val_rows)} to choose "
+    for fold in range(config.cv_folds or 1):
+        if config.cv_folds:
+            train_rows = [r for r in rows if r["fold"] != str(fold)]
+            held = [r for r in rows if r["fold"] == str(fold)]
+            fit_rows, val_rows = grouped_slice(train_rows, [r["target_class"] for r in train_rows], config)
+        else:
+            fit_rows, val_rows, held = ([r for r in rows if r["split"] == s] for s in ("train", "val", "test"))
+        print(f"fold {fold + 1}/{config.cv_folds or 1}: stage 1 on {len(fit_rows)} photos ({len(val_rows)} to choose "
               f"the epoch), {len(held)} held out")
-        out = config.out / "cv" / f"fold{fold}"
-        frozen_logits = train_and_predict(frozen, train_rows, held, names, out)
-        model = keras.saving.load_model(out / "model.keras", safe_mode=True, compile=False)
+        out = config.out / ("cv" if config.cv_folds else "split") / f"fold{fold}"
+        if (out / "model.keras").is_file():  # an interrupted pack goes on from the folds it finished
+            model = keras.saving.load_model(out / "model.keras", safe_mode=True, compile=False)
+        else:
+            model = fit(frozen, fit_rows, val_rows, names, out, resume=True)
+        frozen_logits = cam_features_and_logits(model, load_pixels(held, config), config.tta)[1]
         weights = {layer.name: layer.get_weights() for layer in model.layers if layer.get_weights()}
         head = {name: w for name, w in weights.items() if name in HEAD_LAYERS}
         rest = {name: w for name, w in weights.items() if name not in HEAD_LAYERS}
@@ -91,17 +96,17 @@ def pack(config: ExperimentConfig, folder: Path) -> None:
                       "frozen_logits": frozen_logits.tolist()})
     _save_layers(folder / "backbone.npz", backbone)
     pixels = load_pixels(rows, config)
-    np.savez(folder / "photos.npz", *[np.frombuffer(_webp(p), np.uint8) for p in pixels])
+    np.savez(folder / "photos.npz", *[np.frombuffer(_webp(p, webp_quality), np.uint8) for p in pixels])
     manifest = {"config": dataclasses.asdict(config), "names": names, "folds": folds,
                 "labels": [names.index(r["target_class"]) for r in rows], "sources": [r["source"] for r in rows]}
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     size = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
-    print(f"packed {len(rows)} photos and {config.cv_folds} folds into {folder} ({size:.1f} MiB)")
+    print(f"packed {len(rows)} photos and {len(folds)} fold(s) into {folder} ({size:.1f} MiB)")
 
 
-def _webp(pixels: np.ndarray) -> bytes:
+def _webp(pixels: np.ndarray, quality: int) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "WEBP", quality=WEBP_QUALITY)
+    Image.fromarray(pixels).save(buffer, "WEBP", quality=quality)
     return buffer.getvalue()
 
 
@@ -308,7 +313,8 @@ def report(folder: Path, out: Path) -> dict:
         "max_abs_logit_difference": float(np.abs(tf_logits - jax_logits).max()),
         "same_top_class": float(np.mean(tf_logits.argmax(1) == jax_logits.argmax(1)))}
     (out / "crossval.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    print(f"grouped {len(done)}-fold cross-validation, {len(labels)} photos (mean ± std over folds):")
+    print(f"grouped {len(done)}-fold cross-validation, {len(labels)} photos (mean ± std over folds):" if config.cv_folds
+          else f"the run's test split, {len(manifest['folds'][0]['held'])} photos:")
     print("| model | top-1 | top-3 | macro-F1 |\n| --- | --- | --- | --- |")
     for name in rows:
         r = result[name]
@@ -327,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     packing = sub.add_parser("pack", help="stage 1 of each fold and the photos, into one folder (TensorFlow)")
     packing.add_argument("--config", required=True, help="experiment JSON (see configs/)")
     packing.add_argument("--output-dir", help="the run folder (default: the config's, with -cv appended)")
-    packing.add_argument("--folds", type=int, default=5)
+    packing.add_argument("--folds", type=int, default=5, help="grouped folds; 0: the run's own train/val/test split")
+    packing.add_argument("--image-size", type=int, help="another input size than the config's")
+    packing.add_argument("--webp-quality", type=int, default=90, help="of the packed photos (default 90)")
     running = sub.add_parser("run", help="fine-tune each fold (KERAS_BACKEND=jax)")
     running.add_argument("--fold", type=int, action="append", help="only this fold, from 0 (repeatable)")
     running.add_argument("--epochs", type=int, help="fewer epochs than the config's (a smoke test)")
@@ -339,8 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "pack":
         config = ExperimentConfig.load(args.config)
-        pack(dataclasses.replace(config, cv_folds=args.folds, output_dir=args.output_dir or f"{config.output_dir}-cv"),
-             args.pack)
+        config = dataclasses.replace(config, cv_folds=args.folds, image_size=args.image_size or config.image_size,
+                                     output_dir=args.output_dir or f"{config.output_dir}-cv")
+        pack(config, args.pack, args.webp_quality)
     elif args.command == "run":
         run(args.pack, args.out, args.fold, args.epochs)
     else:

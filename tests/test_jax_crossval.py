@@ -31,7 +31,7 @@ def test_the_numpy_augmentation_does_what_the_tensorflow_one_does(synthetic_root
     served = fit_to_model(Image.fromarray(photo), 96)
     np.testing.assert_array_equal(augment_photo(photo, np.random.default_rng(0), ExperimentConfig(**plain)), served)
     strong = {"crop_min": 0.55, "flip": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.5, "hue": 0.05,
-              "white_balance": 0.1, "jpeg_quality_min": 40, "erase": 1.0}
+              "white_balance": 0.1, "jpeg_quality_min": 40, "erase": 1.0, "blur": 1.0}
     for name, value in strong.items():
         config = ExperimentConfig(**{**plain, name: value})
         ours = [augment_photo(photo, np.random.default_rng([s, 1]), config) for s in range(40)]

@@ -374,7 +374,7 @@ def test_augmentation_is_fixed_by_its_seed_and_each_op_changes_the_photo(synthet
     served = fit_to_model(Image.fromarray(photo), 96)  # with every op off: the photo resized whole, as served
     assert np.abs(base - served).mean() < 3.0
     strong = {"crop_min": 0.55, "flip": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.05,
-              "white_balance": 0.1, "jpeg_quality_min": 40, "erase": 1.0}
+              "white_balance": 0.1, "jpeg_quality_min": 40, "erase": 1.0, "blur": 1.0}
     for name, value in strong.items():
         changed = view(**{name: value})
         seeds = [tf.constant([s, 1], tf.int64) for s in range(4)]

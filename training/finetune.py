@@ -32,6 +32,7 @@ from training.evaluation import metrics
 from training.optimizers import backbone_and_head, finetune_optimizers
 
 CHECKPOINT = "finetune_checkpoint"  # folder inside the stage's output folder
+BLUR_RADIUS = 6  # pixels each side of the blur's kernel: 3 sigmas of the widest
 
 
 class CheckpointError(RuntimeError):
@@ -46,8 +47,9 @@ def decode_size(image_size: int) -> int:
 def augment(image: tf.Tensor, seed: tf.Tensor, config: ExperimentConfig) -> tf.Tensor:
     """One random view of a uint8 photo: a square crop of crop_min..100% of the side resized to the
     input, the 8 flips and quarter turns, brightness, contrast, saturation and hue jitter, per-channel
-    gains (another camera's white balance), JPEG re-compression and a randomly erased rectangle
-    (so no patch, a logo or a blank, can decide the class). Returns float32 pixels in [0, 255]."""
+    gains (another camera's white balance), a blur (an out-of-focus camera), JPEG re-compression and a
+    randomly erased rectangle (so no patch, a logo or a blank, can decide the class). Returns float32
+    pixels in [0, 255]."""
     size = config.image_size
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 12))
     uniform = tf.random.stateless_uniform
@@ -69,11 +71,26 @@ def augment(image: tf.Tensor, seed: tf.Tensor, config: ExperimentConfig) -> tf.T
     if config.white_balance:
         x = x * (1.0 + uniform([3], seeds[8], -config.white_balance, config.white_balance))
     x = tf.clip_by_value(x, 0.0, 1.0)
+    if config.blur:  # its own seed, so the other ops draw what they drew before blur existed
+        x = _blur(x, tf.random.experimental.stateless_fold_in(seed, 12), config.blur)
     if config.jpeg_quality_min:
         x = tf.image.stateless_random_jpeg_quality(x, config.jpeg_quality_min, 100, seeds[9])
     if config.erase:
         x = _erase(x, seeds[10], seeds[11], config.erase)
     return x * 255.0
+
+
+def _blur(x: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
+    """With `probability`, a Gaussian blur of sigma 0.1-2 pixels (edges reflected), one axis at a time."""
+    sigma, coin = tf.unstack(tf.random.stateless_uniform([2], seed))
+    offsets = tf.range(-BLUR_RADIUS, BLUR_RADIUS + 1, dtype=tf.float32)
+    kernel = tf.exp(-offsets**2 / (2 * (0.1 + 1.9 * sigma) ** 2))
+    kernel = kernel / tf.reduce_sum(kernel)
+    padded = tf.pad(x, [[BLUR_RADIUS, BLUR_RADIUS], [BLUR_RADIUS, BLUR_RADIUS], [0, 0]], "REFLECT")[None]
+    for shape in ([-1, 1, 1, 1], [1, -1, 1, 1]):
+        padded = tf.nn.depthwise_conv2d(padded, tf.tile(tf.reshape(kernel, shape), [1, 1, 3, 1]), [1, 1, 1, 1],
+                                        "VALID")
+    return tf.where(coin < probability, padded[0], x)
 
 
 def _erase(x: tf.Tensor, where: tf.Tensor, fill: tf.Tensor, probability: float) -> tf.Tensor:

@@ -10,7 +10,7 @@ import math
 import multiprocessing
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from training.config import ExperimentConfig
 
@@ -23,7 +23,7 @@ _RGB = np.linalg.inv(_YIQ).astype(np.float32)
 def augment_photo(image: np.ndarray, rng: np.random.Generator, config: ExperimentConfig) -> np.ndarray:
     """One random view of a uint8 photo: a square crop of crop_min..100% of the side resized to the
     input, the 8 flips and quarter turns, brightness, contrast, saturation (as in HSV) and hue (a
-    rotation in YIQ) jitter, per-channel gains,
+    rotation in YIQ) jitter, per-channel gains, a Gaussian blur,
     JPEG re-compression and a randomly erased rectangle. Returns uint8 pixels."""
     size = config.image_size
     side = rng.uniform(config.crop_min, 1.0)
@@ -52,6 +52,10 @@ def augment_photo(image: np.ndarray, rng: np.random.Generator, config: Experimen
     if config.white_balance:
         x = x * (1.0 + rng.uniform(-config.white_balance, config.white_balance, 3)).astype(np.float32)
     x = np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)
+    if config.blur:
+        sigma, coin = rng.uniform(size=2)
+        if coin < config.blur:
+            x = np.asarray(Image.fromarray(x).filter(ImageFilter.GaussianBlur(float(0.1 + 1.9 * sigma))))
     if config.jpeg_quality_min:
         buffer = io.BytesIO()
         Image.fromarray(x).save(buffer, "JPEG", quality=int(rng.integers(config.jpeg_quality_min, 101)))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BLANK_BOXES = ("none", "own", "all")
+BLUR_SIGMA = (0.1, 2.0)  # pixels: the range of the fine-tune's random blur (blur)
 
 
 @dataclass
@@ -74,7 +75,7 @@ class ExperimentConfig:
     white_balance: float = 0.1  # per-channel gains of up to +-10%: another camera's colours
     jpeg_quality_min: int = 40  # re-compressed at a random JPEG quality from this to 100; 0: off
     erase: float = 0.5  # probability of a randomly erased rectangle (2-20% of the photo)
-    blur: float = 0.0  # probability of a Gaussian blur of 0.1-2 pixels (an out-of-focus camera), before JPEG
+    blur: float = 0.0  # probability of a Gaussian blur of BLUR_SIGMA pixels (an out-of-focus camera), before JPEG
     # training
     batch_size: int = 32
     head_on_features: bool = True  # stage 1 on features computed once (fast)

@@ -26,7 +26,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from training.backbones import set_trainable
-from training.config import ExperimentConfig
+from training.config import BLUR_SIGMA, ExperimentConfig
 from training.data import load_pixels
 from training.evaluation import metrics
 from training.optimizers import backbone_and_head, finetune_optimizers
@@ -81,10 +81,10 @@ def augment(image: tf.Tensor, seed: tf.Tensor, config: ExperimentConfig) -> tf.T
 
 
 def _blur(x: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
-    """With `probability`, a Gaussian blur of sigma 0.1-2 pixels (edges reflected), one axis at a time."""
+    """With `probability`, a Gaussian blur of a random sigma in BLUR_SIGMA (edges reflected), one axis at a time."""
     sigma, coin = tf.unstack(tf.random.stateless_uniform([2], seed))
     offsets = tf.range(-BLUR_RADIUS, BLUR_RADIUS + 1, dtype=tf.float32)
-    kernel = tf.exp(-offsets**2 / (2 * (0.1 + 1.9 * sigma) ** 2))
+    kernel = tf.exp(-offsets**2 / (2 * (BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * sigma) ** 2))
     kernel = kernel / tf.reduce_sum(kernel)
     padded = tf.pad(x, [[BLUR_RADIUS, BLUR_RADIUS], [BLUR_RADIUS, BLUR_RADIUS], [0, 0]], "REFLECT")[None]
     for shape in ([-1, 1, 1, 1], [1, -1, 1, 1]):

@@ -12,7 +12,7 @@ import multiprocessing
 import numpy as np
 from PIL import Image, ImageFilter
 
-from training.config import ExperimentConfig
+from training.config import BLUR_SIGMA, ExperimentConfig
 
 _PHOTOS: np.ndarray | None = None  # uint8 photos the workers read (inherited when forked)
 # RGB <-> YIQ: a hue change is a rotation of the (I, Q) plane
@@ -55,7 +55,8 @@ def augment_photo(image: np.ndarray, rng: np.random.Generator, config: Experimen
     if config.blur:
         sigma, coin = rng.uniform(size=2)
         if coin < config.blur:
-            x = np.asarray(Image.fromarray(x).filter(ImageFilter.GaussianBlur(float(0.1 + 1.9 * sigma))))
+            radius = float(BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * sigma)
+            x = np.asarray(Image.fromarray(x).filter(ImageFilter.GaussianBlur(radius)))
     if config.jpeg_quality_min:
         buffer = io.BytesIO()
         Image.fromarray(x).save(buffer, "JPEG", quality=int(rng.integers(config.jpeg_quality_min, 101)))

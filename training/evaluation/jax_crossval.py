@@ -313,8 +313,10 @@ def report(folder: Path, out: Path) -> dict:
         "max_abs_logit_difference": float(np.abs(tf_logits - jax_logits).max()),
         "same_top_class": float(np.mean(tf_logits.argmax(1) == jax_logits.argmax(1)))}
     (out / "crossval.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    print(f"grouped {len(done)}-fold cross-validation, {len(labels)} photos (mean ± std over folds):" if config.cv_folds
-          else f"the run's test split, {len(manifest['folds'][0]['held'])} photos:")
+    if config.cv_folds:
+        print(f"grouped {len(done)}-fold cross-validation, {len(labels)} photos (mean ± std over folds):")
+    else:
+        print(f"the run's test split, {len(manifest['folds'][0]['held'])} photos:")
     print("| model | top-1 | top-3 | macro-F1 |\n| --- | --- | --- | --- |")
     for name in rows:
         r = result[name]

@@ -75,7 +75,9 @@ def shown(page) -> tuple[str, str]:
     """The verdict line and the result box's headline, once an answer is on the page (the verdict is
     worded from the answer's data just after it arrives)."""
     page.locator("#heatmap img").wait_for(timeout=60_000)
-    page.wait_for_function("() => document.querySelector('#verdict').innerText.trim().length > 0", timeout=30_000)
+    # worded, not Gradio's pending timer ("0.0s"), which the box shows while the wording event runs
+    page.wait_for_function("() => { const t = document.querySelector('#verdict').innerText.trim();"
+                           " return t.length > 0 && !/^(processing)?[\\s|]*[\\d.]+s\\b/i.test(t); }", timeout=30_000)
     return page.locator("#verdict").inner_text(), page.locator(HEADLINE).inner_text()
 
 

@@ -23,8 +23,8 @@ _RGB = np.linalg.inv(_YIQ).astype(np.float32)
 def augment_photo(image: np.ndarray, rng: np.random.Generator, config: ExperimentConfig) -> np.ndarray:
     """One random view of a uint8 photo: a square crop of crop_min..100% of the side resized to the
     input, the 8 flips and quarter turns, brightness, contrast, saturation (as in HSV) and hue (a
-    rotation in YIQ) jitter, per-channel gains, a Gaussian blur,
-    JPEG re-compression and a randomly erased rectangle. Returns uint8 pixels."""
+    rotation in YIQ) jitter, per-channel gains, a Gaussian blur, JPEG re-compression and a randomly
+    erased rectangle. Returns uint8 pixels."""
     size = config.image_size
     side = rng.uniform(config.crop_min, 1.0)
     y0, x0 = rng.uniform(size=2) * (1.0 - side)

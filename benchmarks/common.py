@@ -117,9 +117,9 @@ def random_model(backbone: str):
 
 def random_model_config(backbone: str):
     from explain.model import ModelConfig
-    from training.backbones import CAM_LAYERS
+    from training.backbones import cam_layer_of, preprocessing_of
 
-    return ModelConfig(f"random-{backbone}", 224, backbone, CAM_LAYERS[backbone])
+    return ModelConfig(f"random-{backbone}", 224, preprocessing_of(backbone), cam_layer_of(backbone))
 
 
 def random_service(backbone: str):

@@ -15,7 +15,7 @@ def training_input(batches: int) -> None:
     """Images per second of the tf.data input alone against one training step alone."""
     import keras
 
-    from training.backbones import set_trainable
+    from training.backbones import set_trainable, unfrozen_layers
     from training.config import ExperimentConfig, Source
     from training.data import dataset
     from training.fitting import new_model
@@ -40,7 +40,7 @@ def training_input(batches: int) -> None:
     seen = sum(int(x.shape[0]) for x, _ in fresh.take(batches))
     first_rate = seen / (time.perf_counter() - start)
     model = new_model(config, len(names))
-    set_trainable(model, config.unfrozen)  # as in fine-tuning (stage 2), the costlier stage
+    set_trainable(model, unfrozen_layers(config))  # as in fine-tuning (stage 2), the costlier stage
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     x, y = next(iter(ds))
     step_ms = median_ms(lambda: model.train_on_batch(x, y), 5)

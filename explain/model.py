@@ -216,8 +216,10 @@ def find_finer_layer(model: keras.Model, cam_layer: str) -> str | None:
     """The last activation before `cam_layer` on a grid twice as fine (MobileNetV2 at 224 px:
     `block_13_expand_relu`, 14x14, under `out_relu`, 7x7): maps that can follow a smaller lesion."""
     height, width = model.get_layer(cam_layer).output.shape[1:3]
+    # only layers that feed cam_layer: in a model of two backbones, the other one's are no finer view of it
+    feeding = {layer.name for layer in keras.Model(model.inputs, model.get_layer(cam_layer).output).layers}
     names = [layer.name for layer in model.layers]
-    for layer in reversed(model.layers[: names.index(cam_layer)]):
+    for layer in reversed([layer for layer in model.layers[: names.index(cam_layer)] if layer.name in feeding]):
         if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)) and len(layer.output.shape) == 4 \
                 and tuple(layer.output.shape[1:3]) == (2 * height, 2 * width):
             return layer.name

@@ -19,7 +19,7 @@ from explain.images import fit_to_model, load_photo
 from explain.model import ModelSource, load_model_folder
 from explain.verdicts import VERDICT_OF
 from training import ablate
-from training.backbones import backbone_layers, build_classifier, set_trainable
+from training.backbones import backbone_layers, build_classifier, set_trainable, unfrozen_layers
 from training.common import class_names
 from training.config import ExperimentConfig
 from training.data import dataset
@@ -136,9 +136,11 @@ def test_report_has_test_cv_calibration_and_abstention(pipeline_run):
     auroc = cv["other_condition_auroc"]
     assert auroc["mean"] == pytest.approx(np.mean(auroc["folds"])) and len(auroc["folds"]) == 2
     assert set(cv["per_class_recall"]) == {"Dots", "Rings", "Stripes"}
-    watermark = report["watermark"]  # the tiny config marks a corner box, as the shipped config does the logo
-    assert watermark["n"] == test["n"] and watermark["box_area_share"] == pytest.approx(0.1 * 0.1, abs=0.005)
-    assert watermark["cam_share_blanked"] != watermark["cam_share_logo_visible"]  # the blanked photos were others
+    logo = report["logo"]  # the tiny config marks a corner box, as the shipped config does the logo
+    assert logo["n"] == test["n"] and logo["box_area_share"] == pytest.approx(0.1 * 0.1, abs=0.005)
+    assert logo["top1"]["as served"] == pytest.approx(test["accuracy"], abs=1.01 / test["n"])  # the app's pass
+    assert set(logo["top1"]) == {"as served", "logo removed", "control removed"}
+    assert 0 < logo["cam_share_in_box"] < 1
 
 
 def test_the_app_gives_each_photo_the_verdict_the_evaluation_counted(pipeline_run, test_photos):
@@ -154,7 +156,7 @@ def test_the_app_gives_each_photo_the_verdict_the_evaluation_counted(pipeline_ru
     photos = [r["path"] for r in rows if r["split"] == "test"]  # ours and other conditions'
     app = [classifier.predict(load_photo(p, 10**8, 10**8)).verdict for p in photos]
     pixels = np.stack([photo_pixels(p, 96, []) for p in photos])
-    read = scores(*cam_features_and_logits(classifier.keras_model, pixels), classifier.temperature,
+    read = scores(*cam_features_and_logits(classifier.keras_model, classifier.cam_layer, pixels), classifier.temperature,
                   np.load(pipeline_run / "skin_readout.npy"), classifier.class_means)
     thresholds = classifier.config.thresholds  # as rounded into config.json
     assert thresholds == pytest.approx(report["abstention"]["thresholds"], abs=1e-4)
@@ -245,7 +247,7 @@ def test_backbones_build_train_a_step_and_reload_safely(backbone, size, tmp_path
     from training.fitting import augmentation
 
     model = build_classifier(backbone, 3, size, augmentation=augmentation(ExperimentConfig()))
-    set_trainable(model, ExperimentConfig(backbone=backbone).unfrozen)
+    set_trainable(model, unfrozen_layers(ExperimentConfig(backbone=backbone)))
     trainable_norms = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization) and l.trainable]
     assert not trainable_norms  # BatchNorm stays in inference mode
     model.compile(optimizer="adam", loss="categorical_crossentropy")
@@ -275,9 +277,12 @@ def test_a_misspelled_or_missing_setting_is_named(tmp_path, change, expected):
 
 
 def test_config_defaults_follow_the_backbone():
-    assert ExperimentConfig(backbone="resnet50").unfrozen == 50
-    assert ExperimentConfig(backbone="mobilenet_v2").unfrozen == 30
-    assert ExperimentConfig(unfreeze_layers=7).unfrozen == 7
+    assert unfrozen_layers(ExperimentConfig(backbone="resnet50")) == {"resnet50": 50}
+    assert unfrozen_layers(ExperimentConfig(backbone="mobilenet_v2")) == {"mobilenet_v2": 30}
+    assert unfrozen_layers(ExperimentConfig(unfreeze_layers=7)) == {"mobilenet_v2": 7}
+    joined = "mobilenet_v2+resnet50v2_stage3"
+    assert unfrozen_layers(ExperimentConfig(backbone=joined, unfreeze_layers={"resnet50v2_stage3": 69})) == \
+        {"mobilenet_v2": 0, "resnet50v2_stage3": 69}
 
 
 def test_rerun_skips_finished_steps(pipeline_run, capsys):

@@ -10,6 +10,7 @@ import re
 from explain.cams import DEFAULT_METHOD
 from explain.card import DISCLAIMER_HEADING, TRUST_HEADING
 from explain.classifier import DEFAULT_RESOLUTION
+from training.backbones import parts, unfrozen_layers
 from training.config import ExperimentConfig, each_score_coverage
 
 EXPLANATIONS_HEADING = "Faithfulness and sanity of the heatmaps"
@@ -174,8 +175,13 @@ def evaluation(report: dict, names: list[str]) -> str:
     test, parts = report["test"], []
     parts.append(f"### Held-out test split ({test['n']} photos, grouped by near-duplicate cluster)\n")
     rows = [["all", test["n"], pct(test["accuracy"]), pct(test.get("top3_accuracy", 0)), pct(test["macro_f1"])]]
+    logo = report.get("logo")
+    if logo:  # the library's photos as a visitor's are, without the logo: its headline figure
+        rows.append([f"{', '.join(logo_sources(report))}, logo removed", logo["n"], pct(logo["top1"]["logo removed"]),
+                     pct(logo["top3"]["logo removed"]), ""])
     for source, r in test.get("by_source", {}).items():
-        rows.append([source, r["n"], pct(r["accuracy"]), pct(r.get("top3_accuracy", 0)), pct(r["macro_f1"])])
+        served = " (as served, logo in)" if logo and source in logo_sources(report) else ""
+        rows.append([source + served, r["n"], pct(r["accuracy"]), pct(r.get("top3_accuracy", 0)), pct(r["macro_f1"])])
     parts.append(table(["photos", "n", "top-1", "top-3", "macro-F1"], rows))
     cv = report.get("cross_validation")
     if cv:
@@ -211,12 +217,8 @@ def evaluation(report: dict, names: list[str]) -> str:
     parts.append(f"\n### Calibration\nTemperature fitted on validation: {cal['temperature']:.2f}. Expected calibration "
                  f"error on test: {cal['test_ece_before']:.3f} before, {cal['test_ece_after']:.3f} after.\n")
     parts.append(verdicts_section(report["abstention"]))
-    wm = report.get("watermark")
-    if wm:
-        parts.append(f"\n### Watermark shortcut check\nShare of the Grad-CAM map inside the DermNet NZ logo box, on "
-                     f"{wm['n']} DermNet NZ test photos: {pct(wm['cam_share_logo_visible'])} with the logo visible, "
-                     f"{pct(wm['cam_share_blanked'])} with the box blanked; the box is "
-                     f"{pct(wm['box_area_share'])} of the image.\n")
+    if logo:
+        parts.append(logo_section(logo))
     ex = report.get("export")
     if ex:
         parts.append("\n### Exports (parity with the Keras model on real test photos)\n")
@@ -283,13 +285,41 @@ def verdicts_section(ab: dict) -> str:
     return "\n".join(parts)
 
 
+def logo_sources(report: dict) -> list[str]:
+    """The test split's sources whose photos the logo study scored (those of the logo's library)."""
+    return [source for source, r in report["test"].get("by_source", {}).items() if source in report["logo"]["sources"]]
+
+
+def logo_section(logo: dict) -> str:
+    views = list(logo["top1"])
+    changed = logo["top_class_changed"]
+    return ("\n### The logo\nTest photos of the library whose photos carry a logo, scored as served, with the logo's "
+            "box blurred past reading (as a visitor's photo is: no logo) and with a box of the same size blurred in "
+            f"the opposite corner (the control); {logo['n']} photos.\n\n"
+            + table(["photos", "top-1", "top-3", "top class changed"],
+                    [[v, pct(logo["top1"][v]), pct(logo["top3"][v]), pct(changed[v]) if v in changed else ""]
+                     for v in views])
+            + f"\n\nShare of the default heatmap inside the logo box: {pct(logo['cam_share_in_box'])}; the box is "
+            f"{pct(logo['box_area_share'])} of the photo.\n")
+
+
 def watermark_sentence(config: ExperimentConfig) -> str:
+    if config.logo_swap:
+        return (f"In fine-tuning, each photo's logo box showed a logo with probability {config.logo_swap} (its own on "
+                "DermNet NZ photos, one pasted from them on the others) and was blurred otherwise, whatever the "
+                "library, so the logo tells nothing; \"The logo\" below measures what it still does.")
     if config.blank_boxes == "none":
         return ("Photos were trained on and evaluated as the app receives them: the DermNet NZ watermark was left "
-                "as it is (the watermark check below measures how much the heatmap looks at it).")
+                "as it is (\"The logo\" below measures how much the model reads it).")
     whose = "every photo of every source" if config.blank_boxes == "all" else "its own source's photos"
     return (f"The watermark box was blanked in {whose} during training and evaluation, so \"logo present\" "
             "carries no information (the app does not blank it).")
+
+
+def backbones_table(config: ExperimentConfig) -> str:
+    """Each backbone with where its ImageNet weights come from and their licence (the model is a derived work)."""
+    return table(["backbone", "ImageNet weights", "licence"],
+                 [[part.name, part.weights_origin, part.licence] for part in parts(config.backbone)])
 
 
 def training_section(config: ExperimentConfig) -> str:
@@ -300,8 +330,9 @@ def training_section(config: ExperimentConfig) -> str:
             + ("the sources' fine-grained conditions, their probabilities summed to the classes" if config.fine_labels
                else "the classes") + ". ")
     if config.finetune_epochs:
-        text += (f"Stage 2: {config.finetune_epochs} epochs of fine-tuning end to end, the last {config.unfrozen} "
-                 f"backbone layers trainable (BatchNorm frozen), AdamW (weight decay {config.finetune_weight_decay}) "
+        trained = ", ".join(f"the last {n} layers of {name}" for name, n in unfrozen_layers(config).items())
+        text += (f"Stage 2: {config.finetune_epochs} epochs of fine-tuning end to end, {trained} "
+                 f"trainable (BatchNorm frozen), AdamW (weight decay {config.finetune_weight_decay}) "
                  f"warmed up for {config.finetune_warmup_epochs} epoch(s) to {config.finetune_learning_rate} for the "
                  f"backbone and {config.finetune_head_learning_rate} for the head, then cosine-decayed; the epoch "
                  f"kept is the best on validation top-1. Augmentation: random square crops of "
@@ -328,7 +359,7 @@ def render_card(config: ExperimentConfig, report: dict, ablation: dict | None = 
     card = f"""{front_matter(config, report)}
 # {config.model_name}
 
-A {config.backbone} (ImageNet-pretrained{", fine-tuned" if config.finetune_epochs else ", frozen"}) classifier of clinical skin photos into {len(names)}
+A {" and ".join(part.name for part in parts(config.backbone))} (ImageNet-pretrained{", fine-tuned" if config.finetune_epochs else ", frozen"}) classifier of clinical skin photos into {len(names)}
 conditions, with Grad-CAM explanations. Generated on {datetime.date.today().isoformat()} by
 `python -m training publish` from the evaluation report; every figure below was measured.
 
@@ -356,6 +387,8 @@ The model inherits the data's licences: research and non-commercial use only.
 
 ## Training
 {training_section(config)}
+
+{backbones_table(config)}
 
 ## Evaluation
 {evaluation(report, names)}

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from explain.model import ModelConfig, find_cam_layer
+from explain.model import ModelConfig
 from explain.verdicts import VERDICT_OF
-from training.backbones import CAM_LAYERS
+from training.backbones import cam_layer_of, preprocessing_of
 from training.config import ExperimentConfig
 from training.data import mirror
 
@@ -53,12 +53,12 @@ def group_split(labels: list[str], groups: list, fraction: float, seed: int) -> 
     return rest, held_out
 
 
-def cam_features_and_logits(model: keras.Model, pixels: np.ndarray, tta: bool = False,
+def cam_features_and_logits(model: keras.Model, cam_layer: str, pixels: np.ndarray, tta: bool = False,
                             batch_size: int = 32) -> tuple:
     """The CAM layer's pooled activations (what the feature-similarity score reads) and the logits
     for uint8 pixels; with `tta`, the logits are averaged with the mirrored photos' (the features
     never are: the app computes them from the photo alone)."""
-    cam = keras.layers.GlobalAveragePooling2D()(model.get_layer(find_cam_layer(model)).output)
+    cam = keras.layers.GlobalAveragePooling2D()(model.get_layer(cam_layer).output)
     outputs = keras.Model(model.inputs, [cam, model.get_layer("logits").output])
     cam_features, logits = outputs.predict(pixels.astype(np.float32), batch_size=batch_size, verbose=0)
     if tta:
@@ -71,9 +71,11 @@ def model_config(config: ExperimentConfig, report: dict | None = None) -> ModelC
     """The app's `config.json` for this experiment's model; without an evaluation report, the
     model as trained (no temperature, no abstention threshold yet)."""
     if report is None:
-        return ModelConfig(config.model_name, config.image_size, config.backbone, CAM_LAYERS[config.backbone])
+        return ModelConfig(config.model_name, config.image_size, preprocessing_of(config.backbone),
+                           cam_layer_of(config.backbone))
     thresholds = report["abstention"]["thresholds"]
-    return ModelConfig(config.model_name, config.image_size, config.backbone, CAM_LAYERS[config.backbone],
+    return ModelConfig(config.model_name, config.image_size, preprocessing_of(config.backbone),
+                       cam_layer_of(config.backbone),
                        temperature=round(report["calibration"]["temperature"], 4),
                        **{f"{name}_threshold": _rounded(thresholds[name]) for name in VERDICT_OF})
 

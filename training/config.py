@@ -52,10 +52,12 @@ class ExperimentConfig:
     # augment (offline balancing, optional)
     balance_to: int = 0  # 0: off; else copies per class in training
     # model
-    backbone: str = "mobilenet_v2"
+    backbone: str = "mobilenet_v2"  # a name of training.backbones.BACKBONES, or two joined: "a+b"
     alpha: float = 1.0
     image_size: int = 224
-    imagenet_weights: str | None = "${SHARED}/weights/mobilenet_v2_1.0_224_imagenet"
+    # None (random), one source for a single backbone, or backbone -> source; a source is a `.npy`
+    # folder, a Keras weights file, "keras" (downloaded) or "default" (the registry's)
+    imagenet_weights: str | dict | None = "${SHARED}/weights/mobilenet_v2_1.0_224_imagenet"
     dropout: float = 0.2
     feature_layers: list[str] = field(default_factory=list)  # backbone layers pooled into the features; [] the CAM layer
     fine_labels: bool = False  # train on the sources' fine-grained conditions, summed to the classes
@@ -76,6 +78,9 @@ class ExperimentConfig:
     jpeg_quality_min: int = 40  # re-compressed at a random JPEG quality from this to 100; 0: off
     erase: float = 0.5  # probability of a randomly erased rectangle (2-20% of the photo)
     blur: float = 0.0  # probability of a Gaussian blur of BLUR_SIGMA pixels (an out-of-focus camera), before JPEG
+    # fine-tune: probability that a photo's logo box shows a logo (a marked library's own, or one pasted
+    # from them), else it is blurred, whatever the library, so the logo tells nothing (training.logo); 0: off
+    logo_swap: float = 0.0
     # training
     batch_size: int = 32
     head_on_features: bool = True  # stage 1 on features computed once (fast)
@@ -89,7 +94,9 @@ class ExperimentConfig:
     finetune_warmup_epochs: int = 1
     finetune_weight_decay: float = 0.01
     finetune_ema: float = 0.0  # momentum of a moving average of the weights, validated and kept (0: off)
-    unfreeze_layers: int | None = None  # None: 50 for ResNet50, 30 for MobileNetV2
+    # the fine-tune trains each backbone's last N layers: None each one's default (training.backbones), a
+    # number for each, or backbone -> number
+    unfreeze_layers: int | dict | None = None
     label_smoothing: float = 0.0
     class_weights: bool = False
     early_stopping_patience: int = 4
@@ -129,12 +136,6 @@ class ExperimentConfig:
     examples_dir: str | None = None  # photos (redistributable!) shipped in the model folder
     bundle_dir: str | None = None  # also copy the model folder here (the app's default_model/)
     card_path: str | None = None  # and the card here (the project's model_card.md)
-
-    @property
-    def unfrozen(self) -> int:
-        if self.unfreeze_layers is not None:
-            return self.unfreeze_layers
-        return 50 if self.backbone == "resnet50" else 30
 
     @property
     def out(self) -> Path:

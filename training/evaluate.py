@@ -1,8 +1,8 @@
-"""Step 5, evaluate: held-out test, calibration, abstention, watermark check, cross-validation, cross-source.
+"""Step 5, evaluate: held-out test, calibration, abstention, logo study, cross-validation, cross-source.
 
 Writes `report.json` (read by export and publish), `confusion_matrix.png`,
 `training_curves.png`, `reliability.png` and `risk_coverage.png` into the run folder. The parts live in their own
-modules: `abstention`, `watermark`, `crossval` (whose runs resume from saved predictions).
+modules: `abstention`, `watermark` (the logo study), `crossval` (whose runs resume from saved predictions).
 """
 
 import json
@@ -11,15 +11,17 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from explain.model import CLASS_MEANS_FILE, SKIN_READOUT_FILE
+from explain.classifier import Classifier
+from explain.model import CLASS_MEANS_FILE, SKIN_READOUT_FILE, ModelSource, loaded_model
 from explain.verdicts import scaled_softmax
-from training.common import already_done, cam_features_and_logits, class_names, labels_of
+from training.backbones import cam_layer_of
+from training.common import already_done, cam_features_and_logits, class_names, labels_of, model_config
 from training.config import ExperimentConfig
 from training.data import load_pixels
 from training.evaluation import metrics, plots
 from training.evaluation.abstention import abstention, rows_of
 from training.evaluation.crossval import cross_source, cross_validate
-from training.evaluation.watermark import watermark_check
+from training.evaluation.watermark import logo_check
 from training.tables import read_rows
 
 
@@ -33,7 +35,8 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
     other = {f"other_{s}": [r for r in rows if r["split"] == s and r.get("other_condition")]
              for s in ("train", "val", "test")}
     model = keras.saving.load_model(config.out / "train" / "model.keras", safe_mode=True, compile=False)
-    outputs = {s: cam_features_and_logits(model, load_pixels(split_rows, config), config.tta)
+    cam_layer = cam_layer_of(config.backbone)
+    outputs = {s: cam_features_and_logits(model, cam_layer, load_pixels(split_rows, config), config.tta)
                for s, split_rows in {**by_split, **other}.items() if split_rows}
     labels = {s: labels_of(split_rows, names) for s, split_rows in by_split.items()}
     val_logits, test_logits = outputs["val"][1], outputs["test"][1]
@@ -61,7 +64,8 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
                                "Held-out test split")
     plots.training_curves_png(read_rows(config.out / "train" / "history.csv"), config.out / "training_curves.png")
     plots.reliability_png((before, test_labels), (after, test_labels), config.out / "reliability.png")
-    report["watermark"] = watermark_check(config, model, names, by_split["test"])
+    classifier = Classifier(loaded_model(model, names, model_config(config), ModelSource("memory", str(config.out))))
+    report["logo"] = logo_check(classifier, config.sources, by_split["test"])
     save(report, out)  # the long parts below resume from their saved predictions if interrupted
     if config.cv_folds:
         report["cross_validation"] = cross_validate(config, rows, names)
@@ -81,6 +85,12 @@ def _print_headline(report: dict) -> None:
     test = report["test"]
     print(f"test: top-1 {test['accuracy']:.3f}, top-3 {test.get('top3_accuracy', float('nan')):.3f}, "
           f"macro-F1 {test['macro_f1']:.3f} (n={test['n']})")
+    logo = report.get("logo")
+    if logo:
+        print(f"test, {logo['n']} photos of the logo's library: top-1 {logo['top1']['logo removed']:.3f} logo removed, "
+              f"{logo['top1']['as served']:.3f} as served; removing the logo changes the top class on "
+              f"{logo['top_class_changed']['logo removed']:.1%}, the control box on "
+              f"{logo['top_class_changed']['control removed']:.1%}")
     cv = report.get("cross_validation")
     if cv:
         print(f"{cv['folds']}-fold CV: top-1 {cv['accuracy']['mean']:.3f} +/- {cv['accuracy']['std']:.3f}, "

@@ -25,10 +25,11 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from training.backbones import set_trainable
+from training.backbones import set_trainable, unfrozen_layers
 from training.config import BLUR_SIGMA, ExperimentConfig
 from training.data import load_pixels
 from training.evaluation import metrics
+from training.logo import logo_swapper
 from training.optimizers import backbone_and_head, finetune_optimizers
 
 CHECKPOINT = "finetune_checkpoint"  # folder inside the stage's output folder
@@ -124,7 +125,7 @@ def finetune(model: keras.Model, config: ExperimentConfig, train_rows: list[dict
     if (folder / "checkpoint.npz").is_file() and not resume:
         raise CheckpointError(f"{folder} holds an interrupted fine-tune: pass --resume to continue it, or --force "
                               "to start the step over.")
-    set_trainable(model, config.unfrozen)
+    set_trainable(model, unfrozen_layers(config))
     backbone, head = backbone_and_head(model, model.trainable_variables)
     steps = math.ceil(len(train_rows) / config.batch_size)
     optimizers = finetune_optimizers(config, len(train_rows), (backbone, head))
@@ -148,6 +149,7 @@ def finetune(model: keras.Model, config: ExperimentConfig, train_rows: list[dict
         print(f"fine-tune: resuming after epoch {state['epoch']} of {config.finetune_epochs} from {folder}")
         _write_history(out / "history.csv", state["history"])
     pixels = load_pixels(train_rows, config, decode_size(config.image_size))
+    shown = logo_swapper(pixels, train_rows, config.sources, config.logo_swap, config.seed)
     targets = keras.utils.to_categorical([names.index(r["target_class"]) for r in train_rows], len(names))
     weights = np.array([class_weights[names.index(r["target_class"])] if class_weights else 1.0 for r in train_rows],
                        dtype=np.float32)
@@ -156,7 +158,7 @@ def finetune(model: keras.Model, config: ExperimentConfig, train_rows: list[dict
     started, first = time.time(), state["epoch"]
     for epoch in range(first, config.finetune_epochs):
         losses, hits = [], []
-        batches = tqdm(epoch_batches(pixels, targets, weights, config, epoch), total=steps, unit="batch",
+        batches = tqdm(epoch_batches(shown(epoch), targets, weights, config, epoch), total=steps, unit="batch",
                        desc=f"fine-tune epoch {epoch + 1}/{config.finetune_epochs}")
         for x, y, w in batches:
             loss, hit = train_step(x, y, w)

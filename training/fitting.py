@@ -20,9 +20,10 @@ from training.backbones import (
     load_imagenet_weights,
     recalibrate_batchnorm,
     set_trainable,
+    unfrozen_layers,
 )
 from training.common import fine_classes
-from training.config import ExperimentConfig, expand
+from training.config import ExperimentConfig
 from training.data import dataset, mirror
 from training.features import pooled_features
 from training.finetune import finetune
@@ -48,7 +49,7 @@ def augmentation(config: ExperimentConfig, seed: int | None = None) -> keras.Seq
 
 def new_model(config: ExperimentConfig, num_classes: int) -> keras.Model:
     model = classifier_for(config, num_classes, augmentation=augmentation(config))
-    load_imagenet_weights(model, config.backbone, expand(config.imagenet_weights))
+    load_imagenet_weights(model, config)
     return model
 
 
@@ -172,18 +173,18 @@ def fit(config: ExperimentConfig, train_rows: list[dict], val_rows: list[dict], 
     val_ds = dataset(val_rows, names, config, shuffle=False)
     weights = balanced_class_weights(train_rows, names) if config.class_weights else None
     (out / "history.csv").unlink(missing_ok=True)
-    set_trainable(model, 0)
+    set_trainable(model, {})
     if config.head_on_features:
         print(f"stage 1: head on cached backbone features, up to {config.head_epochs} epochs")
         model = train_head_on_features(model, config, train_rows, val_rows, names, weights, out)
-        set_trainable(model, 0)
+        set_trainable(model, {})
     else:
         print(f"stage 1: head on the frozen backbone, up to {config.head_epochs} epochs")
         compile_for(model, config, config.head_learning_rate, len(names))
         model.fit(train_ds, validation_data=val_ds, epochs=config.head_epochs, class_weight=weights,
                   callbacks=callbacks(config, out, 1), verbose=verbose)
     if config.finetune_epochs > 0:
-        print(f"stage 2: fine-tune, last {config.unfrozen} backbone layers trainable (BatchNorm frozen), "
+        print(f"stage 2: fine-tune, the last {unfrozen_layers(config)} backbone layers trainable (BatchNorm frozen), "
               f"{config.finetune_epochs} epochs")
         model = finetune(model, config, train_rows, val_rows, names, weights, out, resume)
     model.save(out / "model.keras")

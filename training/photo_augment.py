@@ -13,8 +13,11 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from training.config import BLUR_SIGMA, ExperimentConfig
+from training.logo import logo_box, marked_sources, swap_logo
 
 _PHOTOS: np.ndarray | None = None  # uint8 photos the workers read (inherited when forked)
+_MARKED: np.ndarray | None = None  # which of them carry the logo (training.logo)
+_LOGO_BOX: list[float] | None = None
 # RGB <-> YIQ: a hue change is a rotation of the (I, Q) plane
 _YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
 _RGB = np.linalg.inv(_YIQ).astype(np.float32)
@@ -73,21 +76,32 @@ def augment_photo(image: np.ndarray, rng: np.random.Generator, config: Experimen
 
 
 def _view(task: tuple) -> np.ndarray:
-    index, seed, config = task
-    return augment_photo(_PHOTOS[index], np.random.default_rng(seed), config)
+    index, seed, config, donors = task
+    photo = _PHOTOS[index]
+    if config.logo_swap and _LOGO_BOX is not None:  # training.logo, the very code the TensorFlow fine-tune runs
+        photo = swap_logo(_PHOTOS, index, _MARKED, donors, _LOGO_BOX, config.logo_swap,
+                          np.random.default_rng([*seed, 7]))
+    return augment_photo(photo, np.random.default_rng(seed), config)
 
 
 class AugmentingPool:
     """Processes that make an epoch's augmented views, each photo's draws seeded by (seed, epoch, photo)."""
 
-    def __init__(self, photos: np.ndarray, workers: int):
-        global _PHOTOS
+    def __init__(self, photos: np.ndarray, workers: int, sources: list[str] | None = None,
+                 config: ExperimentConfig | None = None):
+        """`sources` (each photo's) and `config` let the views swap logos (config.logo_swap)."""
+        global _PHOTOS, _MARKED, _LOGO_BOX
         _PHOTOS = photos
+        if config is not None and sources is not None:
+            _LOGO_BOX = logo_box(config.sources)
+            _MARKED = np.isin(sources, sorted(marked_sources(config.sources)))
         self._pool = multiprocessing.get_context("fork").Pool(workers)
 
-    def views(self, indices: np.ndarray, config: ExperimentConfig, epoch: int):
-        """An async result whose .get() is the uint8 views of `indices`, in order."""
-        tasks = [(int(i), [config.seed, epoch, int(i)], config) for i in indices]
+    def views(self, indices: np.ndarray, config: ExperimentConfig, epoch: int, fit: np.ndarray | None = None):
+        """An async result whose .get() is the uint8 views of `indices`, in order; pasted logos come from the
+        marked photos among `fit` (the fold's training photos)."""
+        donors = np.array([i for i in (fit if fit is not None else []) if _MARKED is not None and _MARKED[i]], int)
+        tasks = [(int(i), [config.seed, epoch, int(i)], config, donors) for i in indices]
         return self._pool.map_async(_view, tasks, chunksize=16)
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from explain.verdicts import ANSWER, NOT_SKIN, OTHER_CONDITION, UNSURE
 from training.config import ExperimentConfig
 from training.data import read_photo
 from training.evaluation.abstention import ood_photos
+from training.evaluation.watermark import VIEWS, logo_check
 from training.tables import print_table, read_rows
 
 VERDICTS = (ANSWER, UNSURE, OTHER_CONDITION, NOT_SKIN)
@@ -44,9 +45,10 @@ def photo_sets(config: ExperimentConfig, unseen_by: list[str] = ()) -> dict[str,
     return kept
 
 
-def score_folder(folder: Path, sets: dict[str, list[dict]]) -> dict:
+def score_folder(folder: Path, sets: dict[str, list[dict]], sources) -> dict:
+    """Every set's verdicts and accuracy, and the logo study (training.evaluation.watermark) on the test split."""
     classifier = Classifier(load_model_folder(folder, ModelSource("folder", str(folder))))
-    result = {}
+    result = {"logo": logo_check(classifier, sources, sets["test split"])}
     for name, rows in sets.items():
         predictions = [classifier.predict(read_photo(r["path"])) for r in tqdm(rows, desc=f"{folder.name}: {name}")]
         verdicts = collections.Counter(p.verdict for p in predictions)
@@ -83,10 +85,15 @@ def run(config: ExperimentConfig, force: bool = False, model_dirs: list[str] = (
         if folder in scores and not force:
             print(f"score: {folder} already scored (use --force to redo)")
             continue
-        scores[folder] = {"unseen_by": list(unseen_by), **score_folder(Path(folder), sets)}
+        scores[folder] = {"unseen_by": list(unseen_by), **score_folder(Path(folder), sets, config.sources)}
         out.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
     print_table([{"model": folder, "set": name, "n": s["n"],
                   "top-1": f"{s['top1']:.3f}" if "top1" in s else "", "top-3": f"{s['top3']:.3f}" if "top3" in s else "",
                   **{v: f"{s['verdicts'][v]:.3f}" for v in VERDICTS}}
-                 for folder in model_dirs for name, s in scores[folder].items() if name != "unseen_by"])
+                 for folder in model_dirs for name, s in scores[folder].items() if name not in ("unseen_by", "logo")])
+    print_table([{"model": folder, "photos of the logo's library": s["logo"]["n"],
+                  **{f"top-1 {view}": f"{s['logo']['top1'][view]:.3f}" for view in VIEWS},
+                  **{f"top class changed, {view}": f"{share:.3f}"
+                     for view, share in s["logo"]["top_class_changed"].items()}}
+                 for folder in model_dirs if (s := scores[folder]).get("logo")])
     return out

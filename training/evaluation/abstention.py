@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from explain.verdicts import ANSWER, KINDS, VERDICT_OF, scores, unit, verdicts
+from training.backbones import cam_layer_of
 from training.common import IMAGE_SUFFIXES, cam_features_and_logits
 from training.config import ExperimentConfig, each_score_coverage, expand
 from training.data import load_pixels
@@ -89,7 +90,7 @@ def fit_skin_readout(config: ExperimentConfig, model: keras.Model, train_feature
     features, is_skin = [train_features], [np.ones(len(train_features))]
     for name, skin in config.skin_readout_folders.items():
         fitting = [r for r in folder_photos(config, name) if r["fits_readout"]]
-        features.append(cam_features_and_logits(model, load_pixels(fitting, config))[0])
+        features.append(cam_features_and_logits(model, cam_layer_of(config.backbone), load_pixels(fitting, config))[0])
         is_skin.append(np.full(len(fitting), float(skin)))
     readout = LogisticRegression(C=config.skin_readout_c, max_iter=5000, class_weight="balanced")
     readout.fit(unit(np.concatenate(features)), np.concatenate(is_skin))
@@ -164,7 +165,8 @@ def abstention(config: ExperimentConfig, model: keras.Model, temperature: float,
     sets = {"other conditions held out whole (test split)": split_scores.get("other_test")}
     for name, ood_rows in ood_photos(config, rows).items():
         if ood_rows:
-            sets[name] = scored(cam_features_and_logits(model, load_pixels(ood_rows, config), config.tta))
+            sets[name] = scored(cam_features_and_logits(model, cam_layer_of(config.backbone),
+                                                        load_pixels(ood_rows, config), config.tta))
     for name, ood in sets.items():
         if ood is None:
             continue

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from explain.verdicts import energy, scaled_softmax
+from training.backbones import cam_layer_of
 from training.common import cam_features_and_logits, class_names, group_split, labels_of
 from training.config import ExperimentConfig
 from training.data import load_pixels
@@ -35,7 +36,8 @@ def train_and_predict(config: ExperimentConfig, train_rows: list[dict], eval_row
     else:
         model = fit(config, *grouped_slice(train_rows, [r["target_class"] for r in train_rows], config), names, out,
                     resume=True)
-    np.save(saved, cam_features_and_logits(model, load_pixels(eval_rows, config), tta=config.tta)[1])
+    np.save(saved, cam_features_and_logits(model, cam_layer_of(config.backbone), load_pixels(eval_rows, config),
+                                           tta=config.tta)[1])
     return np.load(saved)
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 import explain.layers  # noqa: F401  (registers the model's own layers before a model is rebuilt)
-from training.backbones import HEAD_LAYERS, set_trainable
+from training.backbones import HEAD_LAYERS, cam_layer_of, set_trainable, unfrozen_layers
 from training.config import ExperimentConfig, Source
 from training.evaluation import metrics
 from training.optimizers import backbone_and_head, finetune_optimizers
@@ -79,7 +79,8 @@ def pack(config: ExperimentConfig, folder: Path, webp_quality: int = 90) -> None
             model = keras.saving.load_model(out / "model.keras", safe_mode=True, compile=False)
         else:
             model = fit(frozen, fit_rows, val_rows, names, out, resume=True)
-        frozen_logits = cam_features_and_logits(model, load_pixels(held, config), config.tta)[1]
+        frozen_logits = cam_features_and_logits(model, cam_layer_of(config.backbone), load_pixels(held, config),
+                                                config.tta)[1]
         weights = {layer.name: layer.get_weights() for layer in model.layers if layer.get_weights()}
         head = {name: w for name, w in weights.items() if name in HEAD_LAYERS}
         rest = {name: w for name, w in weights.items() if name not in HEAD_LAYERS}
@@ -155,7 +156,7 @@ def finetune_fold(model: keras.Model, config: ExperimentConfig, photos: np.ndarr
     import jax
     import jax.numpy as jnp
 
-    set_trainable(model, config.unfrozen)
+    set_trainable(model, unfrozen_layers(config))
     logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
     variables = logits_model.trainable_variables
     backbone, head = backbone_and_head(model, variables)
@@ -202,11 +203,11 @@ def finetune_fold(model: keras.Model, config: ExperimentConfig, photos: np.ndarr
     best, history, started = (-1.0, -1, None), [], time.time()
     orders = [fit[np.random.default_rng([config.seed, epoch]).permutation(len(fit))]
               for epoch in range(config.finetune_epochs)]
-    coming = pool.views(orders[0], config, 0)
+    coming = pool.views(orders[0], config, 0, fit)
     for epoch, order in enumerate(orders):
         views = np.stack(coming.get())
         if epoch + 1 < len(orders):  # the next epoch's views are made while this one trains
-            coming = pool.views(orders[epoch + 1], config, epoch + 1)
+            coming = pool.views(orders[epoch + 1], config, epoch + 1, fit)
         losses, hits = [], []
         for start in range(0, len(order), config.batch_size):
             batch = slice(start, start + config.batch_size)
@@ -254,7 +255,7 @@ def run(folder: Path, out: Path, folds: list[int] | None = None, epochs: int | N
         config = dataclasses.replace(config, finetune_epochs=epochs)
     labels = np.array(manifest["labels"])
     out.mkdir(parents=True, exist_ok=True)
-    pool = AugmentingPool(photos, len(os.sched_getaffinity(0)))  # forked before JAX starts its threads
+    pool = AugmentingPool(photos, len(os.sched_getaffinity(0)), manifest["sources"], config)  # forked before JAX
     # folds whose models have the same shapes compile once
     jax.config.update("jax_compilation_cache_dir", str(Path(tempfile.gettempdir()) / "jax_cache"))
     print(f"{len(photos)} photos, {len(manifest['folds'])} folds, devices {jax.devices()}", flush=True)

@@ -1,35 +1,53 @@
-"""Does the model look at a watermark? The share of the Grad-CAM map that falls inside the
-blanked boxes, on test photos of the sources that carry one, with the mark visible and blanked."""
+"""Does the model read the logo? Test photos of the libraries that carry one, scored as served, with the
+logo box removed (as a visitor's photo is: no logo) and with a box of the same size removed elsewhere
+(the control): top-1 and top-3 of each, how often each removal changes the top class, and the share
+of the default heatmap inside the logo box against the box's share of the photo."""
 
-import keras
 import numpy as np
 
 from explain.classifier import Classifier
 from explain.images import fit_to_model
-from explain.model import ModelSource, loaded_model
 from explain.overlay import upsample
-from training.common import model_config
-from training.config import ExperimentConfig
-from training.data import blank_boxes, box_mask, read_photo
+from training.data import read_photo
+from training.evaluation import metrics
+from training.logo import control_box, logo_box, marked_sources, remove_logo
+
+VIEWS = ("as served", "logo removed", "control removed")
 
 
-def watermark_check(config: ExperimentConfig, model: keras.Model, names: list[str],
-                    test_rows: list[dict]) -> dict | None:
-    marked = {s.name for s in config.sources if s.mask_boxes}
-    rows = [r for r in test_rows if r["source"] in marked]
-    if not rows:
+def logo_views(pixels: np.ndarray, box: list[float]) -> dict[str, np.ndarray]:
+    """A photo's three views (uint8 model input): as served, its logo box removed, the control box removed."""
+    return dict(zip(VIEWS, (pixels, remove_logo(pixels, box), remove_logo(pixels, control_box(box)))))
+
+
+def logo_check(classifier: Classifier, sources, rows: list[dict]) -> dict | None:
+    """The logo study on `rows` (a split's rows of the model's classes) through the app's own classifier;
+    None where no source is marked or no row is of a marked library."""
+    box = logo_box(sources)
+    marked = marked_sources(sources)
+    rows = [r for r in rows if r["source"] in marked and r["target_class"] in classifier.labels]
+    if box is None or not rows:
         return None
-    boxes = [box for s in config.sources for box in s.mask_boxes]
-    inside = box_mask(config.image_size, boxes)
-    classifier = Classifier(loaded_model(model, names, model_config(config), ModelSource("memory", str(config.out))))
-    shares = {"visible": [], "blanked": []}
+    size = classifier.config.image_size
+    probs = {view: [] for view in VIEWS}
+    shares = []
+    inside = np.zeros((size, size), bool)
+    (y0, y1), (x0, x1) = (round(box[1] * size), round(box[3] * size)), (round(box[0] * size), round(box[2] * size))
+    inside[y0:y1, x0:x1] = True
     for row in rows:
-        visible = fit_to_model(read_photo(row["path"]), config.image_size)
-        for key, pixels in (("visible", visible), ("blanked", blank_boxes(visible.copy(), boxes))):
-            # the coarse map, as the shipped card's figure was measured
-            cam = upsample(classifier.explain_pixels(pixels[None], resolution="coarse").cam,
-                           (config.image_size, config.image_size))
-            shares[key].append(float(cam[inside].sum() / max(cam.sum(), 1e-9)))
-    return {"n": len(rows), "box_area_share": float(inside.mean()),
-            "cam_share_logo_visible": float(np.mean(shares["visible"])),
-            "cam_share_blanked": float(np.mean(shares["blanked"]))}
+        views = logo_views(fit_to_model(read_photo(row["path"]), size).astype(np.uint8), box)
+        batch = classifier.probabilities(np.stack(list(views.values())))
+        for view, p in zip(VIEWS, batch):
+            probs[view].append(p)
+        cam = upsample(classifier.explain_pixels(views["as served"][None].astype(np.float32)).cam, (size, size))
+        shares.append(float(cam[inside].sum() / max(cam.sum(), 1e-9)))
+    labels = np.array([classifier.labels.index(r["target_class"]) for r in rows])
+    probs = {view: np.array(p) for view, p in probs.items()}
+    served = probs["as served"].argmax(axis=1)
+    return {
+        "n": len(rows), "box": box, "sources": sorted({r["source"] for r in rows}),
+        "top1": {view: metrics.top_k_accuracy(p, labels, 1) for view, p in probs.items()},
+        "top3": {view: metrics.top_k_accuracy(p, labels, 3) for view, p in probs.items()},
+        "top_class_changed": {view: float(np.mean(probs[view].argmax(axis=1) != served)) for view in VIEWS[1:]},
+        "cam_share_in_box": float(np.mean(shares)), "box_area_share": float(inside.mean()),
+    }

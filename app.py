@@ -14,8 +14,6 @@ from pathlib import Path
 
 import gradio as gr
 from gradio.data_classes import ImageData
-from gradio.processing_utils import save_file_to_cache
-from gradio.utils import get_upload_folder
 from PIL import Image
 
 from explain import page
@@ -27,6 +25,7 @@ from explain.overlay import jpeg_bytes
 from explain.page import DEFAULT_OPACITY, DEFAULT_TOP_K, TOP_CLASS
 from explain.service import Service, example_name
 from explain.settings import Settings
+from explain.temp_folder import cache_examples, own_temp_folder
 
 log = logging.getLogger("app")
 MODEL_QUEUE = "model"  # the concurrency group of every event that runs the model
@@ -213,18 +212,16 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     service = Service.start(settings)
     running = RunningRequests()
+    uploads = own_temp_folder()  # before the components are built: they take Gradio's folder when made
     demo = build_app(service, running)
-    uploads = os.path.abspath(get_upload_folder())
-    # Gradio serves each example from its copy in the upload folder: copied now, at the path Gradio
-    # uses, and kept by the sweeper, so the examples work for the life of the process.
-    examples = frozenset(Path(save_file_to_cache(p, uploads)) for p in service.example_photos())
-    start_sweeper(Path(uploads), settings.cache_sweep_seconds, settings.cache_max_age_seconds, keep=examples)
+    examples = cache_examples(service.example_photos(), uploads)
+    start_sweeper(uploads, settings.cache_sweep_seconds, settings.cache_max_age_seconds, keep=examples)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     demo.launch(server_name=settings.host, server_port=args.port or settings.port, share=args.share or settings.share,
                 max_file_size=settings.max_upload_bytes, show_error=False, theme=gr.themes.Soft(font=PLAIN_FONT),
                 css=CSS, ssr_mode=False,  # no Node front server: SIGTERM is ours to handle (explain.lifecycle)
                 prevent_thread_lock=True)
-    serve_until_stopped(demo, running, Path(uploads), settings.drain_seconds)
+    serve_until_stopped(demo, running, uploads, settings.drain_seconds)
 
 
 if __name__ == "__main__":

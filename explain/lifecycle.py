@@ -1,7 +1,7 @@
 """Stopping cleanly: a Space is restarted with SIGTERM on every rebuild.
 
 On SIGTERM (or Ctrl-C) the app refuses new requests with a message, lets the running ones
-finish (bounded), deletes its temp files and exits 0, so no visitor's answer is cut off
+finish (bounded), deletes its temp folder and exits 0, so no visitor's answer is cut off
 and no photo is left on disk.
 """
 
@@ -12,8 +12,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from explain.cleanup import sweep
 from explain.errors import ServerStoppingError
+from explain.temp_folder import remove_own
 
 log = logging.getLogger(__name__)
 STOPPING_MESSAGE = "The app is restarting and takes no new photos: please try again in a minute."
@@ -70,13 +70,13 @@ def wait_for_stop_signal() -> signal.Signals:
 def serve_until_stopped(demo, running: RunningRequests, temp_folder: Path, drain_seconds: float) -> None:
     """Run a launched Gradio app (`demo`) until SIGTERM or SIGINT, then stop it cleanly: new requests
     are refused with STOPPING_MESSAGE, running ones get `drain_seconds` to finish and their answers a
-    moment to go out, then the server closes and every file under `temp_folder` is deleted."""
+    moment to go out, then the server closes and `temp_folder` (the app's own) is deleted."""
     signum = wait_for_stop_signal()
     log.info("%s received: taking no new requests, giving the running ones up to %.0f s", signum.name,
              drain_seconds)
     running_then, unfinished = running.drain(drain_seconds)
     time.sleep(ANSWER_SECONDS)
     demo.close(verbose=False)
-    removed = sweep(temp_folder, max_age=0)
+    removed = remove_own(temp_folder)
     log.info("Stopped: %d request(s) were running, %d did not finish in time; %d temp file(s) deleted",
              running_then, unfinished, removed)

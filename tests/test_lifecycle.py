@@ -16,6 +16,8 @@ from gradio_client.utils import Status
 from hub_server import FakeHub
 from PIL import Image
 
+from explain.temp_folder import LOCK, PREFIX
+
 BUNDLED = {"SKIN_MODEL_DIR": "", "SKIN_MODEL_REPO": ""}
 REPO = "skin-demo/slow-model"
 
@@ -66,7 +68,7 @@ def test_sigterm_lets_the_running_request_finish_and_exits_cleanly(tmp_path, vis
 
 def test_kill_9_under_load_then_a_restart_answers_as_before(tiny_model_dir, tmp_path, visitor_photo):
     """Killed with SIGKILL while four clients ask for maps: the next start serves the same answers, and
-    its sweeper deletes the uploads and heatmaps the killed process left behind."""
+    deletes the folder of uploads and heatmaps the killed process left behind (no one holds its lock)."""
     temp = tmp_path / "gradio"
     env = {"SKIN_MODEL_DIR": str(tiny_model_dir), "GRADIO_TEMP_DIR": str(temp), "SKIN_CACHE_SWEEP": "2",
            "SKIN_CACHE_MAX_AGE": "5"}
@@ -103,7 +105,7 @@ def test_kill_9_under_load_then_a_restart_answers_as_before(tiny_model_dir, tmp_
         label, heatmap, *_ = client.predict(handle_file(visitor_photo), "Grad-CAM", "Most likely class", 0.45, 3,
                                             "fine", api_name="/explain")
         assert label["confidences"] == before["confidences"] and Image.open(heatmap).size[0] > 0
-        examples = {p.name for p in (ROOT / "examples").iterdir()}
+        examples = {p.name for p in (ROOT / "examples").iterdir()} | {LOCK}
         deadline = time.monotonic() + 60
         while {p.name for p in temp.rglob("*") if p.is_file()} - examples and time.monotonic() < deadline:
             time.sleep(1)
@@ -112,6 +114,39 @@ def test_kill_9_under_load_then_a_restart_answers_as_before(tiny_model_dir, tmp_
         stop(process)
     for thread in users:
         thread.join(timeout=30)
+
+
+def test_two_apps_on_one_machine_each_delete_only_their_own_files(tiny_model_dir, tmp_path, visitor_photo):
+    """Two copies of the app share Gradio's temp folder, as replicas or a developer's second copy do: the
+    second sweeps often, answers a photo and is stopped with SIGTERM; every file of the first (its
+    examples among them) is still there and served, and the first goes on answering."""
+    import urllib.request
+
+    temp = tmp_path / "gradio"
+    env = {"SKIN_MODEL_DIR": str(tiny_model_dir), "GRADIO_TEMP_DIR": str(temp), "SKIN_CACHE_SWEEP": "1",
+           "SKIN_CACHE_MAX_AGE": "2"}
+    first, first_url = launch_app(env, ARTIFACTS / "app_first_copy.log")
+    second = None
+    try:
+        (own,) = temp.glob(PREFIX + "*")  # beside what Gradio itself makes there
+        kept = sorted(p for p in own.rglob("*") if p.is_file())
+        assert any(p.suffix == ".jpg" for p in kept)  # the examples' copies Gradio serves
+        second, second_url = launch_app(env, ARTIFACTS / "app_second_copy.log")
+        Client(second_url, verbose=False).predict(handle_file(visitor_photo), 3, api_name="/predict")
+        time.sleep(4)  # the second copy sweeps every second for files older than 2 s
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0
+        assert list(temp.glob(PREFIX + "*")) == [own]  # the stopped copy removed its own folder only
+        assert sorted(p for p in own.rglob("*") if p.is_file()) == kept
+        for path in (p for p in kept if p.suffix == ".jpg"):
+            with urllib.request.urlopen(f"{first_url}gradio_api/file={path}") as response:
+                assert response.status == 200 and len(response.read()) == path.stat().st_size
+        answer = Client(first_url, verbose=False).predict(handle_file(visitor_photo), 3, api_name="/predict")
+        assert answer[0]["confidences"]
+    finally:
+        for process in (first, second):
+            if process is not None:
+                stop(process)
 
 
 def test_kill_9_mid_download_never_loads_a_half_written_model(tiny_model_dir, tmp_path, visitor_photo):

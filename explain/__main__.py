@@ -66,6 +66,10 @@ def opacity(text: str) -> float:
 
 def classify(service: Service, path: Path, args) -> dict:
     """One photo's answer, with the map's faithfulness check; the overlay is drawn only for --cam-out."""
+    if not path.exists():  # the library's own message speaks of an upload the server no longer has
+        raise RequestError("No such file: check the path.")
+    if path.is_dir():
+        raise RequestError(f"This is a folder, not a photo: name its photos instead (for example {path}/*.jpg).")
     resolution = service.classifier.resolution(args.resolution)
     explained = service.explain_photo(path, args.method, opacity=args.opacity, resolution=resolution)
     explanation, check = explained.explanation, explained.check

@@ -45,6 +45,20 @@ def test_cli_prints_a_table_in_its_own_words(tiny_model_dir, test_photos):
     assert "model: tiny-test-model, folder model at" in result.stderr
 
 
+def test_a_missing_file_or_a_folder_is_said_so_in_the_commands_words(tiny_model_dir, test_photos, tmp_path):
+    """Not the page's "no longer on the server": the file does not exist, or it is a folder; the other photos
+    are still answered."""
+    missing = tmp_path / "missing.jpg"
+    result = subprocess.run([sys.executable, "-m", "explain", str(missing), str(tmp_path), test_photos[0][0],
+                             "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "SKIN_MODEL_DIR": str(tiny_model_dir)})
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines[0]["error"] == "No such file: check the path."
+    assert lines[1]["error"].startswith("This is a folder, not a photo") and f"{tmp_path}/*.jpg" in lines[1]["error"]
+    assert "top" in lines[2] and "no longer on the server" not in result.stdout
+
+
 def test_cli_without_a_model_says_how_to_configure_one(tmp_path):
     env = {**os.environ, "SKIN_MODEL_DIR": str(tmp_path / "missing")}
     result = subprocess.run([sys.executable, "-m", "explain", str(ROOT / "examples" / "astronaut-face.jpg")],

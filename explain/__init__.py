@@ -6,5 +6,9 @@ write, load and check it), `layers` (preprocessing inside the model), `classifie
 (probabilities and uncertainty), `cams` (Grad-CAM and friends), `overlay` (heatmap over the
 photo, as JPEG), `card` (the model card's disclaimer), `service` (what the app, the API and
 the command line call; returns domain objects), `page` (the app's wording of them) and
-`cleanup` (deleting uploads and heatmaps afterwards). Importing this package loads nothing heavy.
+`verdicts` (the rule that answers, holds back, or says "another condition" or "not skin"),
+`faithfulness` (how much of the answer a map finds, against a random mask), `errors` (the typed
+errors whose messages say what to do), `cleanup` and `temp_folder` (deleting uploads and heatmaps
+afterwards, in a folder of the app's own) and `lifecycle` (stopping cleanly on SIGTERM). Importing
+this package loads nothing heavy.
 """

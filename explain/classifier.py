@@ -18,9 +18,8 @@ from explain.model import LoadedModel
 from explain.verdicts import ANSWER, scaled_softmax, scores, verdicts
 
 BATCH = 4  # photos per call when many go through the model (see Classifier.probabilities)
-# The map shown unless another is asked for: the finer one where the model has it. On the shipped
-# model, whose head also reads that layer, its Grad-CAM beats a random mask on 60% of held-out
-# photos against 48% for the coarse map (docs/explanations.md).
+# The map shown unless another is asked for: the finer one where the model has it, chosen by the
+# heatmap study (faithfulness against a random mask on held-out photos, docs/explanations.md).
 DEFAULT_RESOLUTION = "fine"
 
 
@@ -107,7 +106,7 @@ class Classifier:
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """(n, classes) probabilities of a batch of model inputs, through one compiled function in
-        chunks of BATCH (on a 2-core CPU a photo costs 8.6 ms in batches of 2 to 4, 15.5 in batches of 16)."""
+        chunks of BATCH (small batches cost least a photo on a 2-core CPU; docs/performance.md)."""
         batch = np.asarray(batch, dtype=np.float32)
         return np.concatenate([self._batch(batch[i:i + BATCH]).numpy() for i in range(0, len(batch), BATCH)])
 

@@ -2,8 +2,8 @@
 
 Everything after the model runs in Pillow's C code on 8-bit images (the map stretched as
 8-bit levels and coloured through a 256-colour palette instead of calling the colormap per
-pixel), and the result is sent as JPEG, so the overlay and its file cost about 2 ms where a
-model pass costs 14 to 18.
+pixel), and the result is sent as JPEG, so the overlay and its file cost a small part of a model
+pass (docs/performance.md has the figures).
 """
 
 import io
@@ -74,8 +74,8 @@ def _coloured(levels: Image.Image, colormap: str) -> Image.Image:
 
 
 def jpeg_bytes(image: Image.Image) -> bytes:
-    """JPEG at quality 90: a heatmap over a photo is photographic, so JPEG is the right format
-    (about 1 ms and 50 KB for 448x448, where PNG at zlib level 1 took about 16 ms and 300 KB)."""
+    """JPEG at quality 90: a heatmap over a photo is photographic, so JPEG is the right format (faster to
+    write and several times smaller than PNG; docs/performance.md)."""
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=90)
     return buffer.getvalue()

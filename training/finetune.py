@@ -33,7 +33,7 @@ from training.logo import logo_swapper
 from training.optimizers import backbone_and_head, finetune_optimizers
 
 CHECKPOINT = "finetune_checkpoint"  # folder inside the stage's output folder
-BLUR_RADIUS = 6  # pixels each side of the blur's kernel: 3 sigmas of the widest
+BLUR_KERNEL_HALF_WIDTH = 6  # pixels each side of the blur's kernel: 3 sigmas of the widest
 
 
 class CheckpointError(RuntimeError):
@@ -84,10 +84,11 @@ def augment(image: tf.Tensor, seed: tf.Tensor, config: ExperimentConfig) -> tf.T
 def _blur(x: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
     """With `probability`, a Gaussian blur of a random sigma in BLUR_SIGMA (edges reflected), one axis at a time."""
     sigma, coin = tf.unstack(tf.random.stateless_uniform([2], seed))
-    offsets = tf.range(-BLUR_RADIUS, BLUR_RADIUS + 1, dtype=tf.float32)
+    half = BLUR_KERNEL_HALF_WIDTH
+    offsets = tf.range(-half, half + 1, dtype=tf.float32)
     kernel = tf.exp(-offsets**2 / (2 * (BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * sigma) ** 2))
     kernel = kernel / tf.reduce_sum(kernel)
-    padded = tf.pad(x, [[BLUR_RADIUS, BLUR_RADIUS], [BLUR_RADIUS, BLUR_RADIUS], [0, 0]], "REFLECT")[None]
+    padded = tf.pad(x, [[half, half], [half, half], [0, 0]], "REFLECT")[None]
     for shape in ([-1, 1, 1, 1], [1, -1, 1, 1]):
         padded = tf.nn.depthwise_conv2d(padded, tf.tile(tf.reshape(kernel, shape), [1, 1, 3, 1]), [1, 1, 1, 1],
                                         "VALID")

@@ -122,7 +122,7 @@ def choose_thresholds(config: ExperimentConfig, val: dict, val_other: dict | Non
 
 
 def abstention(config: ExperimentConfig, model: keras.Model, temperature: float, outputs: dict, labels: dict,
-               rows: list[dict], names: list[str]) -> tuple[dict, np.ndarray]:
+               rows: list[dict], names: list[str]) -> tuple[dict, np.ndarray | None, np.ndarray]:
     """The skin read-out and the class means from training photos, every threshold from validation only; for each score
     its risk-coverage curve and AURC on the test photos (and on validation, which picks the unsure
     score); the verdicts and AUROC of each score on every held-out set; and how often a photo of a

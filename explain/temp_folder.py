@@ -46,20 +46,26 @@ def remove_abandoned(base: Path) -> list[Path]:
     """Delete the app's folders under `base` that no running copy holds; returns them."""
     removed = []
     for folder in base.glob(PREFIX + "*"):
-        lock_path = folder / LOCK
-        if not lock_path.is_file():
-            if time.time() - folder.stat().st_mtime > UNLOCKED_GRACE_SECONDS:
+        try:
+            if _abandoned(folder):
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
+        except FileNotFoundError:  # another start removed it meanwhile
             continue
-        with open(lock_path, "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # its app is running
-                continue
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
     return removed
+
+
+def _abandoned(folder: Path) -> bool:
+    """True when no running copy holds the folder's lock (or it never got one and is past the grace time)."""
+    lock_path = folder / LOCK
+    if not lock_path.is_file():
+        return time.time() - folder.stat().st_mtime > UNLOCKED_GRACE_SECONDS
+    with open(lock_path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # its app is running
+            return False
+    return True
 
 
 def remove_own(folder: Path) -> int:

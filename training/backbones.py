@@ -146,7 +146,7 @@ def build_classifier(
     x = PREPROCESSING[preprocessing_of(backbone)](name="preprocess")(x)
     bases = [part.build(x, alpha) for part in entries]
     names = feature_layers or [part.end for part in entries]
-    layer = {n: base.get_layer(n) for base in bases for n in names if n in {lay.name for lay in base.layers}}
+    layer = {lay.name: lay for base in bases for lay in base.layers}
     missing = [n for n in names if n not in layer]
     if missing:
         raise ValueError(f"feature_layers {missing} are not layers of {backbone!r}.")
@@ -200,7 +200,7 @@ def set_trainable(model: keras.Model, unfrozen: dict[str, int]) -> None:
         layer.trainable = False
     for part, count in unfrozen.items():
         layers = backbone_layers(model, part)
-        for layer in layers[len(layers) - count:] if count else []:
+        for layer in layers[max(0, len(layers) - count):]:
             layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
 
 
@@ -236,8 +236,7 @@ def load_imagenet_weights(model: keras.Model, config) -> None:
     backbone's converter), a `.h5`/`.weights.h5` file of the include_top=False application, or None
     (random initialisation).
     """
-    for part in parts(config.backbone):
-        source = imagenet_sources(config)[part.name]
+    for part, source in zip(parts(config.backbone), imagenet_sources(config).values()):
         if source is None:
             continue
         layers = backbone_layers(model, part.name)

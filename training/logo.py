@@ -31,6 +31,11 @@ def marked_sources(sources) -> set[str]:
     return {s.name for s in sources if s.photo_library in libraries}
 
 
+def marked_photos(photo_sources, sources) -> np.ndarray:
+    """Which photos carry the logo, from each photo's source name."""
+    return np.isin(list(photo_sources), sorted(marked_sources(sources)))
+
+
 def control_box(box: list[float]) -> list[float]:
     """A box of the same size in the opposite corner: what removing any patch that size costs."""
     x0, y0, x1, y1 = box
@@ -95,7 +100,7 @@ def logo_swapper(pixels: np.ndarray, rows: list[dict], sources, rate: float, see
     box = logo_box(sources)
     if not rate or box is None:
         return lambda epoch: pixels
-    marked = np.array([r["source"] in marked_sources(sources) for r in rows])
+    marked = marked_photos((r["source"] for r in rows), sources)
     donors = np.flatnonzero(marked)
     return lambda epoch: np.stack([swap_logo(pixels, i, marked, donors, box, rate,
                                              np.random.default_rng([seed, epoch, i, 7])) for i in range(len(pixels))])

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from training.config import BLUR_SIGMA, ExperimentConfig
-from training.logo import logo_box, marked_sources, swap_logo
+from training.logo import logo_box, marked_photos, swap_logo
 
 _PHOTOS: np.ndarray | None = None  # uint8 photos the workers read (inherited when forked)
 _MARKED: np.ndarray | None = None  # which of them carry the logo (training.logo)
@@ -94,13 +94,14 @@ class AugmentingPool:
         _PHOTOS = photos
         if config is not None and sources is not None:
             _LOGO_BOX = logo_box(config.sources)
-            _MARKED = np.isin(sources, sorted(marked_sources(config.sources)))
+            _MARKED = marked_photos(sources, config.sources)
         self._pool = multiprocessing.get_context("fork").Pool(workers)
 
     def views(self, indices: np.ndarray, config: ExperimentConfig, epoch: int, fit: np.ndarray | None = None):
         """An async result whose .get() is the uint8 views of `indices`, in order; pasted logos come from the
         marked photos among `fit` (the fold's training photos)."""
-        donors = np.array([i for i in (fit if fit is not None else []) if _MARKED is not None and _MARKED[i]], int)
+        fit = np.asarray(fit if fit is not None and _MARKED is not None else [], int)
+        donors = fit[_MARKED[fit]] if len(fit) else fit
         tasks = [(int(i), [config.seed, epoch, int(i)], config, donors) for i in indices]
         return self._pool.map_async(_view, tasks, chunksize=16)
 

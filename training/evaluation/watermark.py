@@ -8,7 +8,7 @@ import numpy as np
 from explain.classifier import Classifier
 from explain.images import fit_to_model
 from explain.overlay import upsample
-from training.data import read_photo
+from training.data import box_mask, read_photo
 from training.evaluation import metrics
 from training.logo import control_box, logo_box, marked_sources, remove_logo
 
@@ -31,15 +31,14 @@ def logo_check(classifier: Classifier, sources, rows: list[dict]) -> dict | None
     size = classifier.config.image_size
     probs = {view: [] for view in VIEWS}
     shares = []
-    inside = np.zeros((size, size), bool)
-    (y0, y1), (x0, x1) = (round(box[1] * size), round(box[3] * size)), (round(box[0] * size), round(box[2] * size))
-    inside[y0:y1, x0:x1] = True
+    inside = box_mask(size, [box])
     for row in rows:
         views = logo_views(fit_to_model(read_photo(row["path"]), size).astype(np.uint8), box)
-        batch = classifier.probabilities(np.stack(list(views.values())))
-        for view, p in zip(VIEWS, batch):
+        explanation = classifier.explain_pixels(views["as served"][None].astype(np.float32))  # the default map
+        removed = classifier.probabilities(np.stack([views[view] for view in VIEWS[1:]]))
+        for view, p in zip(VIEWS, [explanation.prediction.probabilities, *removed]):
             probs[view].append(p)
-        cam = upsample(classifier.explain_pixels(views["as served"][None].astype(np.float32)).cam, (size, size))
+        cam = upsample(explanation.cam, (size, size))
         shares.append(float(cam[inside].sum() / max(cam.sum(), 1e-9)))
     labels = np.array([classifier.labels.index(r["target_class"]) for r in rows])
     probs = {view: np.array(p) for view, p in probs.items()}

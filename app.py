@@ -7,12 +7,15 @@ environment variables; see README, 'Choosing the model'.
 import argparse
 import functools
 import hashlib
+import inspect
 import logging
+import math
 import os
 import uuid
 from pathlib import Path
 
 import gradio as gr
+from gradio.components.label import LabelData
 from gradio.data_classes import ImageData
 from PIL import Image
 
@@ -28,15 +31,27 @@ from explain.settings import Settings
 from explain.temp_folder import cache_examples, own_temp_folder
 
 log = logging.getLogger("app")
+GENERIC_ERROR = "Something went wrong on our side; please try again."
 MODEL_QUEUE = "model"  # the concurrency group of every event that runs the model
 PLAIN_FONT = ["ui-sans-serif", "system-ui", "Arial", "sans-serif"]  # the theme's font draws a capital E as "Ɛ"
 # The examples shelf and the Compare maps: as many columns as fit (all in view on a phone too), whole captions;
-# the result box's headline clear of its title, which takes two lines on a phone.
+# the result box's headline clear of its title, which takes two lines on a phone; the Compare table scrolls
+# sideways on a phone rather than break its words mid-word.
 CSS = """#label [data-testid=label-output-value] {margin-top: 1.8em;}
 #examples .grid-container {grid-template-columns: repeat(auto-fill, minmax(120px, 1fr)) !important;}
 #compare-gallery .grid-container {grid-template-columns: repeat(auto-fill, minmax(160px, 1fr)) !important;}
 #examples .grid-wrap, #compare-gallery .grid-wrap {height: auto !important; min-height: 0 !important; max-height: none !important;}
-#examples .caption-label, #compare-gallery .caption-label {white-space: normal; max-width: calc(100% - 8px); font-size: 0.85em;}"""
+#examples .caption-label, #compare-gallery .caption-label {white-space: normal; max-width: calc(100% - 8px); font-size: 0.85em;}
+#compare-table table {display: block; overflow-x: auto;}
+#compare-table th, #compare-table td {word-break: normal; overflow-wrap: normal; white-space: nowrap;}"""
+
+
+# After an answer: bring it into view where it is off screen (on a phone it lands two screens up)
+SCROLL_TO_ANSWER = """() => {
+  const answer = document.getElementById("verdict");
+  const top = answer ? answer.getBoundingClientRect().top : 0;
+  if (answer && (top < 0 || top > window.innerHeight * 0.6)) window.scrollTo({top: window.scrollY + top - 12, behavior: "smooth"});
+}"""
 
 
 class PhotoInput(gr.Image):
@@ -96,35 +111,54 @@ class AnswerLabel(gr.Label):
     def postprocess(self, value):
         if not (isinstance(value, dict) and "headline" in value):
             return super().postprocess(value)
+        if not value["confidences"]:
+            return LabelData(label=value["headline"])
         data = super().postprocess(value["confidences"])
         data.label = value["headline"]
         return data
 
 
-def shown_to_user(fn, running: RunningRequests):
-    """Library errors become readable gr.Error messages; anything else a generic one. Each call is
+def shown_to_user(fn, running: RunningRequests, refusals: page.Refusals):
+    """Library errors become readable gr.Error messages; anything else a generic one. Each refusal is
+    kept for the page that asked (`refusals`), which shows it in place of the answer. Each call is
     counted in `running`, which refuses new ones while the app stops."""
 
     @functools.wraps(fn)
     def wrapper(*args):
+        *inputs, request = args
         try:
             with running.admit():
-                return fn(*args)
+                return fn(*inputs)
         except SkinExplainError as err:
             log.info("Refused: %s", err)  # one line: the reason, never the photo or its name
+            refusals.record(request.session_hash if request else None, str(err))
             raise gr.Error(str(err), print_exception=False) from err
         except Exception as err:
             log.exception("Request failed")  # the traceback, never the photo
-            raise gr.Error("Something went wrong on our side; please try again.", print_exception=False) from err
+            refusals.record(request.session_hash if request else None, GENERIC_ERROR)
+            raise gr.Error(GENERIC_ERROR, print_exception=False) from err
 
+    # Gradio passes the request to a last positional parameter typed gr.Request: fn's parameters, then it
+    wrapper.__signature__ = inspect.Signature([
+        *inspect.signature(fn).parameters.values(),
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)])
+    wrapper.__annotations__ = {"request": gr.Request}
     return wrapper
+
+
+def gradio_upload_limit(settings: Settings) -> int:
+    """Gradio's own limit on an upload: the library's in whole MiB, so that the upload box shows the
+    README's figure ("20 Mb", not "19.1 Mb"); between the two, the library refuses with its message."""
+    return math.ceil(settings.max_upload_bytes / 2**20) * 2**20
 
 
 def build_app(service: Service, running: RunningRequests) -> gr.Blocks:
     labels = service.labels
-    predict = shown_to_user(functools.partial(page.predict_outputs, service), running)
-    explain = shown_to_user(functools.partial(page.explain_outputs, service), running)
-    compare = shown_to_user(functools.partial(page.compare_outputs, service), running)
+    refusals = page.Refusals()
+    predict = shown_to_user(functools.partial(page.predict_outputs, service), running, refusals)
+    explain = shown_to_user(functools.partial(page.explain_outputs, service), running, refusals)
+    explain_arrival = shown_to_user(functools.partial(page.explain_arrival, service), running, refusals)
+    compare = shown_to_user(functools.partial(page.compare_outputs, service), running, refusals)
     model_info = functools.partial(page.model_info, service)
 
     with gr.Blocks(title="Skin condition classifier, explained", analytics_enabled=False) as demo:
@@ -168,25 +202,38 @@ def build_app(service: Service, running: RunningRequests) -> gr.Blocks:
             compare_button = gr.Button("Compare methods", elem_id="compare")
             gallery = MapsGallery(label="Maps", columns=4, format="jpeg", elem_id="compare-gallery")
             compare_table = gr.Markdown(elem_id="compare-table")
-            compare_numbers = gr.JSON(label="Curves", elem_id="compare-numbers")
+            with gr.Accordion("The curves as data (what the API returns)", open=False):
+                compare_numbers = gr.JSON(label="Curves", elem_id="compare-numbers")
 
         answer = [label, heatmap, verdict, faithful, numbers]
         settings = [photo, method, target, opacity, top_k, resolution]
 
-        def worded(event):
-            """The API returns data; the page then words the verdict from it."""
-            return event.then(page.verdict_markdown, verdict, verdict_line, api_visibility="private")
+        def refusal(request: gr.Request) -> str:
+            return refusals.take(request.session_hash)
+
+        def on_page(event):
+            """The API returns data; the page then words the verdict and brings it into view, or, when
+            the request was refused, empties the answer and says why in its place."""
+            event.success(page.verdict_markdown, verdict, verdict_line, api_visibility="private").then(
+                None, js=SCROLL_TO_ANSWER)
+            event.failure(refusal, None, verdict_line, api_visibility="private").then(
+                lambda: page.EMPTY_ANSWER, None, answer, api_visibility="private")
 
         demo.load(model_info, None, info, api_name="model_info").then(page.model_status, info, status,
                                                                        api_visibility="private")
         # one queue for everything that runs the model, so SKIN_CONCURRENCY bounds them all together
-        worded(button.click(explain, settings, answer, api_name="explain", concurrency_id=MODEL_QUEUE))
-        worded(top_k.release(predict, [photo, top_k], [label, verdict], api_name="predict",
-                             concurrency_id=MODEL_QUEUE))
-        worded(opacity.release(explain, settings, answer, api_visibility="private", concurrency_id=MODEL_QUEUE))
-        compare_button.click(compare, [photo, target, opacity, resolution], [gallery, compare_numbers],
-                             api_name="compare", concurrency_id=MODEL_QUEUE).then(
-            page.compare_table, compare_numbers, compare_table, api_visibility="private")
+        on_page(button.click(explain, settings, answer, api_name="explain", concurrency_id=MODEL_QUEUE))
+        on_page(top_k.change(predict, [photo, top_k], [label, verdict], api_name="predict",
+                             concurrency_id=MODEL_QUEUE, trigger_mode="always_last"))
+        on_page(opacity.release(explain, settings, answer, api_visibility="private", concurrency_id=MODEL_QUEUE))
+        # every new photo (an upload, a paste, an example) clears the last answer, then is analysed at once
+        on_page(photo.change(page.cleared, None, [verdict_line, *answer, gallery, compare_table, compare_numbers],
+                             api_visibility="private", queue=False).then(
+            explain_arrival, settings, answer, api_visibility="private", concurrency_id=MODEL_QUEUE))
+        compared = compare_button.click(compare, [photo, target, opacity, resolution], [gallery, compare_numbers],
+                                        api_name="compare", concurrency_id=MODEL_QUEUE)
+        compared.success(page.compare_table, compare_numbers, compare_table, api_visibility="private")
+        compared.failure(refusal, None, compare_table, api_visibility="private")
 
         examples = service.example_photos()
         if examples and service.classifier is not None:
@@ -197,8 +244,9 @@ def build_app(service: Service, running: RunningRequests) -> gr.Blocks:
             def pick(choice: gr.SelectData) -> str:
                 return examples[choice.index]
 
-            worded(shelf.select(pick, None, photo, api_visibility="private").then(
-                explain, settings, answer, api_visibility="private", concurrency_id=MODEL_QUEUE))
+            shelf.select(pick, None, photo, api_visibility="private")
+            # the visitor's own photo: no example stays highlighted
+            photo.upload(lambda: gr.Gallery(selected_index=None), None, shelf, api_visibility="private")
             gr.Markdown(page.EXAMPLES_CREDIT, elem_id="examples-credit")
     return demo
 
@@ -218,7 +266,7 @@ def main() -> None:
     start_sweeper(uploads, settings.cache_sweep_seconds, settings.cache_max_age_seconds, keep=examples)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     demo.launch(server_name=settings.host, server_port=args.port or settings.port, share=args.share or settings.share,
-                max_file_size=settings.max_upload_bytes, show_error=False, theme=gr.themes.Soft(font=PLAIN_FONT),
+                max_file_size=gradio_upload_limit(settings), show_error=False, theme=gr.themes.Soft(font=PLAIN_FONT),
                 css=CSS, ssr_mode=False,  # no Node front server: SIGTERM is ours to handle (explain.lifecycle)
                 prevent_thread_lock=True)
     serve_until_stopped(demo, running, uploads, settings.drain_seconds)

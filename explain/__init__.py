@@ -12,3 +12,9 @@ errors whose messages say what to do), `cleanup` and `temp_folder` (deleting upl
 afterwards, in a folder of the app's own) and `lifecycle` (stopping cleanly on SIGTERM). Importing
 this package loads nothing heavy.
 """
+
+import os
+
+# TensorFlow's start-up notes (CPU instructions, oneDNN) read like faults to a newcomer; its
+# warnings and errors still show. Set before anything imports TensorFlow; an explicit value wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")

@@ -75,9 +75,10 @@ def classify(service: Service, path: Path, args) -> dict:
     explanation, check = explained.explanation, explained.check
     prediction = explanation.prediction
     share = f"{check.fraction:.0%}"
+    said = verdict(prediction)
     result = {"top": prediction.top_k(args.top_k), "uncertain": prediction.uncertain,
-              "verdict_kind": prediction.verdict,
-              "verdict": (f"{verdict(prediction)['text']} Map check ({explanation.method} of "
+              "verdict_kind": said["kind"], "classes": said["classes"], "coverage": said["coverage"],
+              "verdict": (f"{said['text']} Map check ({explanation.method} of "
                           f"{explanation.target}): hiding its top {share} gives {check.map_hidden:.0%}, a random "
                           f"{share} {check.random_hidden:.0%} (from {check.probability:.0%})."),
               "faithfulness": check.as_dict()}

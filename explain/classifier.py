@@ -15,7 +15,7 @@ from explain.cams import DEFAULT_METHOD, METHODS, activations_and_logits, normal
 from explain.errors import RequestError
 from explain.images import fit_to_model
 from explain.model import LoadedModel
-from explain.verdicts import ANSWER, scaled_softmax, scores, verdicts
+from explain.verdicts import ANSWER, prediction_sets, scaled_softmax, scores, verdicts
 
 BATCH = 4  # photos per call when many go through the model (see Classifier.probabilities)
 # The map shown unless another is asked for: the finer one where the model has it, chosen by the
@@ -29,6 +29,7 @@ class Prediction:
     probabilities: np.ndarray  # over all classes, sums to 1
     scores: dict[str, float]  # each verdict's score (explain.verdicts.VERDICT_OF)
     thresholds: dict[str, float | None]  # each score's threshold (ModelConfig.thresholds)
+    shortlist: dict | None = None  # the model's calibrated prediction set (ModelConfig.shortlist)
 
     @property
     def top_index(self) -> int:
@@ -39,9 +40,19 @@ class Prediction:
         return self.labels[self.top_index]
 
     @property
+    def listed(self) -> list[str] | None:
+        """The classes of the photo's conformal prediction set, most likely first (None: the model has
+        no shortlist)."""
+        if self.shortlist is None:
+            return None
+        inside = prediction_sets(self.probabilities, self.shortlist["score"], self.shortlist["threshold"])[0]
+        return [self.labels[i] for i in np.argsort(self.probabilities)[::-1] if inside[i]]
+
+    @property
     def verdict(self) -> str:
-        """One of explain.verdicts' four, by its rule."""
-        return verdicts(self.scores, self.thresholds)[0]
+        """One of explain.verdicts.KINDS, by its rule."""
+        listed = self.listed
+        return verdicts(self.scores, self.thresholds, None if listed is None else [len(listed)])[0]
 
     @property
     def uncertain(self) -> bool:
@@ -160,11 +171,16 @@ class Classifier:
         visitor pays a tracing cost: not the first Analyze, not the first Compare."""
         blank = self.grey_photo()
         pixels = self.pixels(blank)
-        for resolution in self.layers:
-            for method in METHODS:
-                self.explain_pixels(pixels, method, None, resolution)
-        self.predict(blank)
-        self.probabilities(pixels)
+        logger, level = tf.get_logger(), tf.get_logger().level
+        logger.setLevel("ERROR")  # one trace per pass is the design, not the "retracing" TF warns of
+        try:
+            for resolution in self.layers:
+                for method in METHODS:
+                    self.explain_pixels(pixels, method, None, resolution)
+            self.predict(blank)
+            self.probabilities(pixels)
+        finally:
+            logger.setLevel(level)
 
     def _grid_shape(self, resolution: str) -> tuple[int, int]:
         return tuple(self.keras_model.get_layer(self.layers[resolution]).output.shape[1:3])
@@ -199,4 +215,4 @@ class Classifier:
         logits = np.asarray(logits)
         read = scores(np.asarray(pooled_features), logits, self.temperature, self.skin_readout, self.class_means)
         return Prediction(self.labels, scaled_softmax(logits, self.temperature)[0],
-                          {k: float(v[0]) for k, v in read.items()}, self.config.thresholds)
+                          {k: float(v[0]) for k, v in read.items()}, self.config.thresholds, self.config.shortlist)

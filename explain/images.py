@@ -168,6 +168,6 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def _too_many_bytes(size: int, max_bytes: int) -> str:
     return (
-        f"The file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
+        f"The file is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:g} MB. "
         "Upload a smaller photo (a phone's 'medium' size is plenty)."
     )

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import shutil
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -25,7 +25,7 @@ from explain.errors import ModelFormatError, ModelNotConfiguredError
 from explain.hub import fetch_model_folder
 from explain.layers import PREPROCESSING
 from explain.settings import BUNDLED_MODEL_DIR, Settings
-from explain.verdicts import VERDICT_OF, unit
+from explain.verdicts import SET_RULES, VERDICT_OF, unit
 
 MODEL_FILE, LABELS_FILE, CONFIG_FILE = "model.keras", "labels.json", "config.json"
 SKIN_READOUT_FILE, CLASS_MEANS_FILE = "skin_readout.npy", "class_means.npy"
@@ -44,40 +44,55 @@ class ModelConfig:
     preprocessing: str  # the layer of explain.layers.PREPROCESSING the model contains
     cam_layer: str | None = None  # None: the last 4-D convolutional activation
     temperature: float = 1.0  # divides the logits (fitted on validation data)
-    # Each score's threshold (explain.verdicts.VERDICT_OF; None turns it off): "not a skin photo" below
-    # skin_threshold (the skin read-out's logit; needs skin_readout.npy), "another condition" below
-    # energy_threshold (of the logits) or similarity_threshold (to the nearest class mean; needs
-    # class_means.npy), "unsure between A and B" below top_probability_threshold.
-    skin_threshold: float | None = None
-    energy_threshold: float | None = None
-    similarity_threshold: float | None = None
-    top_probability_threshold: float | None = None
-
-    @property
-    def thresholds(self) -> dict:
-        """Each score's threshold, as explain.verdicts.verdicts takes them."""
-        return {name: getattr(self, f"{name}_threshold") for name in VERDICT_OF}
+    # each score's threshold (explain.verdicts.VERDICTS; a missing or None one is off): "not a skin photo"
+    # below "skin" (needs skin_readout.npy), "another condition" below "energy" or "similarity" (needs
+    # class_means.npy), "unsure" below "top_probability"
+    thresholds: dict = field(default_factory=dict)
+    # the conformal prediction set (explain.verdicts.prediction_sets): {"score": "lac" or "aps",
+    # "threshold": ..., "coverage": the share of photos like the test photos whose set holds the right
+    # class, as stated, and "measured": the shares measured on held-out test photos}; None: no shortlist
+    shortlist: dict | None = None
 
     @classmethod
     def from_json(cls, data: dict) -> "ModelConfig":
-        """Read and check `config.json`; a misspelled or unknown key is an error, never ignored."""
+        """Read and check `config.json`; a misspelled or unknown key is an error, never ignored. A
+        folder written before the thresholds became one mapping (`skin_threshold`, ...) is read as well."""
         if not isinstance(data, dict):
             raise ValueError("config.json must hold a JSON object")
+        data = _with_thresholds_mapping(data)
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ValueError(f"unknown key(s) {', '.join(unknown)}; config.json may hold {', '.join(known)}")
         missing = [f.name for f in dataclasses.fields(cls)
-                   if f.default is dataclasses.MISSING and f.name not in data]
+                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                   and f.name not in data]
         if missing:
             raise ValueError(f"missing key(s) {', '.join(missing)}")
         config = cls(**data)
         if config.preprocessing not in PREPROCESSING:
             raise ValueError(f"preprocessing {config.preprocessing!r} is not one of {', '.join(PREPROCESSING)}")
+        if not isinstance(config.thresholds, dict) or set(config.thresholds) - set(VERDICT_OF):
+            raise ValueError(f"thresholds must map scores ({', '.join(VERDICT_OF)}) to numbers or null")
+        if config.shortlist is not None and (not isinstance(config.shortlist, dict)
+                                             or config.shortlist.get("score") not in SET_RULES
+                                             or not isinstance(config.shortlist.get("threshold"), (int, float))):
+            raise ValueError(f"shortlist needs a score ({', '.join(SET_RULES)}) and a numeric threshold; "
+                             "calibrate it with `python -m training shortlist` or remove it")
         return config
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _with_thresholds_mapping(data: dict) -> dict:
+    """`config.json` with the old per-score keys (`skin_threshold`, ...) moved into `thresholds`."""
+    old = {f"{name}_threshold": name for name in VERDICT_OF}
+    if not set(old) & set(data):
+        return data
+    moved = {old[key]: value for key, value in data.items() if key in old}
+    return {key: value for key, value in data.items() if key not in old} | {
+        "thresholds": {**moved, **data.get("thresholds", {})}}
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,8 @@ class ModelSource:
     def describe(self) -> str:
         if self.kind == "hub":
             return f"Hub repo {self.location} at revision {self.revision}"
+        if self.kind == "bundled":
+            return "the model that comes with this app"
         return f"{self.kind} model at {self.location}"
 
 
@@ -125,9 +142,9 @@ def loaded_model(keras_model: keras.Model, labels: list, config: ModelConfig, so
     cam_layer = _cam_layer(keras_model, config, source)
     channels = keras_model.get_layer(cam_layer).output.shape[-1]
     skin_readout = _checked_readout(skin_readout, channels, source, cam_layer) \
-        if config.skin_threshold is not None else None
+        if config.thresholds.get("skin") is not None else None
     class_means = _unit_class_means(class_means, (len(labels), channels), source, cam_layer) \
-        if config.similarity_threshold is not None else None
+        if config.thresholds.get("similarity") is not None else None
     return LoadedModel(keras_model, labels, config, source, cam_layer, find_finer_layer(keras_model, cam_layer),
                        skin_readout, class_means, folder)
 
@@ -179,8 +196,8 @@ def load_model_folder(folder: Path, source: ModelSource) -> LoadedModel:
     except (ValueError, TypeError) as err:
         raise ModelFormatError(f"{LABELS_FILE} or {CONFIG_FILE} of {source.describe()} is invalid: {err}") from err
     keras_model = _load_keras_file(folder / MODEL_FILE, source)
-    arrays = [_read_array(folder, name, setting, source) if getattr(config, setting) is not None else None
-              for name, setting in ((SKIN_READOUT_FILE, "skin_threshold"), (CLASS_MEANS_FILE, "similarity_threshold"))]
+    arrays = [_read_array(folder, name, score, source) if config.thresholds.get(score) is not None else None
+              for name, score in ((SKIN_READOUT_FILE, "skin"), (CLASS_MEANS_FILE, "similarity"))]
     return loaded_model(keras_model, labels, config, source, *arrays, folder=folder)
 
 
@@ -243,12 +260,12 @@ def _cam_layer(model: keras.Model, config: ModelConfig, source: ModelSource) -> 
     return name
 
 
-def _read_array(folder: Path, name: str, setting: str, source: ModelSource) -> np.ndarray:
+def _read_array(folder: Path, name: str, score: str, source: ModelSource) -> np.ndarray:
     try:
         return np.load(folder / name, allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise ModelFormatError(f"{source.describe()} sets {setting} but its {name} is missing or unreadable: {err}. "
-                               f"Export it again, or remove {setting} from {CONFIG_FILE}.") from err
+        raise ModelFormatError(f"{source.describe()} sets a {score} threshold but its {name} is missing or unreadable: "
+                               f"{err}. Export it again, or remove thresholds.{score} from {CONFIG_FILE}.") from err
 
 
 def _checked_readout(readout: np.ndarray | None, channels: int, source: ModelSource, cam_layer: str) -> np.ndarray:

@@ -8,18 +8,21 @@ components. The command line prints the same verdict text (`explain.__main__`).
 
 import math
 import re
+import threading
+from collections import OrderedDict
 
 from explain.cams import DEFAULT_METHOD, METHODS
 from explain.card import TRUST_HEADING, card_section
 from explain.classifier import Explanation, Prediction
 from explain.faithfulness import Check
 from explain.service import Comparison, Service
-from explain.verdicts import ANSWER, NOT_SKIN, OTHER_CONDITION, UNSURE
+from explain.verdicts import ANSWER, LONGEST_LIST, SHORTLIST, UNSURE, VERDICTS
 
 TOP_CLASS = "Most likely class"  # the "explain which class" choice meaning the top answer
 EXAMPLES_CREDIT = ("Clinical examples: Image: DermNet (dermnetnz.org), "
-                   "[CC BY-NC-ND 3.0 NZ](https://creativecommons.org/licenses/by-nc-nd/3.0/nz/); sources and "
-                   "licences of every example in `examples/README.md`.")
+                   "[CC BY-NC-ND 3.0 NZ](https://creativecommons.org/licenses/by-nc-nd/3.0/nz/). Phone photos: "
+                   "PAD-UFES-20, Pacheco et al. 2020, [CC BY 4.0](https://creativecommons.org/licenses/by/4.0/). "
+                   "Sources and licences of every example in `examples/README.md`.")
 # Methods whose maps failed the sanity checks (Adebayo et al. 2018) on the shipped model and on the
 # tests' tiny model: their maps hardly change when the model's top is randomised or another class
 # is explained (docs/explanations.md; tests/test_explanations.py). Labelled wherever the page names them.
@@ -27,10 +30,13 @@ FAILS_SANITY = " (fails sanity checks: hardly depends on the class)"
 SANITY_NOTES = {"Grad-CAM++": FAILS_SANITY, "LayerCAM": FAILS_SANITY, "Score-CAM": FAILS_SANITY}
 DEFAULT_TOP_K = 3
 DEFAULT_OPACITY = 0.45  # of the heatmap over the photo, 0..1
-NOT_SKIN_WORDS = "This does not look like a photo of skin like the ones this model learned from."
-# {n}: how many conditions the model knows, from its labels
-OTHER_CONDITION_WORDS = ("This photo is unlike the photos of the {n} conditions this model knows: "
-                         "it may show another condition.")
+# how a measured hit rate reads under the kinds of answer the shortlist gives (ModelConfig.shortlist)
+HIT_RATE_WORDS = {
+    SHORTLIST: "Lists like this held the right condition for {share} of held-out test photos (photos like those; "
+               "a camera the model never saw may do worse).",
+    ANSWER: "Single answers like this were right for {share} of held-out test photos (photos like those; a camera "
+            "the model never saw may do worse).",
+}
 HEATMAP_LEGEND = ("**Reading the heatmap:** the warmer the colour (blue, then green, yellow, red), the more that part "
                   "of the photo raised the explained condition's score; parts left untinted did not. It shows where "
                   "the model looked, not where a disease is.")
@@ -38,8 +44,37 @@ NO_TRUST_NOTE = ("This model's card does not say how faithful its heatmaps are. 
                  "measures it for your photo: a map worth reading hides more of the answer than a random mask does.")
 
 
-# The result box's big type when the verdict is not an answer: never a bare class name then.
-HEADLINES = {NOT_SKIN: "Not a photo of skin?", OTHER_CONDITION: "Perhaps another condition", UNSURE: "Unsure"}
+# The answer's components (label, heatmap, verdict data, faithfulness sentence, its numbers), empty
+EMPTY_ANSWER = (None, None, None, "", None)
+
+
+class Refusals:
+    """Each page's last refusal, kept until that page shows it: the toast fades, the reason stays on
+    the page beside an empty answer until the next photo. Bounded, oldest forgotten first: an API
+    caller's refusals, which no page asks for, cannot pile up."""
+
+    def __init__(self, size: int = 256):
+        self._reasons: OrderedDict[str, str] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def record(self, session: str | None, reason: str) -> None:
+        with self._lock:
+            self._reasons[session or ""] = reason
+            self._reasons.move_to_end(session or "")
+            while len(self._reasons) > self._size:
+                self._reasons.popitem(last=False)
+
+    def take(self, session: str | None) -> str:
+        """The page's line for its last refusal, in bold where it begins; forgotten once taken."""
+        with self._lock:
+            reason = self._reasons.pop(session or "", "Something went wrong; please try again.")
+        return f"**Not analysed.** {reason}"
+
+
+def cleared() -> tuple:
+    """A new photo's first state: no verdict line, no answer, no Compare (nothing stale stays on screen)."""
+    return ("", *EMPTY_ANSWER, None, "", None)
 
 
 def disclaimer_summary(disclaimer: str) -> str:
@@ -48,35 +83,40 @@ def disclaimer_summary(disclaimer: str) -> str:
     return " ".join(bold) if bold else disclaimer
 
 
+def named_classes(prediction: Prediction) -> list[str]:
+    """The classes a verdict names, most likely first: the answer, the shortlist, the closest three when
+    the model cannot narrow it down, the closest one otherwise (said as such)."""
+    kind = prediction.verdict
+    if kind in (ANSWER, SHORTLIST) and prediction.listed:
+        return prediction.listed
+    return list(prediction.top_k(LONGEST_LIST if kind == UNSURE else 1))
+
+
 def headline(prediction: Prediction) -> str:
-    """The one headline of an answer: the top class only when the verdict is an answer."""
-    if prediction.verdict == ANSWER:
-        return next(iter(prediction.top_k(1)))
-    return HEADLINES[prediction.verdict]
+    """The result box's big type: a class name only when the verdict names one or a few."""
+    return VERDICTS[prediction.verdict].headline.format(**_words(prediction))
 
 
 def label_value(prediction: Prediction, top_k: int) -> dict:
-    """The result box's value: its headline and the top-k classes with their probabilities."""
-    return {"headline": headline(prediction), "confidences": prediction.top_k(int(top_k))}
+    """The result box's value: its headline and, when the verdict names classes, the top-k classes
+    with their probabilities (under "not skin" or "another condition" no bar looks like an answer)."""
+    shown = prediction.top_k(int(top_k)) if VERDICTS[prediction.verdict].names_classes else {}
+    return {"headline": headline(prediction), "confidences": shown}
 
 
 def verdict(prediction: Prediction, explanation: Explanation | None = None) -> dict:
     """The verdict as data, what /predict and /explain return: its kind (explain.verdicts.KINDS), the
-    classes it names (the answer; the two it is unsure between; the closest guess otherwise), each
-    verdict's score and threshold, and the sentence in plain text; with `explanation`, which class
-    and method the heatmap shows."""
-    kind, (first, second) = prediction.verdict, _top_two(prediction)
-    classes = list(prediction.top_k(2 if kind == UNSURE else 1))
-    if kind == NOT_SKIN:
-        summary, rest = NOT_SKIN_WORDS, f"Its closest guess would be {first}."
-    elif kind == OTHER_CONDITION:
-        n = len(prediction.labels)
-        summary, rest = OTHER_CONDITION_WORDS.format(n=n), f"Closest of the {n}: {first}. Not a diagnosis."
-    elif kind == UNSURE:
-        summary, rest = f"Unsure between {first} and {second}.", "Not a diagnosis."
-    else:
-        summary, rest = f"Most likely: {first}.", "Not a diagnosis."
-    data = {"kind": kind, "classes": classes, "summary": summary, "text": f"{summary} {rest}",
+    classes it names (`named_classes`), the coverage the model's shortlist states and the hit rate
+    measured for this kind of answer (None without one), each verdict's score and threshold, and the
+    sentence in plain text; with `explanation`, which class and method the heatmap shows."""
+    kind, words = prediction.verdict, _words(prediction)
+    entry, measured = VERDICTS[kind], (prediction.shortlist or {}).get("measured", {})
+    summary, rest = entry.summary.format(**words), entry.rest.format(**words)
+    hit_rate = measured.get(kind)
+    if hit_rate is not None:
+        rest = f"{HIT_RATE_WORDS[kind].format(share=f'{hit_rate:.0%}')} {rest}"
+    data = {"kind": kind, "classes": named_classes(prediction), "summary": summary, "text": f"{summary} {rest}",
+            "coverage": (prediction.shortlist or {}).get("coverage"), "hit_rate": hit_rate,
             "scores": {name: rounded(value) if math.isfinite(value) else None  # no skin read-out: None
                        for name, value in prediction.scores.items()},
             "thresholds": prediction.thresholds}
@@ -93,10 +133,22 @@ def verdict_markdown(data: dict | None) -> str:
     return f"**{data['summary']}**{data['text'][len(data['summary']):]}"
 
 
-def _top_two(prediction: Prediction) -> list[str]:
-    """The two most likely classes as "Name (p%)" (a one-class model names its class twice)."""
-    named = [f"{name.replace('_', ' ')} ({p:.0%})" for name, p in prediction.top_k(2).items()]
-    return (named * 2)[:2]
+def _words(prediction: Prediction) -> dict:
+    """What a verdict's words may name (explain.verdicts.Verdict)."""
+    named = named_classes(prediction)
+    probability = dict(zip(prediction.labels, prediction.probabilities))
+    return {"first": _plain(named[0]), "n": len(prediction.labels),
+            "names": _joined([_plain(name) for name in named]),
+            "listed": _joined([f"{_plain(name)} ({probability[name]:.0%})" for name in named])}
+
+
+def _plain(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def _joined(names: list[str]) -> str:
+    """"A", "A or B", "A, B or C"."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def model_info(service: Service) -> dict:
@@ -175,6 +227,15 @@ def explain_outputs(service: Service, photo, method: str = DEFAULT_METHOD, targe
     explanation, check = explained.explanation, explained.check
     return (label_value(explanation.prediction, top_k), explained.overlay, verdict(explanation.prediction, explanation),
             sentence(check), rounded(check.as_dict()))
+
+
+def explain_arrival(service: Service, photo, method: str = DEFAULT_METHOD, target: str | None = TOP_CLASS,
+                    opacity: float = DEFAULT_OPACITY, top_k: int = DEFAULT_TOP_K, resolution: str | None = None):
+    """The page's answer to a photo as it arrives (explain_outputs), or an empty answer when the photo
+    was removed."""
+    if not photo:
+        return EMPTY_ANSWER
+    return explain_outputs(service, photo, method, target, opacity, top_k, resolution)
 
 
 def compare_outputs(service: Service, photo, target: str | None = TOP_CLASS, opacity: float = DEFAULT_OPACITY,

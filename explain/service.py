@@ -108,7 +108,10 @@ class Service:
 
     def read(self, photo: str | os.PathLike | bytes | None) -> Image.Image:
         if photo is None:
-            raise InputImageError("No photo yet: upload, paste or take a photo first.")
+            # also what an API caller gets whose file the server refused as too large (HTTP 413): the
+            # JavaScript client then sends no photo at all
+            raise InputImageError(f"No photo yet: upload, paste or take a photo first. A file over "
+                                  f"{self.settings.max_upload_bytes / 1e6:.0f} MB is refused before it arrives.")
         # decoded no larger than the heatmap and the model need
         needed = max(MAX_SIDE, self.classifier.config.image_size if self.classifier else 0)
         return load_photo(photo, self.settings.max_upload_bytes, self.settings.max_pixels, at_least=needed)
@@ -159,5 +162,5 @@ class Service:
 
 
 def example_name(path: str) -> str:
-    """The label under an example: its file name, e.g. "Psoriasis" or "Coffee cup not skin"."""
+    """The label under an example: its file name, e.g. "Psoriasis" or "Astronaut face"."""
     return Path(path).stem.replace("-", " ").capitalize()

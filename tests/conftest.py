@@ -17,7 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import tiny_config, write_dataset  # noqa: E402
 
-from explain import page  # noqa: E402
+from explain.verdicts import VERDICTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SKIN_SHARED_DIR", ROOT.parent / "shared"))
@@ -33,8 +33,8 @@ def map_alone(method: str, keras_model, layer: str, pixels, class_index: int):
     return normalize(alone(tf.constant(pixels, tf.float32), tf.constant(class_index, tf.int32)).numpy())
 
 
-# how the text of each of the four verdicts begins (explain.page.verdict) for the tiny model, which knows 3 classes
-VERDICT_OPENINGS = ("Most likely: ", "Unsure between ", page.NOT_SKIN_WORDS, page.OTHER_CONDITION_WORDS.format(n=3))
+# how the text of each verdict begins (explain.page.verdict) for the tiny model, which knows 3 classes
+VERDICT_OPENINGS = tuple(verdict.summary.split("{")[0].format(n=3) for verdict in VERDICTS.values())
 
 
 def pytest_sessionstart(session):

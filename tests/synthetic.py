@@ -91,7 +91,7 @@ def tiny_config(root: Path, out: Path, **overrides) -> Path:
         "sources": [{"name": "synthetic", "root": str(root / "photos"), "taxonomy": str(root / "taxonomy.json"),
                      "mask_boxes": [[0.0, 0.9, 0.1, 1.0]]},  # a corner where a logo would be (watermark check)
                     {"name": "others", "root": str(root / "others"), "taxonomy": "", "other_conditions": True}],
-        "other_condition_coverage": 0.9, "answer_coverage": 0.8,
+        "other_condition_coverage": 0.9, "shortlist_coverage": 0.8,
         "ood_folders": {name: str(root / folder) for name, folder in SKIN_FOLDERS.items()},
         "skin_readout_folders": {"bare skin": True, "not skin": False}, "skin_coverage": 0.98,
         "fine_labels": True,

@@ -10,8 +10,7 @@ from conftest import ARTIFACTS, ROOT, launch_app
 from PIL import Image
 
 from explain.model import EXAMPLES_FOLDER
-from explain.page import HEADLINES
-from explain.verdicts import NOT_SKIN
+from explain.verdicts import NOT_SKIN, VERDICTS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -40,7 +39,7 @@ def model_with_a_not_skin_example(tiny_model_dir, classifier, folder: Path) -> t
     from explain.images import load_photo
     from explain.model import ModelSource, load_model_folder
     from explain.service import example_name
-    from explain.verdicts import ANSWER
+    from explain.verdicts import ANSWER, SHORTLIST
 
     shutil.copytree(tiny_model_dir, folder)
     (folder / EXAMPLES_FOLDER).mkdir(exist_ok=True)
@@ -50,11 +49,12 @@ def model_with_a_not_skin_example(tiny_model_dir, classifier, folder: Path) -> t
     skin = {path: classifier.predict(load_photo(path, 10**8, 10**8)).scores["skin"] for path in shelf}
     lowest, next_lowest = sorted(skin.values())[:2]
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "skin_threshold": (lowest + next_lowest) / 2}))
+    config["thresholds"]["skin"] = (lowest + next_lowest) / 2
+    (folder / "config.json").write_text(json.dumps(config))
     copy = Classifier(load_model_folder(folder, ModelSource("folder", str(folder))))
     verdict = {path: copy.predict(load_photo(path, 10**8, 10**8)).verdict for path in shelf}
     not_skin = [path for path, v in verdict.items() if v == NOT_SKIN]
-    answered = [path for path, v in verdict.items() if v == ANSWER]
+    answered = [path for path, v in verdict.items() if v in (ANSWER, SHORTLIST)]  # the verdict names classes
     assert len(not_skin) == 1 and answered, verdict
     return folder, example_name(str(not_skin[0])), example_name(str(answered[0]))
 
@@ -100,22 +100,30 @@ def test_examples_work_after_the_sweep_and_an_expired_upload_is_told_plainly(swe
             page.get_by_text("What this demo can and cannot do").click()
             expect(page.locator("#disclaimer-more")).to_contain_text("diagnosis")
             examples = page.locator("#examples button.thumbnail-item")
-            expect(examples).to_have_count(15)  # every example on one page (the model's own too), each named
-            assert all(box["y"] >= 0 for box in (examples.nth(i).bounding_box() for i in range(15)))
+            expect(examples).to_have_count(17)  # every example on one page (the model's own too), each named
+            assert all(box["y"] >= 0 for box in (examples.nth(i).bounding_box() for i in range(17)))
             assert all(e.evaluate("b => b.getBoundingClientRect().right <= window.innerWidth")
                        for e in examples.all())  # none hidden off the side
             example = lambda name: examples.filter(has=page.get_by_text(name, exact=True))
             headline = page.locator(HEADLINE)
             example(answered).click()
             at_start = shown(page)
-            assert at_start[0].startswith("Most likely") and at_start[1] in ("Dots", "Rings", "Stripes")
+            # the answer is brought into view where the example was tapped (on a phone, two screens up)
+            page.wait_for_function("() => { const r = document.querySelector('#verdict').getBoundingClientRect();"
+                                   " return r.top >= -1 && r.top < window.innerHeight; }", timeout=10_000)
+            # the headline and the bars tell one story: the classes the verdict names, most likely first
+            assert at_start[0].startswith(("Most likely: ", "One of: "))
+            bars = page.locator("#label .confidence-set")
+            first_bar = bars.first.get_attribute("data-testid").removesuffix("-confidence-set")
+            assert at_start[1] == first_bar or at_start[1].startswith(f"One of: {first_bar}")
             time.sleep(4)  # the sweeper has run several times on files older than the photo's copy
             example(not_skin).click()
             expect(page.locator("#verdict")).not_to_have_text(at_start[0], timeout=60_000)
             expect(headline).not_to_have_text(at_start[1], timeout=60_000)  # the result box has followed
             no_verdict, no_headline = shown(page)
             # not an answer, so the big type says so and is no class name
-            assert not no_verdict.startswith("Most likely") and no_headline == HEADLINES[NOT_SKIN]
+            assert not no_verdict.startswith("Most likely") and no_headline == VERDICTS[NOT_SKIN].headline
+            expect(bars).to_have_count(0)  # and no class bar under it looks like an answer
             title = page.locator("#label [data-testid=block-label]").bounding_box()
             assert headline.bounding_box()["y"] >= title["y"] + title["height"]  # not written under the box's title
             page.screenshot(path=str(ARTIFACTS / f"browser_example_not_skin_{width}px.png"), full_page=True)
@@ -131,6 +139,13 @@ def test_examples_work_after_the_sweep_and_an_expired_upload_is_told_plainly(swe
             for caption in page.locator("#compare-gallery .caption-label").all():  # whole, not cut off
                 assert caption.evaluate("c => c.scrollWidth <= c.clientWidth + 1"), caption.inner_text()
             assert all(m.evaluate("m => m.getBoundingClientRect().right <= window.innerWidth") for m in maps.all())
+            cells = page.locator("#compare-table td, #compare-table th")
+            expect(cells.first).to_be_visible(timeout=30_000)
+            for cell in cells.all():  # no word broken across lines ("met hod"): each cell is one line
+                assert cell.evaluate("c => { const r = document.createRange(); r.selectNodeContents(c);"
+                                     " return new Set([...r.getClientRects()].map(b => Math.round(b.top))).size <= 1; }"
+                                     ), cell.inner_text()
+            assert not page.locator("#compare-numbers").is_visible()  # the raw curves are one tap away
             page.screenshot(path=str(ARTIFACTS / f"browser_compare_{width}px.png"), full_page=True)
             page.close()
 
@@ -167,8 +182,7 @@ def test_upload_analyze_and_see_labels_and_heatmap(app_url, tmp_path, monkeypatc
         page.goto(app_url)
         expect(page.locator("#disclaimer")).to_contain_text("not a diagnosis", timeout=30_000)
         expect(page.locator("#model-status")).to_contain_text("tiny-test-model")
-        page.locator("#photo input[type=file]").set_input_files(photo)
-        page.locator("#analyze").click()
+        page.locator("#photo input[type=file]").set_input_files(photo)  # analysed as it arrives
         expect(page.locator("#verdict")).to_contain_text(verdict["text"], timeout=60_000)
         assert page.locator("#verdict strong").first.inner_text() == verdict["summary"]  # its first sentence bold
         expect(page.locator("#faithfulness")).to_contain_text(sentence)
@@ -191,7 +205,15 @@ def test_upload_analyze_and_see_labels_and_heatmap(app_url, tmp_path, monkeypatc
         damaged = tmp_path / "damaged.jpg"
         damaged.write_bytes((ROOT / "examples" / "astronaut-face.jpg").read_bytes()[:5000])
         page.locator("#photo input[type=file]").set_input_files(str(damaged))
-        page.locator("#analyze").click()
-        expect(page.get_by_text("damaged or truncated").first).to_be_visible(timeout=30_000)
+        # analysed as it arrives: refused, the old answer and Compare gone, the reason on the page itself
+        expect(page.locator("#verdict")).to_contain_text("Not analysed.", timeout=30_000)
+        expect(page.locator("#verdict")).to_contain_text("damaged or truncated")
+        expect(page.locator("#heatmap img")).to_have_count(0)
+        expect(page.locator("#label .confidence-set")).to_have_count(0)
+        expect(page.locator("#compare-gallery img")).to_have_count(0)
+        expect(page.locator("#faithfulness")).to_have_text("")
         page.screenshot(path=str(ARTIFACTS / "browser_bad_upload.png"), full_page=True)
+        page.locator("#photo input[type=file]").set_input_files(photo)  # the next photo replaces the reason
+        expect(page.locator("#verdict")).to_contain_text(verdict["summary"], timeout=60_000)
+        expect(page.locator("#verdict")).not_to_contain_text("Not analysed")
         browser.close()

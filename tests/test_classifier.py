@@ -16,7 +16,8 @@ from explain.classifier import Prediction
 from explain.images import decode_photo, fit_to_model, load_photo
 from explain.model import find_cam_layer
 from explain.overlay import heat_image, jpeg_bytes, overlay, upsample
-from explain.verdicts import ANSWER, NOT_SKIN, OTHER_CONDITION, UNSURE
+from explain.verdicts import (ANSWER, LONGEST_LIST, NOT_SKIN, OTHER_CONDITION, SHORTLIST, UNSURE, VERDICTS,
+                              prediction_sets)
 
 
 def photo(path: str) -> Image.Image:
@@ -114,10 +115,10 @@ def test_cam_layer_is_found_when_config_names_none(classifier):
 THRESHOLDS = {"skin": 0.0, "energy": 2.0, "similarity": 0.6, "top_probability": 0.5}
 
 
-def predicted(labels, probabilities, skin=1.0, energy=3.0, similarity=0.8, thresholds=THRESHOLDS):
+def predicted(labels, probabilities, skin=1.0, energy=3.0, similarity=0.8, thresholds=THRESHOLDS, shortlist=None):
     probabilities = np.asarray(probabilities)
     return Prediction(labels, probabilities, {"skin": skin, "energy": energy, "similarity": similarity,
-                                              "top_probability": probabilities.max()}, thresholds)
+                                              "top_probability": probabilities.max()}, thresholds, shortlist)
 
 
 @pytest.mark.parametrize("skin,energy,similarity,top,expected", [
@@ -128,7 +129,7 @@ def predicted(labels, probabilities, skin=1.0, energy=3.0, similarity=0.8, thres
     (1.0, 3.0, 0.8, 0.45, UNSURE),
     (1.0, 3.0, 0.8, 0.9, ANSWER),
 ])
-def test_three_verdicts_are_checked_in_order_each_on_its_own_score(skin, energy, similarity, top, expected):
+def test_the_verdicts_are_checked_in_order_each_on_its_own_score(skin, energy, similarity, top, expected):
     rest = (1 - top) / 2
     prediction = predicted(["A", "B", "C"], [top, rest, rest], skin, energy, similarity)
     assert prediction.verdict == expected
@@ -140,22 +141,112 @@ def test_a_verdict_without_a_threshold_is_never_given():
     assert predicted(["A", "B", "C"], [0.4, 0.3, 0.3], -5.0, -5.0, -1.0, thresholds=off).verdict == ANSWER
 
 
+LAC = {"score": "lac", "threshold": 0.8, "coverage": 0.9, "measured": {"answer": 0.83, "shortlist": 0.91}}
+FIVE = ["Acne", "Skin_Tag", "C", "D", "E"]
+
+
+@pytest.mark.parametrize("threshold,probabilities,expected,listed", [
+    (0.8, [0.85, 0.05, 0.04, 0.03, 0.03], ANSWER, ["Acne"]),  # only one class at or above 1 - 0.8
+    (0.8, [0.5, 0.3, 0.1, 0.06, 0.04], SHORTLIST, ["Acne", "Skin_Tag"]),
+    (0.8, [0.3, 0.25, 0.2, 0.15, 0.1], UNSURE, ["Acne", "Skin_Tag", "C"]),
+    (0.88, [0.3, 0.25, 0.2, 0.15, 0.1], UNSURE, ["Acne", "Skin_Tag", "C", "D"]),  # four: it cannot narrow it down
+    (0.7, [0.25, 0.25, 0.2, 0.15, 0.15], UNSURE, []),  # none at or above 0.3: nor can it here
+])
+def test_the_shortlist_names_one_class_a_few_or_says_it_cannot_narrow_it_down(threshold, probabilities, expected,
+                                                                              listed):
+    prediction = predicted(FIVE, probabilities, thresholds=dict(THRESHOLDS, top_probability=None),
+                           shortlist=dict(LAC, threshold=threshold))
+    assert prediction.listed == listed
+    assert prediction.verdict == (expected if len(listed) != LONGEST_LIST else SHORTLIST)
+
+
+def test_a_photo_unlike_ours_is_never_given_a_list():
+    prediction = predicted(FIVE, [0.85, 0.05, 0.04, 0.03, 0.03], energy=1.0, shortlist=LAC)
+    assert prediction.listed == ["Acne"] and prediction.verdict == OTHER_CONDITION
+
+
 def test_verdict_data_names_the_kind_and_classes_in_plain_text():
-    from explain.page import NOT_SKIN_WORDS, OTHER_CONDITION_WORDS, verdict, verdict_markdown
+    from explain.page import label_value, verdict, verdict_markdown
 
     unsure = verdict(predicted(["Acne", "Skin_Tag", "C"], [0.4, 0.35, 0.25]))
-    assert unsure["kind"] == UNSURE and unsure["classes"] == ["Acne", "Skin_Tag"]
-    assert unsure["text"] == "Unsure between Acne (40%) and Skin Tag (35%). Not a diagnosis."
-    assert verdict_markdown(unsure) == "**Unsure between Acne (40%) and Skin Tag (35%).** Not a diagnosis."
+    assert unsure["kind"] == UNSURE and unsure["classes"] == ["Acne", "Skin_Tag", "C"]
+    assert unsure["text"] == ("The model cannot narrow it down; its closest are Acne (40%), Skin Tag (35%) or C (25%). "
+                              "Not a diagnosis.")
+    assert verdict_markdown(unsure).startswith("**The model cannot narrow it down; its closest are Acne (40%)")
     other = verdict(predicted(["Acne", "B", "C"], [0.8, 0.1, 0.1], energy=1.0))
     assert other["kind"] == OTHER_CONDITION and other["classes"] == ["Acne"]
-    assert other["text"].startswith(f"{OTHER_CONDITION_WORDS.format(n=3)} Closest of the 3: Acne (80%).")
+    assert other["text"] == (f"{VERDICTS[OTHER_CONDITION].summary.format(n=3)} If it were one of the 3, the closest "
+                             "would be Acne. Not a diagnosis.")
     not_skin = verdict(predicted(["Acne", "B", "C"], [0.8, 0.1, 0.1], skin=-2.0))
-    assert not_skin["kind"] == NOT_SKIN and NOT_SKIN_WORDS in not_skin["text"]
+    assert not_skin["kind"] == NOT_SKIN and not_skin["text"].startswith(VERDICTS[NOT_SKIN].summary)
     assert not_skin["scores"]["skin"] == -2.0 and not_skin["thresholds"]["skin"] == 0.0
     answer = verdict(predicted(["Acne", "B", "C"], [0.8, 0.1, 0.1]))
     assert answer["kind"] == ANSWER and answer["classes"] == ["Acne"] and answer["text"].startswith("Most likely: Acne")
+    assert answer["coverage"] is None and answer["hit_rate"] is None  # no shortlist, no stated rate
     assert all("*" not in v["text"] for v in (unsure, other, not_skin, answer))
+    # under "not skin" and "another condition" no bar looks like an answer; under the others the top k show
+    for prediction in (predicted(["Acne", "B", "C"], [0.8, 0.1, 0.1], skin=-2.0),
+                       predicted(["Acne", "B", "C"], [0.8, 0.1, 0.1], energy=1.0)):
+        assert label_value(prediction, 3) == {"headline": VERDICTS[prediction.verdict].headline, "confidences": {}}
+    assert label_value(predicted(["Acne", "B", "C"], [0.8, 0.15, 0.05]), 2) == {
+        "headline": "Acne", "confidences": pytest.approx({"Acne": 0.8, "B": 0.15})}
+
+
+def test_a_shortlist_states_its_measured_hit_rate():
+    from explain.page import HIT_RATE_WORDS, headline, verdict
+
+    open_thresholds = dict(THRESHOLDS, top_probability=None)
+    listed = predicted(FIVE, [0.5, 0.3, 0.1, 0.06, 0.04], thresholds=open_thresholds, shortlist=LAC)
+    data = verdict(listed)
+    assert data["kind"] == SHORTLIST and data["classes"] == ["Acne", "Skin_Tag"] and headline(listed) == "One of: Acne or Skin Tag"
+    assert data["text"] == ("One of: Acne (50%) or Skin Tag (30%). " + HIT_RATE_WORDS[SHORTLIST].format(share="91%")
+                            + " Not a diagnosis.")
+    assert data["coverage"] == 0.9 and data["hit_rate"] == 0.91
+    one = verdict(predicted(FIVE, [0.85, 0.05, 0.04, 0.03, 0.03], thresholds=open_thresholds, shortlist=LAC))
+    assert one["text"].startswith("Most likely: Acne (85%). Single answers like this were right for 83%")
+
+
+@pytest.mark.parametrize("score", ["lac", "aps"])
+def test_the_apps_prediction_sets_are_mapies(score):
+    """The app applies the stored threshold without MAPIE: its sets are the ones MAPIE predicts."""
+    from training.evaluation.shortlist import calibrated_threshold, conformalized
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(400, 6)) * 2
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(6, p=p) for p in probabilities])
+    threshold = calibrated_threshold(probabilities[:200], labels[:200], score, 0.9)
+    mapie = conformalized(probabilities[:200], labels[:200], score, 0.9)
+    sets = mapie.predict_set(probabilities[200:], conformity_score_params={"include_last_label": True})[1][:, :, 0]
+    ours = prediction_sets(probabilities[200:], score, threshold)
+    assert ours.sum() > 200 and np.array_equal(ours, sets)
+    assert 0.8 < ours[np.arange(200), labels[200:]].mean() <= 1.0  # about the stated coverage on new photos
+
+
+def test_a_library_left_out_of_the_calibration_shows_its_own_hit_rate():
+    """Two libraries, one whose photos the model reads far worse: calibrated with both, the list's hit
+    rate is about the stated one overall; calibrated without the hard library, the list is too short for
+    it and holds the right class far less often, which is what the report must show."""
+    from training.evaluation.shortlist import calibrated_threshold, library_left_out, set_report
+
+    rng = np.random.default_rng(2)
+    rows, probabilities, labels = [], [], []
+    for library, sharpness in (("easy", 4.0), ("hard", 0.8)):
+        for i in range(600):
+            label = int(rng.integers(6))
+            logits = rng.normal(size=6) + sharpness * np.eye(6)[label] * (1 + rng.random())
+            probabilities.append(np.exp(logits) / np.exp(logits).sum())
+            labels.append(label)
+            rows.append({"source": library, "cluster": f"{library}{i}"})
+    probabilities, labels = np.array(probabilities), np.array(labels)
+    half = np.arange(len(rows)) % 2 == 0
+    left_out = library_left_out(probabilities, labels, rows, half, "lac", 0.9)
+    assert set(left_out) == {"easy", "hard"} and left_out["hard"]["n"] == 300
+    both = calibrated_threshold(probabilities[half], labels[half], "lac", 0.9)
+    hard = ~half & (np.array([r["source"] for r in rows]) == "hard")
+    with_it = set_report(prediction_sets(probabilities[hard], "lac", both), labels[hard])["coverage"]
+    assert left_out["hard"]["coverage"] < with_it - 0.1  # its own hit rate falls when no photo like it calibrated
+    assert left_out["easy"]["coverage"] >= 0.85  # the easy library keeps its hit rate on the hard one's list
 
 
 def test_parent_logits_sum_the_fine_probabilities():

@@ -26,7 +26,7 @@ def rows() -> dict[str, list[str]]:
 def test_every_example_has_a_row_with_source_and_licence():
     table = rows()
     photos = sorted(p.name for p in EXAMPLES.iterdir() if p.name != "README.md")
-    assert len(photos) == 14 and sorted(table) == photos
+    assert len(photos) == 16 and sorted(table) == photos
     for name, (what, source, licence) in table.items():
         assert what and source and licence, name
 
@@ -52,3 +52,17 @@ def test_the_recorded_hashes_are_the_shared_originals():
     for name, row in manifest.items():
         assert (EXAMPLES / name).read_bytes() == (ORIGINALS / name).read_bytes(), name
         assert hashlib.sha256((EXAMPLES / name).read_bytes()).hexdigest() == row["original_sha256"]
+
+
+PAD_UFES = SHARED / "data" / "pad-ufes-subset" / "images"
+
+
+@pytest.mark.skipif(not PAD_UFES.is_dir(), reason=f"the PAD-UFES-20 photos are not at {PAD_UFES}")
+def test_the_phone_examples_are_pad_ufes_originals_with_their_credit():
+    phone = {name: cells for name, cells in rows().items() if "PAD-UFES-20" in cells[1]}
+    assert sorted(phone) == ["carcinoma-phone.jpg", "naevus-phone.jpg"]
+    for name, (what, source, licence) in phone.items():
+        original = PAD_UFES / re.search(r"PAD-UFES-20 `([^`]+)`", what).group(1)
+        assert (EXAMPLES / name).read_bytes() == original.read_bytes(), name
+        assert hashlib.sha256(original.read_bytes()).hexdigest() == re.search(r"sha256 `([0-9a-f]{64})`", what).group(1)
+        assert "Pacheco et al. 2020" in source and "https://creativecommons.org/licenses/by/4.0/" in licence

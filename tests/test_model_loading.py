@@ -73,12 +73,12 @@ def test_label_count_must_match_outputs(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("change,expected", [
-    ({"remove_readout": True}, "sets skin_threshold but its skin_readout.npy is missing or unreadable"),
+    ({"remove_readout": True}, "sets a skin threshold but its skin_readout.npy is missing or unreadable"),
     ({"readout": lambda r: r[:5]}, r"has shape \(5,\); it needs one finite weight per channel of the CAM layer "
                                    r"'out_relu' \(\d+\), then the bias"),
     ({"readout": lambda r: np.stack([r, r])}, r"has shape \(2, \d+\)"),
     ({"readout": lambda r: r * np.nan}, "one finite weight"),
-    ({"remove_means": True}, "sets similarity_threshold but its class_means.npy is missing or unreadable"),
+    ({"remove_means": True}, "sets a similarity threshold but its class_means.npy is missing or unreadable"),
     ({"means": lambda m: m[:2]}, r"has shape \(2, \d+\); it needs one non-zero row per class \(3\)"),
     ({"means": lambda m: m[:, :5]}, r"has shape \(3, 5\); .* one column per channel of the CAM layer"),
     ({"means": lambda m: m * [[1], [0], [1]]}, "non-zero row"),
@@ -89,11 +89,13 @@ def test_label_count_must_match_outputs(tiny_model_dir, tmp_path):
     ({"preprocessing": "resnet50"}, "says preprocessing 'resnet50' but the model has no ResNet50Preprocess layer"),
     ({"preprocessing": "vgg16"}, "preprocessing 'vgg16' is not one of mobilenet_v2, resnet50"),
     ({"image_size": None}, "missing key"),
+    ({"thresholds": {"skinn": 1.0}}, r"thresholds must map scores \(skin, energy, similarity, top_probability\)"),
+    ({"shortlist": {"score": "raps", "threshold": 0.9}}, r"shortlist needs a score \(lac, aps\)"),
 ])
 def test_folder_contract_is_checked_with_a_fix(tiny_model_dir, tmp_path, change, expected):
     copy = shutil.copytree(tiny_model_dir, tmp_path / "model")
     config = json.loads((copy / "config.json").read_text())
-    assert config["skin_threshold"] is not None  # what the pipeline publishes for the tiny model
+    assert config["thresholds"]["skin"] is not None  # what the pipeline publishes for the tiny model
     config_change = {k: v for k, v in change.items() if k not in ("remove_readout", "readout", "remove_means", "means")}
     if config_change:
         config = {k: v for k, v in {**config, **config_change}.items() if v is not None}
@@ -109,6 +111,16 @@ def test_folder_contract_is_checked_with_a_fix(tiny_model_dir, tmp_path, change,
 
     with pytest.raises(ModelFormatError, match=expected):
         load_model_folder(copy, ModelSource("folder", str(copy)))
+
+
+def test_a_folder_from_before_the_thresholds_mapping_is_read(tiny_model_dir, tmp_path):
+    """A model folder published with one key per threshold (`skin_threshold`, ...) still loads, the same."""
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    config = json.loads((copy / "config.json").read_text())
+    old = {k: v for k, v in config.items() if k not in ("thresholds", "shortlist")}
+    (copy / "config.json").write_text(json.dumps(old | {f"{k}_threshold": v for k, v in config["thresholds"].items()}))
+    loaded = load_model_folder(copy, ModelSource("folder", str(copy)))
+    assert loaded.config.thresholds == config["thresholds"] and loaded.config.shortlist is None
 
 
 def test_a_folder_written_from_memory_loads_back_the_same(tiny_model_dir, tmp_path):

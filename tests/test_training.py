@@ -17,13 +17,13 @@ from PIL import Image
 from explain.classifier import Classifier
 from explain.images import fit_to_model, load_photo
 from explain.model import ModelSource, load_model_folder
-from explain.verdicts import VERDICT_OF
+from explain.verdicts import SCORE_NAMES, SET_RULES, VERDICT_OF
 from training import ablate
 from training.backbones import backbone_layers, build_classifier, set_trainable, unfrozen_layers
 from training.common import class_names
 from training.config import ExperimentConfig
 from training.data import dataset
-from training.evaluation.abstention import SCORE_NAMES, held_out_half
+from training.evaluation.abstention import held_out_half
 from training.fitting import feature_view, new_model
 from training.split import LeakageError, check_no_leakage
 from training.tables import read_rows, write_rows
@@ -118,7 +118,9 @@ def test_report_has_test_cv_calibration_and_abstention(pipeline_run):
     ood = abstention["ood"]["synthetic conditions outside the taxonomy"]
     assert set(ood["auroc_by_score"]) == set(SCORE_NAMES.values())
     # three verdicts, each on its own score, every threshold from validation; what each set gets adds up
-    assert None not in abstention["thresholds"].values() and set(abstention["thresholds"]) == set(VERDICT_OF)
+    assert set(abstention["thresholds"]) == set(VERDICT_OF)
+    assert None not in [abstention["thresholds"][name] for name in ("skin", "energy", "similarity")]
+    assert abstention["thresholds"]["top_probability"] is None  # the shortlist says how sure the model is
     held_out = abstention["ood"]["other conditions held out whole (test split)"]
     for verdicts in (held_out["verdicts"], abstention["test_verdicts"]):
         assert sum(verdicts.values()) == pytest.approx(1.0)
@@ -145,7 +147,7 @@ def test_report_has_test_cv_calibration_and_abstention(pipeline_run):
 
 def test_the_app_gives_each_photo_the_verdict_the_evaluation_counted(pipeline_run, test_photos):
     """The shipped thresholds, applied by the app's compiled pass and by the evaluation's arrays."""
-    from explain.verdicts import scores, verdicts
+    from explain.verdicts import prediction_sets, scaled_softmax, scores, verdicts
     from training.common import cam_features_and_logits
     from training.data import photo_pixels
 
@@ -156,11 +158,15 @@ def test_the_app_gives_each_photo_the_verdict_the_evaluation_counted(pipeline_ru
     photos = [r["path"] for r in rows if r["split"] == "test"]  # ours and other conditions'
     app = [classifier.predict(load_photo(p, 10**8, 10**8)).verdict for p in photos]
     pixels = np.stack([photo_pixels(p, 96, []) for p in photos])
-    read = scores(*cam_features_and_logits(classifier.keras_model, classifier.cam_layer, pixels), classifier.temperature,
-                  np.load(pipeline_run / "skin_readout.npy"), classifier.class_means)
+    features, logits = cam_features_and_logits(classifier.keras_model, classifier.cam_layer, pixels)
+    read = scores(features, logits, classifier.temperature, np.load(pipeline_run / "skin_readout.npy"),
+                  classifier.class_means)
     thresholds = classifier.config.thresholds  # as rounded into config.json
     assert thresholds == pytest.approx(report["abstention"]["thresholds"], abs=1e-4)
-    assert app == list(verdicts(read, thresholds))
+    shortlist = classifier.config.shortlist
+    sizes = prediction_sets(scaled_softmax(logits, classifier.temperature), shortlist["score"],
+                            shortlist["threshold"]).sum(axis=1)
+    assert app == list(verdicts(read, thresholds, sizes))
     assert len(set(app)) >= 2  # the photos are not all given one verdict
 
 
@@ -187,7 +193,14 @@ def test_published_folder_loads_in_the_app_and_predicts(pipeline_run, test_photo
     loaded = load_model_folder(folder, ModelSource("folder", str(folder)))
     config = json.loads((folder / "config.json").read_text())
     assert config["cam_layer"] == "out_relu" and loaded.skin_readout.shape == (1281,)
-    assert None not in (config[f"{name}_threshold"] for name in ("skin", "energy", "similarity", "top_probability"))
+    assert None not in (config["thresholds"][name] for name in ("skin", "energy", "similarity"))
+    shortlist = config["shortlist"]  # calibrated on half the test split, measured on the other half
+    assert shortlist["score"] in SET_RULES and shortlist["coverage"] == 0.8 and 0 < shortlist["threshold"] <= 1
+    report = json.loads((pipeline_run / "report.json").read_text())["shortlist"]
+    assert report["calibration_photos"] + report["measured"]["n"] == json.loads(
+        (pipeline_run / "report.json").read_text())["counts"]["test"]
+    assert sum(report["measured"]["verdicts"].values()) == pytest.approx(1.0)
+    assert "## The shortlist: how sure the answer is" in (folder / "README.md").read_text()
     assert "logits" in [layer.name for layer in loaded.keras_model.layers]  # fine conditions summed inside the model
     assert not any("augmentation" in layer.name or "random" in layer.name for layer in loaded.keras_model.layers)
     card = (folder / "README.md").read_text()

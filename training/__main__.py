@@ -1,10 +1,11 @@
 """`python -m training <step> --config FILE`: curate, split, augment, train, evaluate, export, publish, or all;
-ablate compares settings, explanations measures the heatmaps, score answers held-out photos with model folders."""
+ablate compares settings, explanations measures the heatmaps, score answers held-out photos with model folders,
+calibrate gives a model folder its shortlist."""
 
 import argparse
 import sys
 
-from training import ablate, augment, curate, evaluate, explanations, export, publish, score, split, train
+from training import ablate, augment, calibrate, curate, evaluate, explanations, export, publish, score, split, train
 from training.config import ExperimentConfig
 from training.finetune import CheckpointError
 
@@ -19,8 +20,9 @@ STEPS = {
     "ablate": ablate.run,
     "explanations": explanations.run,
     "score": score.run,
+    "calibrate": calibrate.run,
 }
-STUDIES = ("ablate", "explanations", "score")  # studies of a model, not steps toward it
+STUDIES = ("ablate", "explanations", "score", "calibrate")  # studies of a model, not steps toward it
 IN_ALL = [name for name in STEPS if name not in STUDIES]
 
 ALL_DOC = "Every step in order (augment only when balance_to is set); finished steps are skipped unless --force."
@@ -38,10 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("train", "all"):
             step.add_argument("--resume", action="store_true",
                               help="continue an interrupted fine-tune from its last checkpoint")
+        if name in ("score", "calibrate"):
+            step.add_argument("--model-dir", nargs="+", required=True, help=f"model folders to {name}")
         if name == "score":
-            step.add_argument("--model-dir", nargs="+", required=True, help="model folders to score")
             step.add_argument("--unseen-by", nargs="*", default=[], metavar="SPLIT_CSV",
                               help="leave out photos in these splits' train or validation parts")
+            step.add_argument("--card", action="store_true",
+                              help="write the logo study into each folder's card (a model trained before it)")
         if name in ("publish", "all"):
             step.add_argument("--dry-run", action="store_true", help="write the model folder, do not upload")
             step.add_argument("--repo", help="Hub repo id to upload to (overrides hub_repo)")
@@ -65,8 +70,10 @@ def run_steps(args: argparse.Namespace, config: ExperimentConfig) -> None:
             publish.run(config, dry_run=args.dry_run or not config.hub_repo)  # always again: it checks the folder
         elif name == "train":
             train.run(config, force=args.force, resume=args.resume)
+        elif name == "calibrate":
+            calibrate.run(config, model_dirs=args.model_dir)
         elif name == "score":
-            score.run(config, force=args.force, model_dirs=args.model_dir, unseen_by=args.unseen_by)
+            score.run(config, force=args.force, model_dirs=args.model_dir, unseen_by=args.unseen_by, card=args.card)
         else:
             STEPS[name](config, force=args.force)
 

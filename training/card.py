@@ -10,6 +10,7 @@ import re
 from explain.cams import DEFAULT_METHOD
 from explain.card import DISCLAIMER_HEADING, TRUST_HEADING
 from explain.classifier import DEFAULT_RESOLUTION
+from explain.verdicts import KINDS
 from training.backbones import parts, unfrozen_layers
 from training.config import ExperimentConfig, each_score_coverage
 
@@ -218,7 +219,7 @@ def evaluation(report: dict, names: list[str]) -> str:
                  f"error on test: {cal['test_ece_before']:.3f} before, {cal['test_ece_after']:.3f} after.\n")
     parts.append(verdicts_section(report["abstention"]))
     if logo:
-        parts.append(logo_section(logo))
+        parts.append("\n### The logo\n" + logo_section(logo))
     ex = report.get("export")
     if ex:
         parts.append("\n### Exports (parity with the Keras model on real test photos)\n")
@@ -234,8 +235,7 @@ photos of moles Melanoma or Carcinoma (see "When it does not name a class"). It 
 three libraries (PAD-UFES-20's naevi, DermNet NZ's melanocytic naevi, SD-198's naevus spilus)."""
 
 
-VERDICT_WORDS = {"answer": "answers", "unsure": "\"unsure between A and B\"",
-                 "another condition": "\"another condition\"", "not skin": "\"not a skin photo\""}
+SHORTLIST_HEADING = "The shortlist: how sure the answer is"
 
 
 def verdicts_section(ab: dict) -> str:
@@ -250,7 +250,7 @@ def verdicts_section(ab: dict) -> str:
                     f"{score['similarity']} below {th['similarity']:.3f} (each keeps "
                     f"{pct(each_score_coverage(cover['other_condition']))} of validation photos of ours)")
     if th.get("top_probability") is not None:
-        said.append(f"**unsure between A and B** when the {score['top_probability']} is below "
+        said.append(f"**unsure** when the {score['top_probability']} is below "
                     f"{th['top_probability']:.3f} (so that {pct(cover['answer'])} of validation photos of ours are "
                     "answered)")
     parts = ["### When it does not name a class\n",
@@ -259,12 +259,13 @@ def verdicts_section(ab: dict) -> str:
     parts[-1] += (f". On the held-out test split it answers {pct(ab['test_coverage'])} of in-taxonomy photos, "
                   f"{pct(ab['test_accuracy_when_answering'])} of them right (all photos: "
                   f"{pct(ab.get('test_accuracy', float('nan')))}).\n")
-    kinds = list(VERDICT_WORDS)
+    kinds = [k for k in KINDS if any(shares.get(k) for shares in
+                                      [ab["test_verdicts"], *(r.get("verdicts", {}) for r in ab["ood"].values())])]
     rows = [["in-taxonomy test photos", "-", *(pct(ab["test_verdicts"][k]) for k in kinds)]]
     rows += [[f"... of which {source}", "-", *(pct(v[k]) for k in kinds)]
              for source, v in ab.get("test_verdicts_by_source", {}).items()]
     rows += [[name, r["n"], *(pct(r.get("verdicts", {}).get(k, 0)) for k in kinds)] for name, r in ab["ood"].items()]
-    parts.append(table(["photos", "n", *VERDICT_WORDS.values()], rows))
+    parts.append(table(["photos", "n", *(f'"{k}"' for k in kinds)], rows))
     if ab.get("risk_coverage"):
         parts.append("\nRisk-coverage on the in-taxonomy test photos (error rate among the photos a score ranks most "
                      "confident, against the share answered; `risk_coverage.png`); AURC, lower is better:\n")
@@ -285,15 +286,56 @@ def verdicts_section(ab: dict) -> str:
     return "\n".join(parts)
 
 
+def shortlist_section(sl: dict) -> str:
+    """The conformal shortlist: how it was calibrated, and what it held on photos it never saw."""
+    m, candidates = sl["measured"], sl["candidates_on_validation"]
+    listed = m["listed"]
+    text = (f"The page names a class only as part of a list calibrated to hold the right one for {pct(sl['coverage'])} "
+            f"of photos like the test photos: a conformal prediction set ({sl['score'].upper()} score, threshold "
+            f"{sl['threshold']:.4f}, calibrated with MAPIE on {sl['calibration_photos']} test photos, whole clusters, "
+            "that trained and chose nothing; the score is the one with the smallest mean set on validation photos: "
+            + ", ".join(f"{k.upper()} {c['mean_size']:.2f}" for k, c in candidates.items())
+            + "). One class in the list: \"Most likely: X\"; two or three: \"One of: X, Y or Z\"; more (or none): "
+            "the model cannot narrow it down. The list's length says how sure the model is, so no top-probability "
+            "threshold is checked (\"unsure\" comes from the list alone); \"not skin\" and \"another condition\" "
+            "come first, as in \"When it does not name a class\". Measured on the other "
+            f"{m['n']} test photos: the list holds the right class on {pct(m['coverage'])}, mean length "
+            f"{m['mean_size']:.2f}; {pct(listed['share'])} of photos get an answer or a list of at most three, which "
+            f"holds the right class on {pct(listed['coverage'])} of them (mean length {listed['mean_size']:.2f}).\n\n")
+    text += table(["verdict on the measuring half", "share of photos", "right class in what it names"],
+                  [[f'"{k}"', pct(share), pct(m["hit_rate"][k]) if k in m["hit_rate"] else ""]
+                   for k, share in m["verdicts"].items() if share])
+    text += ("\n\nBy library and by class (the guarantee is for photos like the calibration photos as a whole; a "
+             "library or class can fall below it, and a camera the model never saw is not covered):\n\n")
+    text += table(["photos", "n", "list holds the right class", "mean length"],
+                  [[name, r["n"], pct(r["coverage"]), f"{r['mean_size']:.2f}"]
+                   for name, r in [*sl["by_source"].items(), *sl["by_class"].items()] if r["n"]])
+    left_out = sl.get("library_left_out_of_calibration")
+    if left_out:
+        text += ("\n\nEach library left out of the calibration, its photos measured against a list calibrated on the "
+                 "others' (photos unlike every calibration photo; the model trained on all three libraries, so a "
+                 "camera it never saw may do worse still):\n\n")
+        text += table(["library left out", "n", "list holds the right class", "mean length",
+                       "calibrated with it (above)"],
+                      [[name, r["n"], pct(r["coverage"]), f"{r['mean_size']:.2f}", pct(sl["by_source"][name]["coverage"])]
+                       for name, r in left_out.items() if r["n"]])
+    return text
+
+
 def logo_sources(report: dict) -> list[str]:
     """The test split's sources whose photos the logo study scored (those of the logo's library)."""
     return [source for source, r in report["test"].get("by_source", {}).items() if source in report["logo"]["sources"]]
 
 
+LOGO_HEADING = "The logo: what a photo without it gets"
+
+
 def logo_section(logo: dict) -> str:
+    """The logo study's table (training.evaluation.watermark): the photos without the logo are what a
+    visitor's photo is like, so their row is the library's headline figure."""
     views = list(logo["top1"])
     changed = logo["top_class_changed"]
-    return ("\n### The logo\nTest photos of the library whose photos carry a logo, scored as served, with the logo's "
+    return ("Test photos of the library whose photos carry a logo, scored as served, with the logo's "
             "box blurred past reading (as a visitor's photo is: no logo) and with a box of the same size blurred in "
             f"the opposite corner (the control); {logo['n']} photos.\n\n"
             + table(["photos", "top-1", "top-3", "top class changed"],
@@ -403,6 +445,8 @@ The model inherits the data's licences: research and non-commercial use only.
 - The heatmaps show what drove the score on a coarse grid (7x7, or 14x14 at the finer setting); they are not
   lesion outlines, and how faithful they are is measured, where it was, in the section below.
 """
+    if report.get("shortlist"):
+        card = put_section(card, SHORTLIST_HEADING, shortlist_section(report["shortlist"]))
     if explanations:
         card = put_section(card, TRUST_HEADING, trust_section(explanations["summary"]))
         card = put_section(card, EXPLANATIONS_HEADING, explanations_section(explanations["summary"]))

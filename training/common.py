@@ -9,7 +9,6 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from explain.model import ModelConfig
-from explain.verdicts import VERDICT_OF
 from training.backbones import cam_layer_of, preprocessing_of
 from training.config import ExperimentConfig
 from training.data import mirror
@@ -73,11 +72,13 @@ def model_config(config: ExperimentConfig, report: dict | None = None) -> ModelC
     if report is None:
         return ModelConfig(config.model_name, config.image_size, preprocessing_of(config.backbone),
                            cam_layer_of(config.backbone))
-    thresholds = report["abstention"]["thresholds"]
+    thresholds = {name: _rounded(value) for name, value in report["abstention"]["thresholds"].items()}
+    served = report.get("shortlist", {}).get("served")
+    if served:  # the list says how sure the model is; the top probability's "unsure" is not checked
+        thresholds["top_probability"] = None
     return ModelConfig(config.model_name, config.image_size, preprocessing_of(config.backbone),
-                       cam_layer_of(config.backbone),
-                       temperature=round(report["calibration"]["temperature"], 4),
-                       **{f"{name}_threshold": _rounded(thresholds[name]) for name in VERDICT_OF})
+                       cam_layer_of(config.backbone), temperature=round(report["calibration"]["temperature"], 4),
+                       thresholds=thresholds, shortlist=served)
 
 
 def _rounded(value: float | None) -> float | None:

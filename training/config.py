@@ -108,10 +108,13 @@ class ExperimentConfig:
     # read-out's threshold, which keeps skin_coverage of validation skin photos; "another condition" below
     # the energy's or the similarity's, together keeping about other_condition_coverage of validation photos
     # of ours (each_score_coverage; 0: off; photos of other conditions, held out whole, measure it); "unsure"
-    # below the top probability's, answering answer_coverage of them (0: off)
+    # below the top probability's, answering answer_coverage of them (0: off; a shortlist replaces it)
     skin_coverage: float = 0.995
     other_condition_coverage: float = 0.0
     answer_coverage: float = 0.0
+    # the shortlist (training.evaluation.shortlist): the share of photos like the test photos whose conformal
+    # prediction set holds the right class, as the page states it (0: off)
+    shortlist_coverage: float = 0.0
     ood_folders: dict[str, str] = field(default_factory=dict)  # name -> folder of photos the model must not know
     # ood_folders whose one half fits the skin read-out (true: skin photos, false: not skin); the other half
     # is held out and measured. Without a not-skin folder there is no read-out and no "not a skin photo".

@@ -1,8 +1,8 @@
-"""Step 5, evaluate: held-out test, calibration, abstention, logo study, cross-validation, cross-source.
+"""Step 5, evaluate: held-out test, calibration, abstention, shortlist, logo study, cross-validation, cross-source.
 
 Writes `report.json` (read by export and publish), `confusion_matrix.png`,
 `training_curves.png`, `reliability.png` and `risk_coverage.png` into the run folder. The parts live in their own
-modules: `abstention`, `watermark` (the logo study), `crossval` (whose runs resume from saved predictions).
+modules: `abstention`, `shortlist` (the conformal prediction set), `watermark` (the logo study), `crossval` (whose runs resume from saved predictions).
 """
 
 import json
@@ -13,7 +13,7 @@ import numpy as np
 
 from explain.classifier import Classifier
 from explain.model import CLASS_MEANS_FILE, SKIN_READOUT_FILE, ModelSource, loaded_model
-from explain.verdicts import scaled_softmax
+from explain.verdicts import scaled_softmax, scores
 from training.backbones import cam_layer_of
 from training.common import already_done, cam_features_and_logits, class_names, labels_of, model_config
 from training.config import ExperimentConfig
@@ -21,6 +21,7 @@ from training.data import load_pixels
 from training.evaluation import metrics, plots
 from training.evaluation.abstention import abstention, rows_of
 from training.evaluation.crossval import cross_source, cross_validate
+from training.evaluation.shortlist import shortlist
 from training.evaluation.watermark import logo_check
 from training.tables import read_rows
 
@@ -57,6 +58,12 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
     }
     report["abstention"], readout, means = abstention(config, model, temperature, outputs, labels, rows, names)
     plots.risk_coverage_png(report["abstention"]["risk_coverage"], config.out / "risk_coverage.png")
+    if config.shortlist_coverage:
+        split_scores = {s: scores(*outputs[s], temperature, readout, means) for s in ("val", "test")}
+        report["shortlist"] = shortlist(
+            config.shortlist_coverage, *((scaled_softmax(outputs[s][1], temperature), labels[s], split_scores[s])
+                                         for s in ("val", "test")),
+            by_split["test"], names, report["abstention"]["thresholds"])
     if readout is not None:
         np.save(config.out / SKIN_READOUT_FILE, readout)
     np.save(config.out / CLASS_MEANS_FILE, means.astype(np.float32))

@@ -18,15 +18,14 @@ import numpy as np
 from tqdm import tqdm
 
 from explain.classifier import Classifier
-from explain.model import ModelSource, load_model_folder
-from explain.verdicts import ANSWER, NOT_SKIN, OTHER_CONDITION, UNSURE
+from explain.model import CARD_FILE, ModelSource, load_model_folder
+from explain.verdicts import ANSWER, KINDS
+from training.card import LOGO_HEADING, logo_section, put_section
 from training.config import ExperimentConfig
 from training.data import read_photo
 from training.evaluation.abstention import ood_photos
 from training.evaluation.watermark import VIEWS, logo_check
 from training.tables import print_table, read_rows
-
-VERDICTS = (ANSWER, UNSURE, OTHER_CONDITION, NOT_SKIN)
 
 
 def photo_sets(config: ExperimentConfig, unseen_by: list[str] = ()) -> dict[str, list[dict]]:
@@ -52,7 +51,7 @@ def score_folder(folder: Path, sets: dict[str, list[dict]], sources) -> dict:
     for name, rows in sets.items():
         predictions = [classifier.predict(read_photo(r["path"])) for r in tqdm(rows, desc=f"{folder.name}: {name}")]
         verdicts = collections.Counter(p.verdict for p in predictions)
-        entry = {"n": len(rows), "verdicts": {v: verdicts[v] / max(1, len(rows)) for v in VERDICTS},
+        entry = {"n": len(rows), "verdicts": {v: verdicts[v] / max(1, len(rows)) for v in KINDS},
                  "top_class": dict(collections.Counter(p.top_label for p in predictions).most_common())}
         if rows and rows[0].get("target_class"):
             entry |= accuracy(predictions, rows)
@@ -77,7 +76,14 @@ def accuracy(predictions: list, rows: list[dict]) -> dict:
             "recall": recall}
 
 
-def run(config: ExperimentConfig, force: bool = False, model_dirs: list[str] = (), unseen_by: list[str] = ()) -> Path:
+def write_logo_section(folder: Path, logo: dict) -> None:
+    """Put the logo study into the folder's card, for a model trained before `evaluate` measured it."""
+    card = folder / CARD_FILE
+    card.write_text(put_section(card.read_text(encoding="utf-8"), LOGO_HEADING, logo_section(logo)), encoding="utf-8")
+
+
+def run(config: ExperimentConfig, force: bool = False, model_dirs: list[str] = (), unseen_by: list[str] = (),
+        card: bool = False) -> Path:
     out = config.out / "scores.json"
     scores = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
     sets = photo_sets(config, unseen_by)
@@ -87,9 +93,12 @@ def run(config: ExperimentConfig, force: bool = False, model_dirs: list[str] = (
             continue
         scores[folder] = {"unseen_by": list(unseen_by), **score_folder(Path(folder), sets, config.sources)}
         out.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+    for folder in model_dirs if card else ():
+        if scores[folder].get("logo"):
+            write_logo_section(Path(folder), scores[folder]["logo"])
     print_table([{"model": folder, "set": name, "n": s["n"],
                   "top-1": f"{s['top1']:.3f}" if "top1" in s else "", "top-3": f"{s['top3']:.3f}" if "top3" in s else "",
-                  **{v: f"{s['verdicts'][v]:.3f}" for v in VERDICTS}}
+                  **{v: f"{s['verdicts'][v]:.3f}" for v in KINDS}}
                  for folder in model_dirs for name, s in scores[folder].items() if name not in ("unseen_by", "logo")])
     print_table([{"model": folder, "photos of the logo's library": s["logo"]["n"],
                   **{f"top-1 {view}": f"{s['logo']['top1'][view]:.3f}" for view in VIEWS},

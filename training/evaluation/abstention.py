@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from explain.verdicts import ANSWER, KINDS, VERDICT_OF, scores, unit, verdicts
+from explain.verdicts import ANSWER, KINDS, SCORE_NAMES, VERDICT_OF, scores, unit, verdicts
 from training.backbones import cam_layer_of
 from training.common import IMAGE_SUFFIXES, cam_features_and_logits
 from training.config import ExperimentConfig, each_score_coverage, expand
@@ -29,12 +29,6 @@ from training.tables import read_rows
 
 NON_SKIN_SKIMAGE = ("coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "colorwheel",
                     "camera", "moon", "coins", "clock", "page", "text", "grass", "gravel", "brick", "retina")
-# each score of explain.verdicts.VERDICT_OF as reports name it
-SCORE_NAMES = {"skin": "skin read-out (logistic, skin against everyday photos)",
-               "energy": "energy (log-sum-exp of the logits)",
-               "similarity": "feature similarity to the nearest class mean (cosine)",
-               "top_probability": "top probability (temperature-scaled)"}
-
 
 def skimage_photos(folder: Path) -> Path:
     """scikit-image's bundled sample pictures that are not skin, written once as PNG files."""

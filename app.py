@@ -43,7 +43,10 @@ CSS = """#label [data-testid=label-output-value] {margin-top: 1.8em;}
 #examples .grid-wrap, #compare-gallery .grid-wrap {height: auto !important; min-height: 0 !important; max-height: none !important;}
 #examples .caption-label, #compare-gallery .caption-label {white-space: normal; max-width: calc(100% - 8px); font-size: 0.85em;}
 #compare-table table {display: block; overflow-x: auto;}
-#compare-table th, #compare-table td {word-break: normal; overflow-wrap: normal; white-space: nowrap;}"""
+#compare-table th, #compare-table td {word-break: normal; overflow-wrap: normal; white-space: nowrap;}
+#photo [data-testid=block-label], #heatmap [data-testid=block-label], #examples [data-testid=block-label],
+#compare-gallery [data-testid=block-label] {position: static; margin-bottom: 6px; width: fit-content;}
+.label-wrap {text-align: left;}"""
 
 
 # After an answer: bring it into view where it is off screen (on a phone it lands two screens up)

@@ -172,7 +172,8 @@ class Load:
 
     @staticmethod
     def _top_class(label: dict) -> str:
-        return label["confidences"][0]["label"]
+        """The top class, or the headline where no class bar is shown ("not skin", "another condition")."""
+        return label["confidences"][0]["label"] if label.get("confidences") else label["label"]
 
     def run(self, clients: int, seconds: float, since: float) -> None:
         deadline = time.monotonic() + seconds

@@ -37,6 +37,21 @@ def map_alone(method: str, keras_model, layer: str, pixels, class_index: int):
 VERDICT_OPENINGS = tuple(verdict.summary.split("{")[0].format(n=3) for verdict in VERDICTS.values())
 
 
+# The fast tier (`python -m pytest -q -m fast`, README "Tests"): every test that needs neither the tiny
+# model the pipeline trains, nor the shipped model's long runs, nor a browser. CI runs every test.
+SLOW_MODULES = {"test_shipped_model.py", "test_browser.py", "test_benchmarks.py"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fast: needs no trained tiny model, shipped-model run or browser")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "pipeline_run" not in item.fixturenames and item.path.name not in SLOW_MODULES:
+            item.add_marker(pytest.mark.fast)
+
+
 def pytest_sessionstart(session):
     """The tests on real photos skip where ../shared is missing, but CI must never skip them silently."""
     if os.environ.get("CI") == "true" and not SHARED.is_dir():

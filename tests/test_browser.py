@@ -192,6 +192,9 @@ def test_upload_analyze_and_see_labels_and_heatmap(app_url, tmp_path, monkeypatc
         heatmap = page.locator("#heatmap img")
         expect(heatmap).to_be_visible(timeout=30_000)
         assert heatmap.evaluate("img => img.naturalWidth") == 512
+        for box in ("#photo", "#heatmap"):  # each title sits above its picture, not over its corner
+            title = page.locator(f"{box} [data-testid=block-label]").bounding_box()
+            assert title["y"] + title["height"] <= page.locator(f"{box} img").first.bounding_box()["y"] + 1, box
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "browser_result.png"), full_page=True)
 
@@ -212,6 +215,8 @@ def test_upload_analyze_and_see_labels_and_heatmap(app_url, tmp_path, monkeypatc
         expect(page.locator("#label .confidence-set")).to_have_count(0)
         expect(page.locator("#compare-gallery img")).to_have_count(0)
         expect(page.locator("#faithfulness")).to_have_text("")
+        page.wait_for_timeout(30_000)  # the toast has faded; the reason has not
+        expect(page.locator("#verdict")).to_contain_text("damaged or truncated", timeout=1_000)
         page.screenshot(path=str(ARTIFACTS / "browser_bad_upload.png"), full_page=True)
         page.locator("#photo input[type=file]").set_input_files(photo)  # the next photo replaces the reason
         expect(page.locator("#verdict")).to_contain_text(verdict["summary"], timeout=60_000)

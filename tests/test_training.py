@@ -443,8 +443,9 @@ def test_a_fine_tune_keeps_the_moving_average_and_trains_on_from_its_own_weights
 
 def test_an_interrupted_fine_tune_resumes_to_the_same_model(pipeline_run, tmp_path):
     """Killed (SIGKILL) after its first epoch, then `--resume`d: the same weights as a run never stopped,
-    the moving average of the weights (finetune_ema, in the optimizers' state) included. Without
-    --resume, the step refuses to overwrite the checkpoint and says what to pass."""
+    the moving average of the weights (finetune_ema, in the optimizers' state) included, though the
+    resume names another Hub repo and card. Without --resume, the step refuses to overwrite the
+    checkpoint and says what to pass."""
     config = json.loads((pipeline_run / "config.json").read_text())
     runs = {}
     for name in ("straight", "killed"):
@@ -466,6 +467,10 @@ def test_an_interrupted_fine_tune_resumes_to_the_same_model(pipeline_run, tmp_pa
     assert 1 <= _epochs_done(checkpoint) < 4  # stopped part way
     refused = _train_in_process(runs["killed"])
     assert refused.wait(timeout=600) == 2 and "pass --resume to continue it" in refused.stdout.read()
+    # where it is published, its card and its study sizes change no weights: it still resumes
+    changed = json.loads(runs["killed"].read_text()) | {"hub_repo": "someone/else", "card_path": str(tmp_path / "c.md"),
+                                                         "explanation_photos": 7}
+    runs["killed"].write_text(json.dumps(changed))
     resumed = _train_in_process(runs["killed"], "--resume")
     output = resumed.stdout.read()
     assert resumed.wait(timeout=600) == 0 and "resuming after epoch" in output, output
@@ -500,6 +505,42 @@ def test_score_answers_held_out_photos_through_the_apps_code(pipeline_run, tiny_
     assert scored["n"] == len(test_photos) - 3
 
 
+def test_score_writes_the_logo_study_into_a_cards_own_section(pipeline_run, tiny_model_dir, tmp_path):
+    """`score --card`, for a model trained before the logo study: its card gets the study once, rerun or not."""
+    import shutil
+
+    from training.__main__ import main
+
+    folder = tmp_path / "older_model"
+    shutil.copytree(tiny_model_dir, folder)
+    config = str(pipeline_run / "config.json")
+    for _ in range(2):
+        assert main(["score", "--config", config, "--model-dir", str(folder), "--card"]) == 0
+    logo = json.loads((pipeline_run / "scores.json").read_text())[str(folder)]["logo"]
+    card = (folder / "README.md").read_text()
+    assert card.count("## The logo: what a photo without it gets") == 1
+    assert f"| logo removed | {logo['top1']['logo removed']:.1%} |" in card
+    assert card.startswith((tiny_model_dir / "README.md").read_text().rstrip("\n"))  # the rest untouched
+
+
+def test_an_explicit_other_output_is_compared_with_the_served_rule_on_unseen_conditions(pipeline_run, tiny_model_dir):
+    """`other`: a head over the classes and "another condition", fitted on the training split's
+    conditions; flagged on validation as often as the served rule, compared on the test split's
+    conditions, which it never saw."""
+    from training.__main__ import main
+
+    assert main(["other", "--config", str(pipeline_run / "config.json"), "--model-dir", str(tiny_model_dir)]) == 0
+    study = json.loads((pipeline_run / "other_output.json").read_text())
+    assert 0 <= study["rate on validation"] <= 1
+    served = study["served rule"]
+    assert set(served) == {"ours told another condition (test)", "other conditions caught (test)"}
+    heads = [r for name, r in study.items() if name.startswith("explicit output")]
+    assert len(heads) == 4 and all(0 <= r["top-1 on ours (test)"] <= 1 for r in heads)
+    assert all(0 <= r[k] <= 1 for r in heads for k in ("ours told another condition (test)",
+                                                      "other conditions caught (test)"))
+    assert (pipeline_run / "other_output_features.npz").is_file()  # a rerun reads the features back
+
+
 def test_leave_one_source_out_tests_each_library_on_a_model_of_the_others(pipeline_run, tmp_path):
     """Two sources of one photo library (Source.library) are left out together, never one trained on."""
     import dataclasses
@@ -518,3 +559,24 @@ def test_leave_one_source_out_tests_each_library_on_a_model_of_the_others(pipeli
     assert set(result) == {"library-b -> library-a", "library-a -> library-b"}
     assert result["library-b -> library-a"]["n"] == sum(r["source"] != "library-b" for r in rows)
     assert all((tmp_path / "cross_source" / f"without_{s}" / "logits.npy").is_file() for s in ("library-a", "library-b"))
+
+
+def test_a_config_extends_another_and_says_only_how_it_differs(tmp_path):
+    """configs/frozen.json extends the shipped recipe: every setting it does not name is the shipped one's,
+    and a misspelled setting in a variant is still named."""
+    import dataclasses
+
+    from conftest import ROOT
+    from training.config import NOT_WEIGHTS
+
+    configs = ROOT / "configs"
+    shipped, frozen = (ExperimentConfig.load(configs / name) for name in ("default_model.json", "frozen.json"))
+    own = json.loads((configs / "frozen.json").read_text())
+    fields = [f.name for f in dataclasses.fields(ExperimentConfig)]
+    assert own["extends"] == "default_model.json" and len(own) < 20
+    assert all(getattr(frozen, name) == getattr(shipped, name) for name in fields if name not in own)
+    assert frozen.finetune_epochs == 0 and frozen.output_dir == own["output_dir"]
+    (tmp_path / "variant.json").write_text(json.dumps({"extends": str(configs / "frozen.json"), "finetune_epoch": 3}))
+    with pytest.raises(ValueError, match="'finetune_epoch' \\(did you mean 'finetune_epochs'\\?\\)"):
+        ExperimentConfig.load(tmp_path / "variant.json")
+    assert set(NOT_WEIGHTS) <= set(fields)  # the resume fingerprint's exceptions are real settings

@@ -1,12 +1,13 @@
 """`python -m training <step> --config FILE`: curate, split, augment, train, evaluate, export, publish, or all;
 ablate compares settings, explanations measures the heatmaps, score answers held-out photos with model folders,
-calibrate gives a model folder its shortlist."""
+calibrate gives a model folder its shortlist, other tries an explicit "another condition" output on its features."""
 
 import argparse
 import sys
 
 from training import ablate, augment, calibrate, curate, evaluate, explanations, export, publish, score, split, train
 from training.config import ExperimentConfig
+from training.evaluation import other_output
 from training.finetune import CheckpointError
 
 STEPS = {
@@ -21,8 +22,9 @@ STEPS = {
     "explanations": explanations.run,
     "score": score.run,
     "calibrate": calibrate.run,
+    "other": other_output.run,
 }
-STUDIES = ("ablate", "explanations", "score", "calibrate")  # studies of a model, not steps toward it
+STUDIES = ("ablate", "explanations", "score", "calibrate", "other")  # studies of a model, not steps toward it
 IN_ALL = [name for name in STEPS if name not in STUDIES]
 
 ALL_DOC = "Every step in order (augment only when balance_to is set); finished steps are skipped unless --force."
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("train", "all"):
             step.add_argument("--resume", action="store_true",
                               help="continue an interrupted fine-tune from its last checkpoint")
-        if name in ("score", "calibrate"):
+        if name in ("score", "calibrate", "other"):
             step.add_argument("--model-dir", nargs="+", required=True, help=f"model folders to {name}")
         if name == "score":
             step.add_argument("--unseen-by", nargs="*", default=[], metavar="SPLIT_CSV",
@@ -70,8 +72,8 @@ def run_steps(args: argparse.Namespace, config: ExperimentConfig) -> None:
             publish.run(config, dry_run=args.dry_run or not config.hub_repo)  # always again: it checks the folder
         elif name == "train":
             train.run(config, force=args.force, resume=args.resume)
-        elif name == "calibrate":
-            calibrate.run(config, model_dirs=args.model_dir)
+        elif name in ("calibrate", "other"):
+            STEPS[name](config, model_dirs=args.model_dir)
         elif name == "score":
             score.run(config, force=args.force, model_dirs=args.model_dir, unseen_by=args.unseen_by, card=args.card)
         else:

@@ -36,6 +36,14 @@ class Source:
         return self.library or self.name
 
 
+# Settings that change no weights: where the run lives, how it is evaluated, where it is published. An
+# interrupted fine-tune resumes whatever they say (training.finetune); every other setting must match.
+NOT_WEIGHTS = ("output_dir", "top_k", "tta", "cross_source", "skin_coverage", "other_condition_coverage",
+               "answer_coverage", "shortlist_coverage", "ood_folders", "skin_readout_folders", "skin_readout_c",
+               "harmful_mistakes", "explanation_photos", "ablations", "model_name", "hub_repo", "examples_dir",
+               "bundle_dir", "card_path")
+
+
 @dataclass
 class ExperimentConfig:
     output_dir: str = "runs/experiment"
@@ -147,7 +155,7 @@ class ExperimentConfig:
     @classmethod
     def load(cls, path: str | Path, **overrides) -> "ExperimentConfig":
         """Read a config file; an unknown or misspelled key is named, with the keys that exist."""
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = _read(Path(path))
         data.update({k: v for k, v in overrides.items() if v is not None})
         _check_keys(data, cls, str(path))
         for i, source in enumerate(data.get("sources", [])):
@@ -176,6 +184,14 @@ def each_score_coverage(other_condition_coverage: float) -> float:
     """What each of the two "another condition" scores keeps of validation photos of ours: each takes
     half of what other_condition_coverage leaves out."""
     return 1 - (1 - other_condition_coverage) / 2
+
+
+def _read(path: Path) -> dict:
+    """A config file's keys; with "extends" (a file named relative to this one), that file's keys
+    updated by these, so a variant says only how it differs. A key's value replaces the base's whole."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    base = data.pop("extends", None)
+    return data if base is None else _read(path.parent / base) | data
 
 
 def _check_keys(data: dict, kind: type, where: str) -> None:

@@ -26,7 +26,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from training.backbones import set_trainable, unfrozen_layers
-from training.config import BLUR_SIGMA, ExperimentConfig
+from training.config import BLUR_SIGMA, NOT_WEIGHTS, ExperimentConfig
 from training.data import load_pixels
 from training.evaluation import metrics
 from training.logo import logo_swapper
@@ -214,8 +214,8 @@ def _validate(model: keras.Model, pixels: np.ndarray, labels: np.ndarray, config
 
 
 def _settings(config: ExperimentConfig) -> dict:
-    """What a checkpoint must have been written with to be continued (all but where the run lives)."""
-    return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k != "output_dir"}))
+    """What a checkpoint must have been written with to be continued: every setting that changes weights."""
+    return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_WEIGHTS}))
 
 
 def _write_history(path: Path, stage2: list[dict]) -> None:

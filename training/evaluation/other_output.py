@@ -54,7 +54,9 @@ def served_refusals(classifier: Classifier, rows: list[dict], desc: str) -> np.n
     return np.array([classifier.predict(read_photo(r["path"])).verdict in REFUSED for r in tqdm(rows, desc=desc)])
 
 
-def fitted(features: dict, sets: dict, labels: list[str], c: float):
+def fitted(features: dict, sets: dict, c: float):
+    """The head over our classes and OTHER on the training split's standardised features: a function
+    from a set's name to its probabilities, and the head's class order."""
     scaler = StandardScaler().fit(np.concatenate([features["train ours"], features["train other"]]))
     x = scaler.transform(np.concatenate([features["train ours"], features["train other"]]))
     y = [r["target_class"] for r in sets["train ours"]] + [OTHER] * len(sets["train other"])
@@ -77,7 +79,7 @@ def run(config: ExperimentConfig, model_dirs: list[str] = ()) -> Path:
     results = {"served rule": {"ours told another condition (test)": float(served["test ours"].mean()),
                                "other conditions caught (test)": float(served["test other"].mean())}}
     for c in C_CHOICES:
-        probabilities, classes = fitted(features, sets, classifier.labels, c)
+        probabilities, classes = fitted(features, sets, c)
         other = classes.index(OTHER)
         threshold = float(np.quantile(probabilities("val ours")[:, other], 1 - rate))
         test = probabilities("test ours")

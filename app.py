@@ -25,13 +25,12 @@ from explain.cleanup import start_sweeper
 from explain.errors import SkinExplainError
 from explain.lifecycle import RunningRequests, serve_until_stopped
 from explain.overlay import jpeg_bytes
-from explain.page import DEFAULT_OPACITY, DEFAULT_TOP_K, TOP_CLASS
+from explain.page import DEFAULT_OPACITY, DEFAULT_TOP_K, GENERIC_ERROR, TOP_CLASS
 from explain.service import Service, example_name
 from explain.settings import Settings
 from explain.temp_folder import cache_examples, own_temp_folder
 
 log = logging.getLogger("app")
-GENERIC_ERROR = "Something went wrong on our side; please try again."
 MODEL_QUEUE = "model"  # the concurrency group of every event that runs the model
 PLAIN_FONT = ["ui-sans-serif", "system-ui", "Arial", "sans-serif"]  # the theme's font draws a capital E as "Ɛ"
 # The examples shelf and the Compare maps: as many columns as fit (all in view on a phone too), whole captions;

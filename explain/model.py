@@ -78,7 +78,7 @@ class ModelConfig:
                                              or config.shortlist.get("score") not in SET_RULES
                                              or not isinstance(config.shortlist.get("threshold"), (int, float))):
             raise ValueError(f"shortlist needs a score ({', '.join(SET_RULES)}) and a numeric threshold; "
-                             "calibrate it with `python -m training shortlist` or remove it")
+                             "calibrate it with `python -m training calibrate` or remove it")
         return config
 
     def to_json(self) -> dict:

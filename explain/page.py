@@ -44,6 +44,8 @@ NO_TRUST_NOTE = ("This model's card does not say how faithful its heatmaps are. 
                  "measures it for your photo: a map worth reading hides more of the answer than a random mask does.")
 
 
+# what a visitor is told when something failed on our side (never the exception's own words)
+GENERIC_ERROR = "Something went wrong on our side; please try again."
 # The answer's components (label, heatmap, verdict data, faithfulness sentence, its numbers), empty
 EMPTY_ANSWER = (None, None, None, "", None)
 
@@ -68,7 +70,7 @@ class Refusals:
     def take(self, session: str | None) -> str:
         """The page's line for its last refusal, in bold where it begins; forgotten once taken."""
         with self._lock:
-            reason = self._reasons.pop(session or "", "Something went wrong; please try again.")
+            reason = self._reasons.pop(session or "", GENERIC_ERROR)
         return f"**Not analysed.** {reason}"
 
 

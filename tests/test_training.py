@@ -580,3 +580,22 @@ def test_a_config_extends_another_and_says_only_how_it_differs(tmp_path):
     with pytest.raises(ValueError, match="'finetune_epoch' \\(did you mean 'finetune_epochs'\\?\\)"):
         ExperimentConfig.load(tmp_path / "variant.json")
     assert set(NOT_WEIGHTS) <= set(fields)  # the resume fingerprint's exceptions are real settings
+
+
+def test_calibrate_gives_a_folder_its_shortlist_from_the_runs_split(pipeline_run, tiny_model_dir, tmp_path):
+    """`calibrate`, for a model trained before the shortlist: the folder's config gets the one the run's
+    evaluation computed (same photos, same code), the card its section once, rerun or not."""
+    import shutil
+
+    from training.__main__ import main
+
+    folder = tmp_path / "older_model"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "shortlist"}))
+    for _ in range(2):
+        assert main(["calibrate", "--config", str(pipeline_run / "config.json"), "--model-dir", str(folder)]) == 0
+    written = json.loads((folder / "config.json").read_text())
+    assert written["shortlist"] == config["shortlist"] and written["thresholds"]["top_probability"] is None
+    assert (folder / "README.md").read_text().count("## The shortlist: how sure the answer is") == 1
+    load_model_folder(folder, ModelSource("folder", str(folder)))  # what the app reads

@@ -13,13 +13,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from explain.classifier import Classifier
 from explain.model import CARD_FILE, CONFIG_FILE, ModelConfig, ModelSource, load_model_folder
 from training.card import SHORTLIST_HEADING, put_section, shortlist_section
 from training.config import ExperimentConfig
-from training.data import read_photo
+from training.data import served_predictions
 from training.evaluation.abstention import rows_of
 from training.evaluation.shortlist import shortlist
 from training.tables import print_table, read_rows
@@ -27,7 +26,7 @@ from training.tables import print_table, read_rows
 
 def answered(classifier: Classifier, rows: list[dict], desc: str) -> tuple:
     """(probabilities, labels, scores) of these photos as the app answers them."""
-    predictions = [classifier.predict(read_photo(r["path"])) for r in tqdm(rows, desc=desc)]
+    predictions = served_predictions(classifier, rows, desc)
     labels = np.array([classifier.labels.index(r["target_class"]) for r in rows])
     scores = {name: np.array([p.scores[name] for p in predictions]) for name in predictions[0].scores}
     return np.stack([p.probabilities for p in predictions]), labels, scores

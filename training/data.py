@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import tensorflow as tf
 from PIL import Image
+from tqdm import tqdm
 
 from explain.images import fit_to_model, load_photo
 from training.config import ExperimentConfig
@@ -43,6 +44,12 @@ def mask_boxes(config: ExperimentConfig, source: str) -> list[list[float]]:
 def mirror(pixels):
     """A batch of photos (n, height, width, 3) mirrored left to right: the second feature view and TTA."""
     return pixels[:, :, ::-1]
+
+
+def served_predictions(classifier, rows: list[dict], desc: str) -> list:
+    """Each row's photo answered as the app answers it (explain.classifier.Classifier.predict), with a
+    progress bar."""
+    return [classifier.predict(read_photo(r["path"])) for r in tqdm(rows, desc=desc)]
 
 
 def read_photo(path: str) -> Image.Image:

@@ -15,14 +15,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from explain.classifier import Classifier
 from explain.model import CARD_FILE, ModelSource, load_model_folder
 from explain.verdicts import ANSWER, KINDS
 from training.card import LOGO_HEADING, logo_section, put_section
 from training.config import ExperimentConfig
-from training.data import read_photo
+from training.data import served_predictions
 from training.evaluation.abstention import ood_photos
 from training.evaluation.watermark import VIEWS, logo_check
 from training.tables import print_table, read_rows
@@ -49,7 +48,7 @@ def score_folder(folder: Path, sets: dict[str, list[dict]], sources) -> dict:
     classifier = Classifier(load_model_folder(folder, ModelSource("folder", str(folder))))
     result = {"logo": logo_check(classifier, sources, sets["test split"])}
     for name, rows in sets.items():
-        predictions = [classifier.predict(read_photo(r["path"])) for r in tqdm(rows, desc=f"{folder.name}: {name}")]
+        predictions = served_predictions(classifier, rows, f"{folder.name}: {name}")
         verdicts = collections.Counter(p.verdict for p in predictions)
         entry = {"n": len(rows), "verdicts": {v: verdicts[v] / max(1, len(rows)) for v in KINDS},
                  "top_class": dict(collections.Counter(p.top_label for p in predictions).most_common())}

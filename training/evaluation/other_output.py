@@ -22,7 +22,7 @@ from explain.model import ModelSource, load_model_folder
 from explain.verdicts import NOT_SKIN, OTHER_CONDITION
 from training.common import cam_features_and_logits
 from training.config import ExperimentConfig
-from training.data import load_pixels, read_photo
+from training.data import load_pixels, served_predictions
 from training.tables import print_table, read_rows
 
 OTHER = "another condition"
@@ -51,7 +51,7 @@ def cached_features(config: ExperimentConfig, classifier: Classifier, sets: dict
 
 def served_refusals(classifier: Classifier, rows: list[dict], desc: str) -> np.ndarray:
     """Which photos the served rule tells "not skin" or "another condition", through the app's own code."""
-    return np.array([classifier.predict(read_photo(r["path"])).verdict in REFUSED for r in tqdm(rows, desc=desc)])
+    return np.array([p.verdict in REFUSED for p in served_predictions(classifier, rows, desc)])
 
 
 def fitted(features: dict, sets: dict, c: float):

@@ -70,6 +70,11 @@ def set_report(sets: np.ndarray, labels: np.ndarray) -> dict:
             "mean_size": float(sets.sum(axis=1).mean())}
 
 
+def fewest_calibration_photos(coverage: float) -> int:
+    """Below this many calibration photos, no conformal threshold reaches `coverage`."""
+    return math.ceil(1 / (1 - coverage))
+
+
 def library_left_out(probabilities: np.ndarray, labels: np.ndarray, rows: list[dict], half: np.ndarray, score: str,
                      coverage: float) -> dict:
     """Each library left out of the calibration half, its measuring photos measured against that calibration:
@@ -79,7 +84,7 @@ def library_left_out(probabilities: np.ndarray, labels: np.ndarray, rows: list[d
     result = {}
     for library in sorted(set(source)):
         calibration, measuring = half & (source != library), ~half & (source == library)
-        if calibration.sum() < math.ceil(1 / (1 - coverage)):  # one library: nothing left to calibrate on
+        if calibration.sum() < fewest_calibration_photos(coverage):  # one library: nothing left to calibrate on
             continue
         threshold = calibrated_threshold(probabilities[calibration], labels[calibration], score, coverage)
         result[library] = set_report(prediction_sets(probabilities[measuring], score, threshold), labels[measuring])
@@ -96,7 +101,7 @@ def shortlist(coverage: float, val: tuple, test: tuple, test_rows: list[dict], n
     measured) and the report: each candidate score on validation, then on the measuring half overall,
     per verdict, per library and per class."""
     half = np.array([calibrating(r) for r in test_rows])
-    needed = math.ceil(1 / (1 - coverage))
+    needed = fewest_calibration_photos(coverage)
     if half.sum() < needed:
         raise ValueError(f"The shortlist's calibration half of the test split has {half.sum()} photos; a coverage of "
                          f"{coverage} needs at least {needed}. Lower shortlist_coverage, or give the test split more "

@@ -6,25 +6,18 @@ environment variables; see README, 'Choosing the model'.
 
 import argparse
 import functools
-import hashlib
 import inspect
 import logging
 import math
-import os
-import uuid
-from pathlib import Path
 
 import gradio as gr
-from gradio.components.label import LabelData
-from gradio.data_classes import ImageData
-from PIL import Image
 
-from explain import page
+from explain import memory, page
 from explain.cams import DEFAULT_METHOD
 from explain.cleanup import start_sweeper
+from explain.components import AnswerLabel, HeatmapOutput, MapsGallery, PhotoInput
 from explain.errors import SkinExplainError
 from explain.lifecycle import RunningRequests, serve_until_stopped
-from explain.overlay import jpeg_bytes
 from explain.page import DEFAULT_OPACITY, DEFAULT_TOP_K, GENERIC_ERROR, TOP_CLASS
 from explain.service import Service, example_name
 from explain.settings import Settings
@@ -54,70 +47,6 @@ SCROLL_TO_ANSWER = """() => {
   const top = answer ? answer.getBoundingClientRect().top : 0;
   if (answer && (top < 0 || top > window.innerHeight * 0.6)) window.scrollTo({top: window.scrollY + top - 12, behavior: "smooth"});
 }"""
-
-
-class PhotoInput(gr.Image):
-    """gr.Image that hands our function the uploaded file undecoded, so the library's
-    safe decoder sees every upload and each bad file gets its own message."""
-
-    is_template = True  # render with the frontend of gr.Image
-
-    def preprocess(self, payload):
-        return None if payload is None else payload.path
-
-
-def cache_jpeg(image: Image.Image, cache: str, name: str) -> ImageData:
-    """`image` as JPEG (explain.overlay.jpeg_bytes) in Gradio's cache, at a path named by its content.
-    Identical answers share the path; it is written anew for each, so its age (which the sweeper
-    reads) starts with that answer, and atomically, so a reader of the file it replaces reads that
-    one whole (Gradio's own writer rewrites a shared file in place: the soak caught a Compare map
-    served half-written)."""
-    data = jpeg_bytes(image)
-    path = Path(cache) / hashlib.sha256(data).hexdigest()[:32] / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{uuid.uuid4().hex}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
-    return ImageData(path=str(path), orig_name=name)
-
-
-class HeatmapOutput(gr.Image):
-    """gr.Image output written by `cache_jpeg`."""
-
-    is_template = True
-
-    def postprocess(self, value):
-        if not isinstance(value, Image.Image):
-            return super().postprocess(value)
-        return cache_jpeg(value, self.GRADIO_CACHE, "heatmap.jpg")
-
-
-class MapsGallery(gr.Gallery):
-    """gr.Gallery of (image, caption) whose images are written by `cache_jpeg`."""
-
-    is_template = True
-
-    def postprocess(self, value):
-        if value:
-            value = [(cache_jpeg(image, self.GRADIO_CACHE, "map.jpg").path, caption)
-                     if isinstance(image, Image.Image) else (image, caption) for image, caption in value]
-        return super().postprocess(value)
-
-
-class AnswerLabel(gr.Label):
-    """gr.Label whose big type is the answer's headline (explain.page.label_value), so a photo that
-    gets no answer is never headlined by a class name."""
-
-    is_template = True
-
-    def postprocess(self, value):
-        if not (isinstance(value, dict) and "headline" in value):
-            return super().postprocess(value)
-        if not value["confidences"]:
-            return LabelData(label=value["headline"])
-        data = super().postprocess(value["confidences"])
-        data.label = value["headline"]
-        return data
 
 
 def shown_to_user(fn, running: RunningRequests, refusals: page.Refusals):
@@ -177,7 +106,7 @@ def build_app(service: Service, running: RunningRequests) -> gr.Blocks:
                 top_k = gr.Slider(1, max(DEFAULT_TOP_K, len(labels)), value=DEFAULT_TOP_K, step=1,
                                   label="How many conditions to list")
                 with gr.Accordion("Explanation settings", open=False):
-                    method = gr.Dropdown(page.method_choices(), value=DEFAULT_METHOD, label="Method")
+                    method = gr.Dropdown(page.method_choices(service), value=DEFAULT_METHOD, label="Method")
                     target = gr.Dropdown([TOP_CLASS, *labels], value=TOP_CLASS, label="Explain which class")
                     resolution = gr.Dropdown(page.resolutions(service), value=page.default_resolution(service),
                                              label="Map resolution",
@@ -260,12 +189,14 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO)
+    memory.limit_arenas(settings.malloc_arenas)  # before the model's and the server's threads exist
     service = Service.start(settings)
     running = RunningRequests()
     uploads = own_temp_folder()  # before the components are built: they take Gradio's folder when made
     demo = build_app(service, running)
     examples = cache_examples(service.example_photos(), uploads)
-    start_sweeper(uploads, settings.cache_sweep_seconds, settings.cache_max_age_seconds, keep=examples)
+    start_sweeper(uploads, settings.cache_sweep_seconds, settings.cache_max_age_seconds, keep=examples,
+                  then=memory.trim)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     demo.launch(server_name=settings.host, server_port=args.port or settings.port, share=args.share or settings.share,
                 max_file_size=gradio_upload_limit(settings), show_error=False, theme=gr.themes.Soft(font=PLAIN_FONT),

@@ -110,14 +110,14 @@ def model_folder(backbone: str, folder: Path) -> Path:
 
 
 def random_model(backbone: str):
-    from training.backbones import build_classifier
+    from training.model.backbones import build_classifier
 
     return build_classifier(backbone, len(CLASSES), 224)
 
 
 def random_model_config(backbone: str):
-    from explain.model import ModelConfig
-    from training.backbones import cam_layer_of, preprocessing_of
+    from explain.model_config import ModelConfig
+    from training.model.backbones import cam_layer_of, preprocessing_of
 
     return ModelConfig(f"random-{backbone}", 224, preprocessing_of(backbone), cam_layer_of(backbone))
 
@@ -125,11 +125,11 @@ def random_model_config(backbone: str):
 def random_service(backbone: str):
     """A service around a random-weight model held in memory, warmed up."""
     from explain.classifier import Classifier
-    from explain.model import ModelSource, loaded_model
+    from explain.model import LoadedModel, ModelSource
     from explain.service import Service
     from explain.settings import Settings
 
-    classifier = Classifier(loaded_model(random_model(backbone), CLASSES, random_model_config(backbone),
+    classifier = Classifier(LoadedModel.from_keras(random_model(backbone), CLASSES, random_model_config(backbone),
                                          ModelSource("memory", f"random {backbone}")))
     classifier.warm_up()
     return Service(Settings(), classifier)

@@ -175,7 +175,7 @@ def path_steps(service, data: bytes, repeats: int) -> None:
 
 def input_sizes(repeats: int) -> None:
     """What a higher input resolution would cost each request (the ablation's resolution rows)."""
-    from training.backbones import build_classifier
+    from training.model.backbones import build_classifier
 
     rows, base = [], None
     for size in (224, 288, 352):

@@ -15,10 +15,10 @@ def training_input(batches: int) -> None:
     """Images per second of the tf.data input alone against one training step alone."""
     import keras
 
-    from training.backbones import set_trainable, unfrozen_layers
     from training.config import ExperimentConfig, Source
-    from training.data import dataset
-    from training.fitting import new_model
+    from training.data.photos import dataset
+    from training.model.backbones import set_trainable, unfrozen_layers
+    from training.model.fitting import new_model
 
     folder = Path(tempfile.mkdtemp())
     rng = np.random.default_rng(0)

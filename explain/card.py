@@ -1,10 +1,14 @@
-"""Reading the model card: the disclaimer the app shows comes from its named section."""
+"""Reading the model card: the disclaimer the app shows, the note under the heatmap and the CAM methods
+the card's own study found failing the sanity checks all come from its named sections."""
 
 import re
 from pathlib import Path
 
 DISCLAIMER_HEADING = "Disclaimer"
 TRUST_HEADING = "How far the heatmaps can be trusted"  # the page shows this section under the heatmap
+# `python -m training explanations` writes this section; its table's "sanity" column says which methods fail
+EXPLANATIONS_HEADING = "Faithfulness and sanity of the heatmaps"
+FAILS = "FAILS"
 
 # Shown when a model's card has no disclaimer section: the app never answers without one.
 FALLBACK_DISCLAIMER = (
@@ -37,3 +41,17 @@ def card_section(card_path: Path | None, heading: str) -> str | None:
 def disclaimer(card_path: Path | None) -> str:
     """The card's disclaimer section, or the fallback when the card or section is missing."""
     return card_section(card_path, DISCLAIMER_HEADING) or FALLBACK_DISCLAIMER
+
+
+def failing_sanity(card_path: Path | None) -> list[str]:
+    """The CAM methods whose maps failed the sanity checks at every map size the card's study measured
+    (a measurement of this model, so the page labels what the card found); none without the study."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in (card_section(card_path, EXPLANATIONS_HEADING) or "").splitlines() if line.startswith("|")]
+    if not rows or "sanity" not in rows[0]:
+        return []
+    method, sanity = rows[0].index("method"), rows[0].index("sanity")
+    verdicts: dict[str, set] = {}
+    for row in rows[2:]:  # after the header and its |---| line
+        verdicts.setdefault(row[method], set()).add(row[sanity])
+    return [name for name, seen in verdicts.items() if seen == {FAILS}]

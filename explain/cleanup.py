@@ -9,6 +9,7 @@ the folder instead, so it needs no shared state and one failed pass never stops 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -37,14 +38,17 @@ def sweep(folder: Path, max_age: float, keep: frozenset[Path] = frozenset()) -> 
     return removed
 
 
-def start_sweeper(folder: Path, every: float, max_age: float, keep: frozenset[Path] = frozenset()) -> threading.Thread:
-    """Sweep `folder` every `every` seconds for the life of the process (a daemon thread)."""
+def start_sweeper(folder: Path, every: float, max_age: float, keep: frozenset[Path] = frozenset(),
+                  then: Callable[[], object] = lambda: None) -> threading.Thread:
+    """Sweep `folder` every `every` seconds for the life of the process (a daemon thread), and call
+    `then` after each pass (the app hands freed memory back, explain.memory.trim)."""
 
     def loop():
         while True:
             time.sleep(every)
             try:
                 sweep(folder, max_age, keep)
+                then()
             except Exception:  # keep sweeping whatever one pass met
                 log.exception("Sweeping %s failed; trying again in %s s", folder, every)
 

@@ -5,27 +5,25 @@ A model folder holds `model.keras`, `labels.json` (class names in output order),
 and, for the verdicts that read them, `skin_readout.npy` (explain.verdicts.skin_score) and
 `class_means.npy` (explain.verdicts.feature_similarity); optionally `examples/`. The training
 pipeline writes it with `write_model_folder`, the app reads it with `load_model_folder`, and both
-go through `loaded_model`, which checks the contract.
-`resolve_model` picks the folder: `SKIN_MODEL_DIR`, `SKIN_MODEL_REPO`[@`SKIN_MODEL_REVISION`]
-on the Hub, or the bundled default model.
+go through `LoadedModel.from_keras`, which checks the contract. `config.json`'s fields are
+`explain.model_config`; which folder answers is `explain.resolve`.
 """
 
-import dataclasses
 import json
 import shutil
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from explain.cam_layers import find_cam_layer, find_finer_layer
 from explain.card import disclaimer
-from explain.errors import ModelFormatError, ModelNotConfiguredError
-from explain.hub import fetch_model_folder
+from explain.errors import ModelFormatError
 from explain.layers import PREPROCESSING
-from explain.settings import BUNDLED_MODEL_DIR, Settings
-from explain.verdicts import SET_RULES, VERDICT_OF, unit
+from explain.model_config import ModelConfig
+from explain.verdicts import unit
 
 MODEL_FILE, LABELS_FILE, CONFIG_FILE = "model.keras", "labels.json", "config.json"
 SKIN_READOUT_FILE, CLASS_MEANS_FILE = "skin_readout.npy", "class_means.npy"
@@ -33,66 +31,6 @@ CARD_FILE, EXAMPLES_FOLDER = "README.md", "examples"
 REQUIRED_FILES = (MODEL_FILE, LABELS_FILE, CONFIG_FILE)
 # what a Hub fetch takes
 FOLDER_PATTERNS = [*REQUIRED_FILES, SKIN_READOUT_FILE, CLASS_MEANS_FILE, CARD_FILE, f"{EXAMPLES_FOLDER}/*"]
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """`config.json`: how to feed the model and explain it."""
-
-    name: str
-    image_size: int
-    preprocessing: str  # the layer of explain.layers.PREPROCESSING the model contains
-    cam_layer: str | None = None  # None: the last 4-D convolutional activation
-    temperature: float = 1.0  # divides the logits (fitted on validation data)
-    # each score's threshold (explain.verdicts.VERDICTS; a missing or None one is off): "not a skin photo"
-    # below "skin" (needs skin_readout.npy), "another condition" below "energy" or "similarity" (needs
-    # class_means.npy), "unsure" below "top_probability"
-    thresholds: dict = field(default_factory=dict)
-    # the conformal prediction set (explain.verdicts.prediction_sets): {"score": "lac" or "aps",
-    # "threshold": ..., "coverage": the share of photos like the test photos whose set holds the right
-    # class, as stated, and "measured": the shares measured on held-out test photos}; None: no shortlist
-    shortlist: dict | None = None
-
-    @classmethod
-    def from_json(cls, data: dict) -> "ModelConfig":
-        """Read and check `config.json`; a misspelled or unknown key is an error, never ignored. A
-        folder written before the thresholds became one mapping (`skin_threshold`, ...) is read as well."""
-        if not isinstance(data, dict):
-            raise ValueError("config.json must hold a JSON object")
-        data = _with_thresholds_mapping(data)
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(f"unknown key(s) {', '.join(unknown)}; config.json may hold {', '.join(known)}")
-        missing = [f.name for f in dataclasses.fields(cls)
-                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-                   and f.name not in data]
-        if missing:
-            raise ValueError(f"missing key(s) {', '.join(missing)}")
-        config = cls(**data)
-        if config.preprocessing not in PREPROCESSING:
-            raise ValueError(f"preprocessing {config.preprocessing!r} is not one of {', '.join(PREPROCESSING)}")
-        if not isinstance(config.thresholds, dict) or set(config.thresholds) - set(VERDICT_OF):
-            raise ValueError(f"thresholds must map scores ({', '.join(VERDICT_OF)}) to numbers or null")
-        if config.shortlist is not None and (not isinstance(config.shortlist, dict)
-                                             or config.shortlist.get("score") not in SET_RULES
-                                             or not isinstance(config.shortlist.get("threshold"), (int, float))):
-            raise ValueError(f"shortlist needs a score ({', '.join(SET_RULES)}) and a numeric threshold; "
-                             "calibrate it with `python -m training calibrate` or remove it")
-        return config
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def _with_thresholds_mapping(data: dict) -> dict:
-    """`config.json` with the old per-score keys (`skin_threshold`, ...) moved into `thresholds`."""
-    old = {f"{name}_threshold": name for name in VERDICT_OF}
-    if not set(old) & set(data):
-        return data
-    moved = {old[key]: value for key, value in data.items() if key in old}
-    return {key: value for key, value in data.items() if key not in old} | {
-        "thresholds": {**moved, **data.get("thresholds", {})}}
 
 
 @dataclass(frozen=True)
@@ -113,7 +51,7 @@ class ModelSource:
 
 @dataclass
 class LoadedModel:
-    """A model that passed the folder contract; build it with `loaded_model` or `load_model_folder`."""
+    """A model that passed the folder contract; build it with `from_keras` or `load_model_folder`."""
 
     keras_model: keras.Model
     labels: list[str]
@@ -133,20 +71,20 @@ class LoadedModel:
     def disclaimer(self) -> str:
         return disclaimer(self.card)
 
-
-def loaded_model(keras_model: keras.Model, labels: list, config: ModelConfig, source: ModelSource,
-                 skin_readout: np.ndarray | None = None, class_means: np.ndarray | None = None,
-                 folder: Path | None = None) -> LoadedModel:
-    """Check a Keras model in memory against the contract; the one way to make a LoadedModel."""
-    _check_contract(keras_model, labels, config, source)
-    cam_layer = _cam_layer(keras_model, config, source)
-    channels = keras_model.get_layer(cam_layer).output.shape[-1]
-    skin_readout = _checked_readout(skin_readout, channels, source, cam_layer) \
-        if config.thresholds.get("skin") is not None else None
-    class_means = _unit_class_means(class_means, (len(labels), channels), source, cam_layer) \
-        if config.thresholds.get("similarity") is not None else None
-    return LoadedModel(keras_model, labels, config, source, cam_layer, find_finer_layer(keras_model, cam_layer),
-                       skin_readout, class_means, folder)
+    @classmethod
+    def from_keras(cls, keras_model: keras.Model, labels: list, config: ModelConfig, source: ModelSource,
+                   skin_readout: np.ndarray | None = None, class_means: np.ndarray | None = None,
+                   folder: Path | None = None) -> "LoadedModel":
+        """Check a Keras model in memory against the contract; the one way to make a LoadedModel."""
+        _check_contract(keras_model, labels, config, source)
+        cam_layer = _cam_layer(keras_model, config, source)
+        channels = keras_model.get_layer(cam_layer).output.shape[-1]
+        skin_readout = _checked_readout(skin_readout, channels, source, cam_layer) \
+            if config.thresholds.get("skin") is not None else None
+        class_means = _unit_class_means(class_means, (len(labels), channels), source, cam_layer) \
+            if config.thresholds.get("similarity") is not None else None
+        return cls(keras_model, labels, config, source, cam_layer, find_finer_layer(keras_model, cam_layer),
+                   skin_readout, class_means, folder)
 
 
 def write_model_folder(folder: Path, model: keras.Model | Path, labels: list[str], config: ModelConfig, card: str,
@@ -172,7 +110,7 @@ def write_model_folder(folder: Path, model: keras.Model | Path, labels: list[str
 
 
 def _deflate(path: Path) -> None:
-    """Rewrite a .keras archive compressed: Keras stores it uncompressed, and deflate takes about 12% off
+    """Rewrite a .keras archive compressed: Keras stores it uncompressed, and deflate makes it smaller
     (a Space repo takes files under 10 MB without large-file storage); Keras reads either alike."""
     packed = path.with_suffix(".deflating")
     with zipfile.ZipFile(path) as source, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as out:
@@ -198,49 +136,7 @@ def load_model_folder(folder: Path, source: ModelSource) -> LoadedModel:
     keras_model = _load_keras_file(folder / MODEL_FILE, source)
     arrays = [_read_array(folder, name, score, source) if config.thresholds.get(score) is not None else None
               for name, score in ((SKIN_READOUT_FILE, "skin"), (CLASS_MEANS_FILE, "similarity"))]
-    return loaded_model(keras_model, labels, config, source, *arrays, folder=folder)
-
-
-def resolve_model(settings: Settings) -> LoadedModel:
-    """The configured model: local folder, then Hub repo, then the bundled default."""
-    if settings.model_dir:
-        return load_model_folder(Path(settings.model_dir), ModelSource("folder", settings.model_dir))
-    if settings.model_repo:
-        folder, commit = fetch_model_folder(settings.model_repo, settings.model_revision, FOLDER_PATTERNS,
-                                            settings.hub_timeout)
-        return load_model_folder(folder, ModelSource("hub", settings.model_repo, commit))
-    if (BUNDLED_MODEL_DIR / MODEL_FILE).is_file():
-        return load_bundled_model()
-    raise ModelNotConfiguredError(
-        "No model is configured: set SKIN_MODEL_DIR to a model folder or SKIN_MODEL_REPO to a "
-        "Hugging Face model repo (see README, 'Choosing the model')."
-    )
-
-
-def load_bundled_model() -> LoadedModel:
-    return load_model_folder(BUNDLED_MODEL_DIR, ModelSource("bundled", BUNDLED_MODEL_DIR.name))
-
-
-def find_cam_layer(model: keras.Model) -> str | None:
-    """The last layer with a 4-D output (batch, height, width, channels): the usual CAM target."""
-    for layer in reversed(model.layers):
-        if not isinstance(layer, keras.layers.InputLayer) and len(layer.output.shape) == 4:
-            return layer.name
-    return None
-
-
-def find_finer_layer(model: keras.Model, cam_layer: str) -> str | None:
-    """The last activation before `cam_layer` on a grid twice as fine (MobileNetV2 at 224 px:
-    `block_13_expand_relu`, 14x14, under `out_relu`, 7x7): maps that can follow a smaller lesion."""
-    height, width = model.get_layer(cam_layer).output.shape[1:3]
-    # only layers that feed cam_layer: in a model of two backbones, the other one's are no finer view of it
-    feeding = {layer.name for layer in keras.Model(model.inputs, model.get_layer(cam_layer).output).layers}
-    names = [layer.name for layer in model.layers]
-    for layer in reversed([layer for layer in model.layers[: names.index(cam_layer)] if layer.name in feeding]):
-        if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)) and len(layer.output.shape) == 4 \
-                and tuple(layer.output.shape[1:3]) == (2 * height, 2 * width):
-            return layer.name
-    return None
+    return LoadedModel.from_keras(keras_model, labels, config, source, *arrays, folder=folder)
 
 
 def _cam_layer(model: keras.Model, config: ModelConfig, source: ModelSource) -> str:

@@ -12,7 +12,7 @@ import threading
 from collections import OrderedDict
 
 from explain.cams import DEFAULT_METHOD, METHODS
-from explain.card import TRUST_HEADING, card_section
+from explain.card import TRUST_HEADING, card_section, failing_sanity
 from explain.classifier import Explanation, Prediction
 from explain.faithfulness import Check
 from explain.service import Comparison, Service
@@ -23,11 +23,10 @@ EXAMPLES_CREDIT = ("Clinical examples: Image: DermNet (dermnetnz.org), "
                    "[CC BY-NC-ND 3.0 NZ](https://creativecommons.org/licenses/by-nc-nd/3.0/nz/). Phone photos: "
                    "PAD-UFES-20, Pacheco et al. 2020, [CC BY 4.0](https://creativecommons.org/licenses/by/4.0/). "
                    "Sources and licences of every example in `examples/README.md`.")
-# Methods whose maps failed the sanity checks (Adebayo et al. 2018) on the shipped model and on the
-# tests' tiny model: their maps hardly change when the model's top is randomised or another class
-# is explained (docs/explanations.md; tests/test_explanations.py). Labelled wherever the page names them.
+# Labelled wherever the page names a method whose maps failed the sanity checks (Adebayo et al. 2018)
+# in the model card's own study (explain.card.failing_sanity): they hardly change when the model's top
+# is randomised or another class is explained (docs/explanations.md).
 FAILS_SANITY = " (fails sanity checks: hardly depends on the class)"
-SANITY_NOTES = {"Grad-CAM++": FAILS_SANITY, "LayerCAM": FAILS_SANITY, "Score-CAM": FAILS_SANITY}
 DEFAULT_TOP_K = 3
 DEFAULT_OPACITY = 0.45  # of the heatmap over the photo, 0..1
 # how a measured hit rate reads under the kinds of answer the shortlist gives (ModelConfig.shortlist)
@@ -183,9 +182,15 @@ def trust_note(service: Service) -> str:
     return card_section(service.model.card if service.model else None, TRUST_HEADING) or NO_TRUST_NOTE
 
 
-def method_choices() -> list[tuple[str, str]]:
+def sanity_failures(service: Service) -> list[str]:
+    """The methods the model card's study found failing the sanity checks (none without a card)."""
+    return failing_sanity(service.model.card if service.model else None)
+
+
+def method_choices(service: Service) -> list[tuple[str, str]]:
     """(label, value) choices of the CAM method; a method that fails the sanity checks says so."""
-    return [(name + SANITY_NOTES.get(name, ""), name) for name in METHODS]
+    failing = sanity_failures(service)
+    return [(name + (FAILS_SANITY if name in failing else ""), name) for name in METHODS]
 
 
 def default_resolution(service: Service) -> str:
@@ -244,7 +249,8 @@ def compare_outputs(service: Service, photo, target: str | None = TOP_CLASS, opa
                     resolution: str | None = None):
     """/compare: a gallery of (overlay, caption) and the numbers (the page draws its table from them)."""
     comparison = service.compare(photo, _target(target), opacity=opacity, resolution=resolution)
-    return _gallery(comparison), rounded(_numbers(comparison, service.classifier.squares(comparison.resolution)))
+    return _gallery(comparison), rounded({**_numbers(comparison, service.classifier.squares(comparison.resolution)),
+                                          "fails_sanity": sanity_failures(service)})
 
 
 def rounded(numbers, digits: int = 4):
@@ -280,16 +286,12 @@ def compare_table(numbers: dict | None) -> str:
     baseline = numbers["random"]["deletion_area"]
     for method, curve in numbers["methods"].items():
         area = curve["deletion_area"]
-        lines.append(f"| {_starred(method)} | {area:.3f} | {baseline:.3f} | {'yes' if area < baseline else 'no'} | "
+        star = "\\*" if method in numbers["fails_sanity"] else ""  # the note below the table says why
+        lines.append(f"| {method}{star} | {area:.3f} | {baseline:.3f} | {'yes' if area < baseline else 'no'} | "
                      f"{curve['seconds'] * 1000:.0f} ms |")
-    if any(method in SANITY_NOTES for method in numbers["methods"]):
+    if set(numbers["fails_sanity"]) & set(numbers["methods"]):
         lines += ["", f"\\* {FAILS_SANITY.strip(' ()')}."]
     return "\n".join(lines)
-
-
-def _starred(method: str) -> str:
-    """A method's name in the table, starred when it fails the sanity checks (the note below the table)."""
-    return method + ("\\*" if method in SANITY_NOTES else "")
 
 
 def _numbers(comparison: Comparison, squares: str) -> dict:

@@ -22,8 +22,9 @@ from explain.card import FALLBACK_DISCLAIMER
 from explain.classifier import Classifier, Explanation, Prediction
 from explain.errors import InputImageError, SkinExplainError
 from explain.images import ACCEPTED_FORMATS, load_photo
-from explain.model import EXAMPLES_FOLDER, LoadedModel, load_bundled_model, resolve_model
+from explain.model import EXAMPLES_FOLDER, LoadedModel
 from explain.overlay import MAX_SIDE, overlay
+from explain.resolve import load_bundled_model, resolve_model
 from explain.settings import BUNDLED_MODEL_DIR, EXAMPLES_DIR, Settings
 
 log = logging.getLogger(__name__)

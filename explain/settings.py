@@ -30,6 +30,7 @@ class Settings:
     cache_sweep_seconds: int = 60  # SKIN_CACHE_SWEEP: uploads and outputs are deleted this often...
     cache_max_age_seconds: int = 120  # ...once older than this (SKIN_CACHE_MAX_AGE)
     drain_seconds: float = 10.0  # SKIN_DRAIN_SECONDS: on SIGTERM, how long running requests may take to finish
+    malloc_arenas: int = 2  # SKIN_MALLOC_ARENAS: glibc malloc arenas (explain.memory; 0: glibc's default)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -51,6 +52,7 @@ class Settings:
             cache_sweep_seconds=int(env.get("SKIN_CACHE_SWEEP", cls.cache_sweep_seconds)),
             cache_max_age_seconds=int(env.get("SKIN_CACHE_MAX_AGE", cls.cache_max_age_seconds)),
             drain_seconds=float(env.get("SKIN_DRAIN_SECONDS", cls.drain_seconds)),
+            malloc_arenas=int(env.get("SKIN_MALLOC_ARENAS", cls.malloc_arenas)),
         )
 
 

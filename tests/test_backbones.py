@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from conftest import SHARED
 
-from explain.model import find_finer_layer
-from training.backbones import (
+from explain.cam_layers import find_finer_layer
+from training.config import ExperimentConfig
+from training.model.backbones import (
     BACKBONES,
     backbone_layers,
     build_classifier,
@@ -16,8 +17,7 @@ from training.backbones import (
     set_trainable,
     unfrozen_layers,
 )
-from training.config import ExperimentConfig
-from training.resnet_v2_npy import load_npy_weights
+from training.model.resnet_v2_npy import load_npy_weights
 
 RESNET_WEIGHTS = SHARED / "weights" / "resnet_v2_50_imagenet_stages1-3"
 JOINED = "mobilenet_v2+resnet50v2_stage3"

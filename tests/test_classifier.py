@@ -11,13 +11,21 @@ from tf_keras_vis.gradcam import Gradcam
 from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
 from tf_keras_vis.utils.scores import CategoricalScore
 
+from explain.cam_layers import find_cam_layer
 from explain.cams import METHODS, normalize
 from explain.classifier import Prediction
 from explain.images import decode_photo, fit_to_model, load_photo
-from explain.model import find_cam_layer
 from explain.overlay import heat_image, jpeg_bytes, overlay, upsample
-from explain.verdicts import (ANSWER, LONGEST_LIST, NOT_SKIN, OTHER_CONDITION, SHORTLIST, UNSURE, VERDICTS,
-                              prediction_sets)
+from explain.verdicts import (
+    ANSWER,
+    LONGEST_LIST,
+    NOT_SKIN,
+    OTHER_CONDITION,
+    SHORTLIST,
+    UNSURE,
+    VERDICTS,
+    prediction_sets,
+)
 
 
 def photo(path: str) -> Image.Image:

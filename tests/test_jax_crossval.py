@@ -1,4 +1,4 @@
-"""The cross-validation for a GPU machine (training.evaluation.jax_crossval): packed here with TensorFlow,
+"""The cross-validation for a GPU machine (training.steps.jax_crossval): packed here with TensorFlow,
 fine-tuned by Keras on JAX in a process that cannot import TensorFlow (as on that machine), reported here."""
 import json
 import os
@@ -12,17 +12,17 @@ from PIL import Image
 
 from explain.images import fit_to_model, load_photo
 from training.config import ExperimentConfig
-from training.photo_augment import augment_photo
+from training.model.augmentation import augment_photo
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_numpy_augmentation_does_what_the_tensorflow_one_does(synthetic_root):
     """Each op, on its own, is fixed by its seed and changes the photo about as much as
-    training.finetune.augment's (within a factor of two, averaged over 40 seeds)."""
+    training.model.finetune.augment's (within a factor of two, averaged over 40 seeds)."""
     import tensorflow as tf
 
-    from training.finetune import augment
+    from training.model.finetune import augment
 
     photo = np.asarray(load_photo(next((synthetic_root / "photos" / "Rings").glob("*.jpg")), 10**7, 10**8)
                        .resize((96, 96)))
@@ -46,7 +46,7 @@ def test_the_gpu_cross_validation_runs_on_jax_and_its_model_loads_under_tensorfl
     """pack -> run (KERAS_BACKEND=jax, TensorFlow not importable) -> report: every photo held out once,
     each fold fine-tuned from its own stage 1 with a history per epoch, both cross-validations
     aggregated, and the first fold's model, saved by JAX, giving JAX's logits under TensorFlow."""
-    from training.evaluation import jax_crossval
+    from training.steps import jax_crossval
 
     run = tmp_path / "run"
     run.mkdir()
@@ -65,7 +65,7 @@ def test_the_gpu_cross_validation_runs_on_jax_and_its_model_loads_under_tensorfl
     no_tensorflow.mkdir(parents=True)
     (no_tensorflow / "__init__.py").write_text("raise ImportError('not on the GPU machine')\n")
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": os.pathsep.join([str(no_tensorflow.parent), str(ROOT)])}
-    done = subprocess.run([sys.executable, "-m", "training.evaluation.jax_crossval", "run", "--pack", str(pack),
+    done = subprocess.run([sys.executable, "-m", "training.steps.jax_crossval", "run", "--pack", str(pack),
                            "--out", str(out), "--epochs", "2"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -87,8 +87,8 @@ def test_the_gpu_cross_validation_runs_on_jax_and_its_model_loads_under_tensorfl
 def test_a_pack_of_the_runs_own_split_holds_its_test_photos_out_at_the_size_asked(pipeline_run, tmp_path):
     """--folds 0: one fold, trained on the split's train photos, its epoch chosen on validation, its test
     photos held out; --image-size packs the photos (and builds stage 1) at another input size."""
-    from training.evaluation import jax_crossval
-    from training.tables import read_rows
+    from training.data.tables import read_rows
+    from training.steps import jax_crossval
 
     run = tmp_path / "run"
     run.mkdir()

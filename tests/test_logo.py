@@ -1,11 +1,11 @@
-"""The logo made uninformative (training.logo): removal, pasting and the swap both fine-tunes run."""
+"""The logo made uninformative (training.data.logo): removal, pasting and the swap both fine-tunes run."""
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from training.config import ExperimentConfig, Source
-from training.logo import (
+from training.data.logo import (
     MARK_CONTRAST,
     control_box,
     cut_logo,
@@ -15,7 +15,7 @@ from training.logo import (
     paste_logo,
     remove_logo,
 )
-from training.photo_augment import AugmentingPool
+from training.model.augmentation import AugmentingPool
 
 SOURCES = [Source("marked", "r", "t", mask_boxes=[[0.05, 0.7, 0.2, 0.9], [0.05, 0.8, 0.4, 0.95]]),
            Source("marked-other", "r", "t", library="marked"), Source("phone", "r", "t")]

@@ -14,9 +14,11 @@ import pytest
 from conftest import ARTIFACTS, ROOT, launch_app
 from hub_server import FakeHub, fetch
 
-from explain import model as model_module
+from explain import resolve as resolve_module
 from explain.errors import ModelFormatError, ModelNotConfiguredError
-from explain.model import ModelConfig, ModelSource, load_model_folder, loaded_model, resolve_model, write_model_folder
+from explain.model import LoadedModel, ModelSource, load_model_folder, write_model_folder
+from explain.model_config import ModelConfig
+from explain.resolve import resolve_model
 from explain.settings import Settings
 
 REPO = "skin-demo/tiny-model"
@@ -52,7 +54,7 @@ def test_settings_pick_the_local_folder(tiny_model_dir):
 
 
 def test_no_model_anywhere_says_how_to_configure_one(monkeypatch, tmp_path):
-    monkeypatch.setattr(model_module, "BUNDLED_MODEL_DIR", tmp_path / "no_model_here")
+    monkeypatch.setattr(resolve_module, "BUNDLED_MODEL_DIR", tmp_path / "no_model_here")
     with pytest.raises(ModelNotConfiguredError, match="SKIN_MODEL_DIR"):
         resolve_model(Settings())
 
@@ -148,9 +150,9 @@ def test_a_folder_written_from_memory_loads_back_the_same(tiny_model_dir, tmp_pa
 def test_a_model_in_memory_is_checked_like_a_folder(tiny_model_dir):
     original = load_model_folder(tiny_model_dir, ModelSource("folder", str(tiny_model_dir)))
     with pytest.raises(ModelFormatError, match="skin_readout.npy of memory model at test has shape"):
-        loaded_model(original.keras_model, original.labels, original.config, ModelSource("memory", "test"))
+        LoadedModel.from_keras(original.keras_model, original.labels, original.config, ModelSource("memory", "test"))
     plain = ModelConfig(original.config.name, 96, "mobilenet_v2")
-    loaded = loaded_model(original.keras_model, original.labels, plain, ModelSource("memory", "test"))
+    loaded = LoadedModel.from_keras(original.keras_model, original.labels, plain, ModelSource("memory", "test"))
     assert loaded.cam_layer == "out_relu" and loaded.skin_readout is None and "not a diagnosis" in loaded.disclaimer
 
 

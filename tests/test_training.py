@@ -18,15 +18,14 @@ from explain.classifier import Classifier
 from explain.images import fit_to_model, load_photo
 from explain.model import ModelSource, load_model_folder
 from explain.verdicts import SCORE_NAMES, SET_RULES, VERDICT_OF
-from training import ablate
-from training.backbones import backbone_layers, build_classifier, set_trainable, unfrozen_layers
-from training.common import class_names
 from training.config import ExperimentConfig
-from training.data import dataset
+from training.data.photos import dataset
+from training.data.tables import class_names, read_rows, write_rows
 from training.evaluation.abstention import held_out_half
-from training.fitting import feature_view, new_model
-from training.split import LeakageError, check_no_leakage
-from training.tables import read_rows, write_rows
+from training.model.backbones import backbone_layers, build_classifier, set_trainable, unfrozen_layers
+from training.model.fitting import feature_view, new_model
+from training.steps import ablate
+from training.steps.split import LeakageError, check_no_leakage
 
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_224_imagenet"
 
@@ -148,8 +147,8 @@ def test_report_has_test_cv_calibration_and_abstention(pipeline_run):
 def test_the_app_gives_each_photo_the_verdict_the_evaluation_counted(pipeline_run, test_photos):
     """The shipped thresholds, applied by the app's compiled pass and by the evaluation's arrays."""
     from explain.verdicts import prediction_sets, scaled_softmax, scores, verdicts
-    from training.common import cam_features_and_logits
-    from training.data import photo_pixels
+    from training.data.photos import photo_pixels
+    from training.model.served import cam_features_and_logits
 
     folder = pipeline_run / "model"
     classifier = Classifier(load_model_folder(folder, ModelSource("folder", str(folder))))
@@ -212,7 +211,7 @@ def test_published_folder_loads_in_the_app_and_predicts(pipeline_run, test_photo
 def test_publish_uploads_to_a_hub_and_the_app_can_load_it_back(pipeline_run, test_photos, monkeypatch, tmp_path):
     from huggingface_hub import constants
 
-    from training import publish
+    from training.steps import publish
 
     hub = FakeHub().start()
     try:
@@ -240,7 +239,7 @@ def test_publish_uploads_to_a_hub_and_the_app_can_load_it_back(pipeline_run, tes
 
 @pytest.mark.skipif(not WEIGHTS.is_dir(), reason=f"ImageNet .npy weights not found at {WEIGHTS}")
 def test_npy_converter_sets_every_backbone_variable():
-    from training.mobilenet_npy import load_npy_weights
+    from training.model.mobilenet_npy import load_npy_weights
 
     model = build_classifier("mobilenet_v2", 4, 96)
     before = [w.numpy().copy() for layer in backbone_layers(model) for w in layer.weights]
@@ -257,7 +256,7 @@ def test_npy_converter_sets_every_backbone_variable():
 @pytest.mark.parametrize("backbone,size", [("mobilenet_v2", 64), ("resnet50", 64)])
 def test_backbones_build_train_a_step_and_reload_safely(backbone, size, tmp_path):
     from training.config import ExperimentConfig
-    from training.fitting import augmentation
+    from training.model.fitting import augmentation
 
     model = build_classifier(backbone, 3, size, augmentation=augmentation(ExperimentConfig()))
     set_trainable(model, unfrozen_layers(ExperimentConfig(backbone=backbone)))
@@ -313,7 +312,7 @@ def test_rerun_skips_finished_steps(pipeline_run, capsys):
 
 
 def test_augment_balances_from_training_originals_only(pipeline_run, tmp_path):
-    from training.augment import balance
+    from training.steps.augment import balance
 
     rows = read_rows(pipeline_run / "split.csv")
     made = balance(rows, target=25, folder=tmp_path, seed=1)
@@ -329,7 +328,7 @@ def test_augment_balances_from_training_originals_only(pipeline_run, tmp_path):
 @pytest.mark.skipif(not WEIGHTS.is_dir(), reason="needs ImageNet MobileNetV2 weights from ../shared/weights")
 def test_ablation_scores_each_variant_on_the_same_folds_and_reaches_the_card(pipeline_run, tmp_path, capsys):
     from training.__main__ import main
-    from training.card import render_card
+    from training.report.card import render_card
 
     config = json.loads((pipeline_run / "config.json").read_text())
     with pytest.raises(ValueError, match="pretrained"):  # frozen random features would compare nothing
@@ -376,7 +375,7 @@ def test_ablation_scores_each_variant_on_the_same_folds_and_reaches_the_card(pip
 def test_augmentation_is_fixed_by_its_seed_and_each_op_changes_the_photo(synthetic_root):
     import tensorflow as tf
 
-    from training.finetune import augment
+    from training.model.finetune import augment
 
     photo = np.asarray(load_photo(next((synthetic_root / "photos" / "Dots").glob("*.jpg")), 10**7, 10**8)
                        .resize((110, 110)))
@@ -424,7 +423,7 @@ def test_a_fine_tune_keeps_the_moving_average_and_trains_on_from_its_own_weights
     where training started and where it is); after it, the trained values, unchanged."""
     import tensorflow as tf
 
-    from training.finetune import _averaged
+    from training.model.finetune import _averaged
 
     layer = keras.layers.Dense(2)
     layer.build((None, 3))
@@ -567,6 +566,7 @@ def test_a_config_extends_another_and_says_only_how_it_differs(tmp_path):
     import dataclasses
 
     from conftest import ROOT
+
     from training.config import NOT_WEIGHTS
 
     configs = ROOT / "configs"
@@ -599,3 +599,29 @@ def test_calibrate_gives_a_folder_its_shortlist_from_the_runs_split(pipeline_run
     assert written["shortlist"] == config["shortlist"] and written["thresholds"]["top_probability"] is None
     assert (folder / "README.md").read_text().count("## The shortlist: how sure the answer is") == 1
     load_model_folder(folder, ModelSource("folder", str(folder)))  # what the app reads
+
+
+LAYERS = ["config", "data", "model", "evaluation", "report", "steps", "__main__"]  # docs/training.md's order
+
+
+def test_no_import_in_training_runs_back_up_its_layers():
+    """Each folder of training/ imports only itself and the folders before it, so a newcomer can read
+    data/ without model/, and a step is never a helper's helper."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "training"
+    upward = []
+    for path in root.rglob("*.py"):
+        layer = path.relative_to(root).parts[0].removesuffix(".py")
+        if layer == "__init__":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "training" and len(parts) > 1 and \
+                        LAYERS.index(parts[1]) > LAYERS.index(layer):
+                    upward.append(f"{path.relative_to(root)} imports {name}")
+    assert not upward, upward
+    assert sorted(p.name for p in root.glob("*.py")) == ["__init__.py", "__main__.py", "config.py"]

@@ -5,10 +5,22 @@ calibrate gives a model folder its shortlist, other tries an explicit "another c
 import argparse
 import sys
 
-from training import ablate, augment, calibrate, curate, evaluate, explanations, export, publish, score, split, train
 from training.config import ExperimentConfig
-from training.evaluation import other_output
-from training.finetune import CheckpointError
+from training.model.finetune import CheckpointError
+from training.steps import (
+    ablate,
+    augment,
+    calibrate,
+    curate,
+    evaluate,
+    explanations,
+    export,
+    other_output,
+    publish,
+    score,
+    split,
+    train,
+)
 
 STEPS = {
     "curate": curate.run,

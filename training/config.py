@@ -37,7 +37,7 @@ class Source:
 
 
 # Settings that change no weights: where the run lives, how it is evaluated, where it is published. An
-# interrupted fine-tune resumes whatever they say (training.finetune); every other setting must match.
+# interrupted fine-tune resumes whatever they say (training.model.finetune); every other setting must match.
 NOT_WEIGHTS = ("output_dir", "top_k", "tta", "cross_source", "skin_coverage", "other_condition_coverage",
                "answer_coverage", "shortlist_coverage", "ood_folders", "skin_readout_folders", "skin_readout_c",
                "harmful_mistakes", "explanation_photos", "ablations", "model_name", "hub_repo", "examples_dir",
@@ -60,7 +60,7 @@ class ExperimentConfig:
     # augment (offline balancing, optional)
     balance_to: int = 0  # 0: off; else copies per class in training
     # model
-    backbone: str = "mobilenet_v2"  # a name of training.backbones.BACKBONES, or two joined: "a+b"
+    backbone: str = "mobilenet_v2"  # a name of training.model.backbones.BACKBONES, or two joined: "a+b"
     alpha: float = 1.0
     image_size: int = 224
     # None (random), one source for a single backbone, or backbone -> source; a source is a `.npy`
@@ -73,7 +73,7 @@ class ExperimentConfig:
     # source's own boxes) or "all" (every source's boxes in every photo)
     blank_boxes: str = "none"
     # online augmentation strength (0 turns each off): stage 1's Keras layers use flip to brightness;
-    # the fine-tune (training.finetune) uses flip (with quarter turns), contrast, brightness and the rest
+    # the fine-tune (training.model.finetune) uses flip (with quarter turns), contrast, brightness and the rest
     flip: bool = True
     rotation: float = 0.1
     zoom: float = 0.15
@@ -87,7 +87,7 @@ class ExperimentConfig:
     erase: float = 0.5  # probability of a randomly erased rectangle (2-20% of the photo)
     blur: float = 0.0  # probability of a Gaussian blur of BLUR_SIGMA pixels (an out-of-focus camera), before JPEG
     # fine-tune: probability that a photo's logo box shows a logo (a marked library's own, or one pasted
-    # from them), else it is blurred, whatever the library, so the logo tells nothing (training.logo); 0: off
+    # from them), else it is blurred, whatever the library, so the logo tells nothing (training.data.logo); 0: off
     logo_swap: float = 0.0
     # training
     batch_size: int = 32
@@ -96,13 +96,13 @@ class ExperimentConfig:
     head_epochs: int = 10
     head_learning_rate: float = 1e-3
     head_l2: float = 0.0  # weight decay (L2) of the head's weights
-    finetune_epochs: int = 0  # stage 2 (training.finetune): 0 keeps the backbone frozen
+    finetune_epochs: int = 0  # stage 2 (training.model.finetune): 0 keeps the backbone frozen
     finetune_learning_rate: float = 1e-4  # the backbone's peak rate (AdamW, warm-up then cosine)
     finetune_head_learning_rate: float = 1e-3  # the head's
     finetune_warmup_epochs: int = 1
     finetune_weight_decay: float = 0.01
     finetune_ema: float = 0.0  # momentum of a moving average of the weights, validated and kept (0: off)
-    # the fine-tune trains each backbone's last N layers: None each one's default (training.backbones), a
+    # the fine-tune trains each backbone's last N layers: None each one's default (training.model.backbones), a
     # number for each, or backbone -> number
     unfreeze_layers: int | dict | None = None
     label_smoothing: float = 0.0
@@ -131,7 +131,7 @@ class ExperimentConfig:
     # class -> the classes its photos must not be answered as (the report counts how often they are)
     harmful_mistakes: dict[str, list[str]] = field(default_factory=dict)
     explanation_photos: int = 0  # the explanations study: 0 every test photo, else a seeded sample of this many
-    # ablate: variant name -> the settings it changes (see training/ablate.py)
+    # ablate: variant name -> the settings it changes (see training/steps/ablate.py)
     ablations: dict[str, dict] = field(default_factory=lambda: {
         "as configured": {},
         "image size 288": {"image_size": 288},

@@ -1,2 +1,2 @@
-"""The parts of the evaluate step (`training/evaluate.py`): metrics, grouped cross-validation and
-leave-one-source-out runs, the verdicts' thresholds and abstention study, the watermark check, plots."""
+"""How a model is measured: metrics, grouped cross-validation and leave-one-library-out runs, the
+verdicts' thresholds and abstention study, the conformal shortlist, the logo study."""

@@ -20,12 +20,12 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from explain.verdicts import ANSWER, KINDS, SCORE_NAMES, VERDICT_OF, scores, unit, verdicts
-from training.backbones import cam_layer_of
-from training.common import IMAGE_SUFFIXES, cam_features_and_logits
 from training.config import ExperimentConfig, each_score_coverage, expand
-from training.data import load_pixels
+from training.data.photos import IMAGE_SUFFIXES, load_pixels
+from training.data.tables import read_rows
 from training.evaluation import metrics
-from training.tables import read_rows
+from training.model.backbones import cam_layer_of
+from training.model.served import cam_features_and_logits
 
 NON_SKIN_SKIMAGE = ("coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "colorwheel",
                     "camera", "moon", "coins", "clock", "page", "text", "grass", "gravel", "brick", "retina")

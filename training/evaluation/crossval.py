@@ -12,12 +12,14 @@ import keras
 import numpy as np
 
 from explain.verdicts import energy, scaled_softmax
-from training.backbones import cam_layer_of
-from training.common import cam_features_and_logits, class_names, group_split, labels_of
 from training.config import ExperimentConfig
-from training.data import load_pixels
+from training.data.grouping import group_split
+from training.data.photos import load_pixels
+from training.data.tables import class_names, labels_of
 from training.evaluation import metrics
-from training.fitting import fit
+from training.model.backbones import cam_layer_of
+from training.model.fitting import fit
+from training.model.served import cam_features_and_logits
 
 
 def train_and_predict(config: ExperimentConfig, train_rows: list[dict], eval_rows: list[dict], names: list[str],

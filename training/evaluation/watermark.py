@@ -8,9 +8,9 @@ import numpy as np
 from explain.classifier import Classifier
 from explain.images import fit_to_model
 from explain.overlay import upsample
-from training.data import box_mask, read_photo
+from training.data.logo import control_box, logo_box, marked_sources, remove_logo
+from training.data.photos import box_mask, read_photo
 from training.evaluation import metrics
-from training.logo import control_box, logo_box, marked_sources, remove_logo
 
 VIEWS = ("as served", "logo removed", "control removed")
 

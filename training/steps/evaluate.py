@@ -12,18 +12,20 @@ import keras
 import numpy as np
 
 from explain.classifier import Classifier
-from explain.model import CLASS_MEANS_FILE, SKIN_READOUT_FILE, ModelSource, loaded_model
+from explain.model import CLASS_MEANS_FILE, SKIN_READOUT_FILE, LoadedModel, ModelSource
 from explain.verdicts import scaled_softmax, scores
-from training.backbones import cam_layer_of
-from training.common import already_done, cam_features_and_logits, class_names, labels_of, model_config
 from training.config import ExperimentConfig
-from training.data import load_pixels
-from training.evaluation import metrics, plots
+from training.data.photos import load_pixels
+from training.data.tables import class_names, labels_of, read_rows
+from training.evaluation import metrics
 from training.evaluation.abstention import abstention, rows_of
 from training.evaluation.crossval import cross_source, cross_validate
 from training.evaluation.shortlist import shortlist
 from training.evaluation.watermark import logo_check
-from training.tables import read_rows
+from training.model.backbones import cam_layer_of
+from training.model.served import cam_features_and_logits, model_config
+from training.report import plots
+from training.steps import already_done
 
 
 def run(config: ExperimentConfig, force: bool = False) -> Path:
@@ -71,7 +73,7 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
                                "Held-out test split")
     plots.training_curves_png(read_rows(config.out / "train" / "history.csv"), config.out / "training_curves.png")
     plots.reliability_png((before, test_labels), (after, test_labels), config.out / "reliability.png")
-    classifier = Classifier(loaded_model(model, names, model_config(config), ModelSource("memory", str(config.out))))
+    classifier = Classifier(LoadedModel.from_keras(model, names, model_config(config), ModelSource("memory", str(config.out))))
     report["logo"] = logo_check(classifier, config.sources, by_split["test"])
     save(report, out)  # the long parts below resume from their saved predictions if interrupted
     if config.cv_folds:

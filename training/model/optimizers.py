@@ -1,5 +1,5 @@
-"""The fine-tune's optimizers, on any Keras backend: TensorFlow here (`training.finetune`) and JAX on
-a machine with an accelerator (`training.evaluation.jax_crossval`).
+"""The fine-tune's optimizers, on any Keras backend: TensorFlow here (`training.model.finetune`) and JAX on
+a machine with an accelerator (`training.steps.jax_crossval`).
 
 Two AdamW, the backbone at a lower rate than the head, each warmed up then cosine-decayed, optionally
 keeping a moving average of the weights (finetune_ema).
@@ -9,8 +9,8 @@ import math
 
 import keras
 
-from training.backbones import HEAD_LAYERS
 from training.config import ExperimentConfig
+from training.model.backbones import HEAD_LAYERS
 
 
 def schedule(peak: float, total_steps: int, warmup_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:

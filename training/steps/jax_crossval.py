@@ -1,19 +1,19 @@
 """Grouped k-fold cross-validation of the fine-tune on a machine with an accelerator and no TensorFlow.
 
 On these 2 CPU cores one fine-tune takes about 23 minutes, so the five of a cross-validation take two
-hours; a GPU does them in minutes. Three commands, `python -m training.evaluation.jax_crossval`:
+hours; a GPU does them in minutes. Three commands, `python -m training.steps.jax_crossval`:
 
 1. `pack --config FILE --folds 5 --pack DIR` (here, TensorFlow): the run's grouped folds (the
    pipeline's curate and split; `--folds 0`: its own train/validation/test split as one fold); stage 1
-   of each fold, trained by `training.fitting` as in the pipeline's own cross-validation, whose
+   of each fold, trained by `training.model.fitting` as in the pipeline's own cross-validation, whose
    held-out predictions are the frozen model's cross-validation;
    the head of each and the ImageNet backbone they share (stage 1 leaves it as it is); every photo
    resized whole to the input as the app does, stored as WebP (quality 90 unless told) so the folder
    travels in under 64 MiB.
 2. `run --pack DIR --out DIR` (the GPU machine, `KERAS_BACKEND=jax`): stage 2 of each fold, the
    fine-tune's recipe (same model, frozen BatchNorm, unfrozen layers, optimizers and schedules from
-   `training.optimizers`, class weights, label smoothing, best epoch on the fold's validation slice),
-   with the augmentation of `training.finetune.augment` in NumPy and Pillow (`training.photo_augment`).
+   `training.model.optimizers`, class weights, label smoothing, best epoch on the fold's validation slice),
+   with the augmentation of `training.model.finetune.augment` in NumPy and Pillow (`training.model.augmentation`).
    Writes each fold's held-out logits and history (`folds.json`) and the first fold's model.
 3. `report --pack DIR --out DIR` (here): the frozen cross-validation (on the photos as decoded, and on
    the packed WebP photos) and the fine-tuned one (on the packed photos) side by side, and the first
@@ -38,23 +38,24 @@ import numpy as np
 from PIL import Image
 
 import explain.layers  # noqa: F401  (registers the model's own layers before a model is rebuilt)
-from training.backbones import HEAD_LAYERS, cam_layer_of, set_trainable, unfrozen_layers
 from training.config import ExperimentConfig, Source
+from training.data.tables import read_rows
 from training.evaluation import metrics
-from training.optimizers import backbone_and_head, finetune_optimizers
-from training.photo_augment import AugmentingPool
-from training.tables import read_rows
+from training.model.augmentation import AugmentingPool
+from training.model.backbones import HEAD_LAYERS, cam_layer_of
+from training.model.jax_finetune import finetune_fold, held_out_logits
 
 # ---- pack (here, with TensorFlow) ----
 
 def pack(config: ExperimentConfig, folder: Path, webp_quality: int = 90) -> None:
     """Stage 1 of every fold and every photo, into `folder`, for `run` on another machine. With
     cv_folds 0, one fold: the run's own split (train; validation to choose the epoch; test held out)."""
-    from training import curate, split
-    from training.common import cam_features_and_logits, class_names
-    from training.data import load_pixels
+    from training.data.photos import load_pixels
+    from training.data.tables import class_names
     from training.evaluation.crossval import grouped_slice
-    from training.fitting import balanced_class_weights, fit
+    from training.model.fitting import balanced_class_weights, fit
+    from training.model.served import cam_features_and_logits
+    from training.steps import curate, split
 
     config.save()
     curate.run(config)
@@ -149,99 +150,6 @@ def rebuild(folder: Path, fold: int) -> keras.Model:
     return model
 
 
-def finetune_fold(model: keras.Model, config: ExperimentConfig, photos: np.ndarray, labels: np.ndarray,
-                  fold: dict, pool: AugmentingPool, log=print) -> tuple[keras.Model, list[dict]]:
-    """Stage 2 on the fold's photos with Keras's stateless JAX API; the best epoch on the fold's
-    validation slice is kept and returned with the per-epoch history."""
-    import jax
-    import jax.numpy as jnp
-
-    set_trainable(model, unfrozen_layers(config))
-    logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
-    variables = logits_model.trainable_variables
-    backbone, head = backbone_and_head(model, variables)
-    which = [id(v) in {id(h) for h in head} for v in variables]
-    fit = np.array(fold["fit"])
-    optimizers = finetune_optimizers(config, len(fit), (backbone, head))
-    loss_of = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing,
-                                                   reduction="none")
-    num_classes = logits_model.output.shape[-1]
-    class_weights = np.array(fold["class_weights"] or [1.0] * num_classes, np.float32)
-
-    def loss_fn(trainable, non_trainable, x, y, w):
-        logits, non_trainable = logits_model.stateless_call(trainable, non_trainable, x, training=True)
-        return jnp.sum(loss_of(y, logits) * w) / jnp.maximum(jnp.sum(w), 1e-9), (logits, non_trainable)
-
-    @jax.jit
-    def step(trainable, non_trainable, states, x, y, w):
-        (loss, (logits, non_trainable)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            trainable, non_trainable, x, y, w)
-        updated, states = list(trainable), list(states)
-        for part, (optimizer, state) in enumerate(zip(optimizers, states)):
-            ids = [i for i, is_head in enumerate(which) if is_head == bool(part)]
-            new, states[part] = optimizer.stateless_apply(state, [grads[i] for i in ids], [trainable[i] for i in ids])
-            for i, value in zip(ids, new):
-                updated[i] = value
-        return updated, non_trainable, states, loss, jnp.argmax(logits, 1) == jnp.argmax(y, 1)
-
-    @jax.jit
-    def predict(trainable, non_trainable, x):
-        return logits_model.stateless_call(trainable, non_trainable, x, training=False)[0]
-
-    def logits_of(indices, trainable, non_trainable):
-        out = []
-        for start in range(0, len(indices), config.batch_size):
-            batch = photos[indices[start:start + config.batch_size]].astype(np.float32)
-            padded = np.concatenate([batch, np.zeros((config.batch_size - len(batch), *batch.shape[1:]), np.float32)])
-            out.append(np.asarray(predict(trainable, non_trainable, padded))[: len(batch)])
-        return np.concatenate(out)
-
-    trainable = [v.value for v in variables]
-    non_trainable = [v.value for v in logits_model.non_trainable_variables]
-    states = [[v.value for v in optimizer.variables] for optimizer in optimizers]
-    val = np.array(fold["val"])
-    best, history, started = (-1.0, -1, None), [], time.time()
-    orders = [fit[np.random.default_rng([config.seed, epoch]).permutation(len(fit))]
-              for epoch in range(config.finetune_epochs)]
-    coming = pool.views(orders[0], config, 0, fit)
-    for epoch, order in enumerate(orders):
-        views = np.stack(coming.get())
-        if epoch + 1 < len(orders):  # the next epoch's views are made while this one trains
-            coming = pool.views(orders[epoch + 1], config, epoch + 1, fit)
-        losses, hits = [], []
-        for start in range(0, len(order), config.batch_size):
-            batch = slice(start, start + config.batch_size)
-            n = len(order[batch])
-            pad = config.batch_size - n
-            x = np.concatenate([views[batch], np.zeros((pad, *views.shape[1:]), np.uint8)]).astype(np.float32)
-            y = keras.utils.to_categorical(np.concatenate([labels[order[batch]], np.zeros(pad, int)]), num_classes)
-            w = np.concatenate([class_weights[labels[order[batch]]], np.zeros(pad, np.float32)])
-            trainable, non_trainable, states, loss, hit = step(trainable, non_trainable, states, x, y, w)
-            losses.append(float(loss) * n)
-            hits.append(np.asarray(hit)[:n])
-        val_logits = logits_of(val, trainable, non_trainable)
-        top1 = metrics.top_k_accuracy(val_logits, labels[val], 1)
-        if top1 > best[0]:
-            best = (top1, epoch, ([np.asarray(v) for v in trainable], [np.asarray(v) for v in non_trainable]))
-        history.append({"epoch": epoch, "loss": sum(losses) / len(order),
-                        "accuracy": float(np.concatenate(hits).mean()), "val_accuracy": top1})
-        log(f"  epoch {epoch + 1}/{config.finetune_epochs}: loss {history[-1]['loss']:.3f}, train top-1 "
-            f"{history[-1]['accuracy']:.3f}, val top-1 {top1:.3f} (best {best[0]:.3f} at epoch {best[1] + 1}), "
-            f"{time.time() - started:.0f} s")
-    for variable, value in zip(variables, best[2][0]):
-        variable.assign(value)
-    for variable, value in zip(logits_model.non_trainable_variables, best[2][1]):
-        variable.assign(value)
-    return model, history
-
-
-def held_out_logits(model: keras.Model, photos: np.ndarray, batch_size: int) -> np.ndarray:
-    """The model's logits, as served (no augmentation), at full float32 precision."""
-    logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
-    return np.concatenate([np.asarray(logits_model(photos[s:s + batch_size].astype(np.float32), training=False))
-                           for s in range(0, len(photos), batch_size)])
-
-
 def run(folder: Path, out: Path, folds: list[int] | None = None, epochs: int | None = None) -> None:
     """Fine-tune every fold of the pack (or `folds`); `epochs` shortens the recipe (a smoke test)."""
     import jax
@@ -330,7 +238,7 @@ def report(folder: Path, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluation.jax_crossval", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m training.steps.jax_crossval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     packing = sub.add_parser("pack", help="stage 1 of each fold and the photos, into one folder (TensorFlow)")

@@ -13,11 +13,11 @@ import numpy as np
 import tensorflow as tf
 
 from explain import layers  # noqa: F401  (registers the preprocessing layers for loading)
-from training.backbones import classifier_for, copy_weights_by_name, head_settings
-from training.common import already_done
 from training.config import ExperimentConfig
-from training.data import load_pixels
-from training.tables import read_rows
+from training.data.photos import load_pixels
+from training.data.tables import read_rows
+from training.model.backbones import classifier_for, copy_weights_by_name, head_settings
+from training.steps import already_done
 
 PARITY_PHOTOS = 32
 

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from training.config import ExperimentConfig
-from training.data import mask_boxes, mirror, photo_pixels
+from training.data.photos import mask_boxes, mirror, photo_pixels
 
 BATCH = 32
 

@@ -19,12 +19,12 @@ import numpy as np
 from explain.classifier import Classifier
 from explain.model import CARD_FILE, ModelSource, load_model_folder
 from explain.verdicts import ANSWER, KINDS
-from training.card import LOGO_HEADING, logo_section, put_section
 from training.config import ExperimentConfig
-from training.data import served_predictions
+from training.data.tables import print_table, read_rows
 from training.evaluation.abstention import ood_photos
 from training.evaluation.watermark import VIEWS, logo_check
-from training.tables import print_table, read_rows
+from training.model.served import served_predictions
+from training.report.card import LOGO_HEADING, logo_section, put_section
 
 
 def photo_sets(config: ExperimentConfig, unseen_by: list[str] = ()) -> dict[str, list[dict]]:

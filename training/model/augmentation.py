@@ -1,5 +1,5 @@
-"""The fine-tune's augmentation (`training.finetune.augment`) in NumPy and Pillow, for a machine
-without TensorFlow (`training.evaluation.jax_crossval`), run by a pool of processes.
+"""The fine-tune's augmentation (`training.model.finetune.augment`) in NumPy and Pillow, for a machine
+without TensorFlow (`training.steps.jax_crossval`), run by a pool of processes.
 
 Neither Keras nor JAX is imported here: the pool is forked before the accelerator is touched, and its
 workers read the photos the parent held when it forked them.
@@ -13,10 +13,10 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from training.config import BLUR_SIGMA, ExperimentConfig
-from training.logo import logo_box, marked_photos, swap_logo
+from training.data.logo import logo_box, marked_photos, swap_logo
 
 _PHOTOS: np.ndarray | None = None  # uint8 photos the workers read (inherited when forked)
-_MARKED: np.ndarray | None = None  # which of them carry the logo (training.logo)
+_MARKED: np.ndarray | None = None  # which of them carry the logo (training.data.logo)
 _LOGO_BOX: list[float] | None = None
 # RGB <-> YIQ: a hue change is a rotation of the (I, Q) plane
 _YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
@@ -78,7 +78,7 @@ def augment_photo(image: np.ndarray, rng: np.random.Generator, config: Experimen
 def _view(task: tuple) -> np.ndarray:
     index, seed, config, donors = task
     photo = _PHOTOS[index]
-    if config.logo_swap and _LOGO_BOX is not None:  # training.logo, the very code the TensorFlow fine-tune runs
+    if config.logo_swap and _LOGO_BOX is not None:  # training.data.logo, the very code the TensorFlow fine-tune runs
         photo = swap_logo(_PHOTOS, index, _MARKED, donors, _LOGO_BOX, config.logo_swap,
                           np.random.default_rng([*seed, 7]))
     return augment_photo(photo, np.random.default_rng(seed), config)

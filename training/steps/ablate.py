@@ -19,13 +19,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from training.common import class_names, group_split, labels_of
 from training.config import ExperimentConfig
-from training.data import dataset
+from training.data.grouping import group_split
+from training.data.photos import dataset
+from training.data.tables import class_names, labels_of, read_rows
 from training.evaluation import metrics
 from training.evaluation.crossval import aggregate_folds, cross_validate
-from training.fitting import balanced_class_weights, feature_view, fit_head, new_model
-from training.tables import read_rows
+from training.model.fitting import balanced_class_weights, feature_view, fit_head, new_model
 
 # every setting that changes the cached features; a cache made with other values is recomputed
 # (the number of augmented copies is not one: each copy is its own file)

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from explain.classifier import Classifier
-from explain.model import CARD_FILE, CONFIG_FILE, ModelConfig, ModelSource, load_model_folder
-from training.card import SHORTLIST_HEADING, put_section, shortlist_section
+from explain.model import CARD_FILE, CONFIG_FILE, ModelSource, load_model_folder
+from explain.model_config import ModelConfig
 from training.config import ExperimentConfig
-from training.data import served_predictions
+from training.data.tables import print_table, read_rows
 from training.evaluation.abstention import rows_of
 from training.evaluation.shortlist import shortlist
-from training.tables import print_table, read_rows
+from training.model.served import served_predictions
+from training.report.card import SHORTLIST_HEADING, put_section, shortlist_section
 
 
 def answered(classifier: Classifier, rows: list[dict], desc: str) -> tuple:

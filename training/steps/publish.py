@@ -22,9 +22,9 @@ from explain.model import (
     load_model_folder,
     write_model_folder,
 )
-from training.card import render_card
-from training.common import model_config
 from training.config import ExperimentConfig, expand
+from training.model.served import model_config
+from training.report.card import render_card
 
 
 def assemble(config: ExperimentConfig, out: Path) -> Path:

@@ -12,10 +12,10 @@ import numpy as np
 from PIL import Image, ImageEnhance
 from tqdm import tqdm
 
-from training.common import already_done
 from training.config import ExperimentConfig
-from training.data import read_photo
-from training.tables import read_rows, write_rows
+from training.data.photos import read_photo
+from training.data.tables import read_rows, write_rows
+from training.steps import already_done
 
 
 def augmented_copy(photo: Image.Image, rng: np.random.Generator) -> Image.Image:

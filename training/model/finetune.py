@@ -25,12 +25,11 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from training.backbones import set_trainable, unfrozen_layers
 from training.config import BLUR_SIGMA, NOT_WEIGHTS, ExperimentConfig
-from training.data import load_pixels
-from training.evaluation import metrics
-from training.logo import logo_swapper
-from training.optimizers import backbone_and_head, finetune_optimizers
+from training.data.logo import logo_swapper
+from training.data.photos import load_pixels
+from training.model.backbones import set_trainable, unfrozen_layers
+from training.model.optimizers import backbone_and_head, finetune_optimizers
 
 CHECKPOINT = "finetune_checkpoint"  # folder inside the stage's output folder
 BLUR_KERNEL_HALF_WIDTH = 6  # pixels each side of the blur's kernel: 3 sigmas of the widest
@@ -209,8 +208,11 @@ def _validate(model: keras.Model, pixels: np.ndarray, labels: np.ndarray, config
     probs = model.predict(pixels, batch_size=config.batch_size, verbose=0)
     truth = keras.utils.to_categorical(labels, probs.shape[1])
     return {"val_loss": float(keras.losses.categorical_crossentropy(truth, probs).numpy().mean()),
-            "val_accuracy": metrics.top_k_accuracy(probs, labels, 1),
-            "val_top3": metrics.top_k_accuracy(probs, labels, 3)}
+            "val_accuracy": _top_k(probs, labels, 1), "val_top3": _top_k(probs, labels, 3)}
+
+
+def _top_k(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
+    return float(np.mean(keras.metrics.sparse_top_k_categorical_accuracy(labels, probs, k=k)))
 
 
 def _settings(config: ExperimentConfig) -> dict:

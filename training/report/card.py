@@ -8,13 +8,12 @@ import datetime
 import re
 
 from explain.cams import DEFAULT_METHOD
-from explain.card import DISCLAIMER_HEADING, TRUST_HEADING
+from explain.card import DISCLAIMER_HEADING, EXPLANATIONS_HEADING, FAILS, TRUST_HEADING
 from explain.classifier import DEFAULT_RESOLUTION
 from explain.verdicts import KINDS
-from training.backbones import parts, unfrozen_layers
 from training.config import ExperimentConfig, each_score_coverage
+from training.model.backbones import parts, unfrozen_layers
 
-EXPLANATIONS_HEADING = "Faithfulness and sanity of the heatmaps"
 SANITY_THRESHOLD = 0.5  # a map whose rank correlation with its randomised-model map stays above this fails
 
 DATA_LICENCES = {
@@ -139,7 +138,7 @@ def explanations_section(summary: dict) -> str:
     """The study's table (`python -m training explanations`)."""
     rows = [[r["method"], r["grid"], f"{r['deletion']:.3f} ({r['random_deletion']:.3f})",
              f"{r['insertion']:.3f} ({r['random_insertion']:.3f})", pct(r["beats_random_at_20"]),
-             f"{r['rho_random_top']:.2f}", f"{r['rho_other_class']:.2f}", "passes" if sanity_passes(r) else "FAILS",
+             f"{r['rho_random_top']:.2f}", f"{r['rho_other_class']:.2f}", "passes" if sanity_passes(r) else FAILS,
              f"{pct(r['hottest_on_edge'])} ({pct(r['edge_cells'])})", pct(r["grey_edge_share"])]
             for r in summary["table"].values()]
     return "\n".join([

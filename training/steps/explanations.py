@@ -24,13 +24,13 @@ from tqdm import tqdm
 
 from explain import faithfulness
 from explain.cams import METHODS
-from explain.card import TRUST_HEADING
+from explain.card import EXPLANATIONS_HEADING, TRUST_HEADING
 from explain.classifier import Classifier
-from explain.model import CARD_FILE, LoadedModel, ModelSource, load_model_folder, loaded_model
-from training.card import EXPLANATIONS_HEADING, explanations_section, put_section, trust_section
+from explain.model import CARD_FILE, LoadedModel, ModelSource, load_model_folder
 from training.config import ExperimentConfig
-from training.data import read_photo
-from training.tables import read_rows
+from training.data.photos import read_photo
+from training.data.tables import read_rows
+from training.report.card import explanations_section, put_section, trust_section
 
 SANITY_SEED = 7
 
@@ -44,7 +44,7 @@ def with_random_top(loaded: LoadedModel, seed: int = SANITY_SEED) -> LoadedModel
     kernel, bias = logits.get_weights()
     limit = np.sqrt(6 / sum(kernel.shape))  # Glorot uniform, as Keras initialises it
     logits.set_weights([rng.uniform(-limit, limit, kernel.shape).astype(np.float32), np.zeros_like(bias)])
-    return loaded_model(model, loaded.labels, loaded.config, loaded.source, loaded.skin_readout, loaded.class_means)
+    return LoadedModel.from_keras(model, loaded.labels, loaded.config, loaded.source, loaded.skin_readout, loaded.class_means)
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:

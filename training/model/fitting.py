@@ -1,10 +1,10 @@
 """How a model is trained: two-stage transfer learning, which the train step, cross-validation
 and the ablation all call.
 
-Stage 1 trains the head on a frozen ImageNet backbone (on cached features: `training.features`),
+Stage 1 trains the head on a frozen ImageNet backbone (on cached features: `training.model.features`),
 on the classes or, with `fine_labels`, on the sources' fine-grained conditions summed to the
 classes; stage 2 (optional) unfreezes the backbone's last N layers at a low learning rate,
-BatchNorm staying in inference mode (`training.finetune`).
+BatchNorm staying in inference mode (`training.model.finetune`).
 """
 
 import collections
@@ -13,7 +13,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from training.backbones import (
+from training.config import ExperimentConfig
+from training.data.photos import dataset, mirror
+from training.data.tables import fine_classes
+from training.model.backbones import (
     FEATURES_LAYER,
     classifier_for,
     copy_backbone,
@@ -22,11 +25,8 @@ from training.backbones import (
     set_trainable,
     unfrozen_layers,
 )
-from training.common import fine_classes
-from training.config import ExperimentConfig
-from training.data import dataset, mirror
-from training.features import pooled_features
-from training.finetune import finetune
+from training.model.features import pooled_features
+from training.model.finetune import finetune
 
 
 def augmentation(config: ExperimentConfig, seed: int | None = None) -> keras.Sequential | None:
@@ -127,7 +127,7 @@ def one_hot(rows: list[dict], names: list[str], column: str) -> np.ndarray:
 
 def train_head_on_features(model: keras.Model, config: ExperimentConfig, train_rows: list[dict],
                            val_rows: list[dict], names: list[str], weights: dict | None, out: Path) -> keras.Model:
-    """Stage 1 on features computed once (`training.features`): the frozen backbone's output does not
+    """Stage 1 on features computed once (`training.model.features`): the frozen backbone's output does not
     change between epochs, so each epoch costs milliseconds instead of a full pass over the photos.
     Mirrored (and optionally augmented) photos' features enlarge the training set. Returns the model
     with its standardisation and head (fine-grained with `fine_labels`) in place."""

@@ -1,4 +1,4 @@
-"""Step 4, train: the model of the run's train split (`training.fitting`), chosen on its
+"""Step 4, train: the model of the run's train split (`training.model.fitting`), chosen on its
 validation split. Writes `train/model.keras` (with its augmentation layers), `history.csv` and
 checkpoints; an interrupted fine-tune resumes with --resume.
 """
@@ -6,10 +6,10 @@ checkpoints; an interrupted fine-tune resumes with --resume.
 import shutil
 from pathlib import Path
 
-from training.common import already_done, class_names
 from training.config import ExperimentConfig
-from training.fitting import fit
-from training.tables import read_rows
+from training.data.tables import class_names, read_rows
+from training.model.fitting import fit
+from training.steps import already_done
 
 
 def run(config: ExperimentConfig, force: bool = False, resume: bool = False) -> Path:

@@ -20,10 +20,10 @@ from tqdm import tqdm
 from explain.classifier import Classifier
 from explain.model import ModelSource, load_model_folder
 from explain.verdicts import NOT_SKIN, OTHER_CONDITION
-from training.common import cam_features_and_logits
 from training.config import ExperimentConfig
-from training.data import load_pixels, served_predictions
-from training.tables import print_table, read_rows
+from training.data.photos import load_pixels
+from training.data.tables import print_table, read_rows
+from training.model.served import cam_features_and_logits, served_predictions
 
 OTHER = "another condition"
 REFUSED = (NOT_SKIN, OTHER_CONDITION)  # the served rule's verdicts that name no class of ours

@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import tensorflow as tf
 from PIL import Image
-from tqdm import tqdm
 
 from explain.images import fit_to_model, load_photo
 from training.config import ExperimentConfig
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MAX_BYTES, MAX_PIXELS = 100 * 1024 * 1024, 100_000_000  # curated data, not uploads: generous limits
 BLANK = 128  # the middle grey every blanked box gets, in every photo alike (a whole number: pixels are uint8)
 
@@ -45,11 +45,6 @@ def mirror(pixels):
     """A batch of photos (n, height, width, 3) mirrored left to right: the second feature view and TTA."""
     return pixels[:, :, ::-1]
 
-
-def served_predictions(classifier, rows: list[dict], desc: str) -> list:
-    """Each row's photo answered as the app answers it (explain.classifier.Classifier.predict), with a
-    progress bar."""
-    return [classifier.predict(read_photo(r["path"])) for r in tqdm(rows, desc=desc)]
 
 
 def read_photo(path: str) -> Image.Image:

@@ -1,7 +1,10 @@
-"""Small CSV helpers shared by the steps: every step reads and writes plain CSV tables."""
+"""The pipeline's tables: every step reads and writes plain CSV, one row a photo (a split table's rows
+carry path, source, target_class, fine_class, ...)."""
 
 import csv
 from pathlib import Path
+
+import numpy as np
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
@@ -26,3 +29,17 @@ def print_table(rows: list[dict]) -> None:
     print("  ".join(c.ljust(widths[c]) for c in columns))
     for row in rows:
         print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+
+
+def class_names(rows: list[dict]) -> list[str]:
+    """The classes of a split table, sorted: the model's output order."""
+    return sorted({r["target_class"] for r in rows if r["target_class"]})
+
+
+def fine_classes(rows: list[dict]) -> list[str]:
+    """The fine-grained conditions of a split table, sorted: the fine head's output order."""
+    return sorted({r["fine_class"] for r in rows if r["target_class"]})
+
+
+def labels_of(rows: list[dict], names: list[str]) -> np.ndarray:
+    return np.array([names.index(r["target_class"]) for r in rows])

@@ -14,10 +14,11 @@ import numpy as np
 from tqdm import tqdm
 
 from explain.errors import InputImageError
-from training.common import IMAGE_SUFFIXES, already_done, hamming_matrix
 from training.config import ExperimentConfig, Source, expand
-from training.data import read_photo
-from training.tables import print_table, read_rows, write_rows
+from training.data.grouping import hamming_matrix
+from training.data.photos import IMAGE_SUFFIXES, read_photo
+from training.data.tables import print_table, read_rows, write_rows
+from training.steps import already_done
 
 OUT_OF_TAXONOMY = ""  # target class of a photo kept only for out-of-distribution checks
 

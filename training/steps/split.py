@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from training.common import already_done, group_split, hamming_matrix
 from training.config import ExperimentConfig
-from training.tables import read_rows, write_rows
+from training.data.grouping import group_split, hamming_matrix
+from training.data.tables import read_rows, write_rows
+from training.steps import already_done
 
 
 class LeakageError(ValueError):

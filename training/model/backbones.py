@@ -16,8 +16,8 @@ from pathlib import Path
 import keras
 
 from explain.layers import PREPROCESSING, ParentLogits
-from training import mobilenet_npy, resnet_v2_npy
 from training.config import expand
+from training.model import mobilenet_npy, resnet_v2_npy
 
 FEATURES_LAYER = "features"  # the pooled backbone features, standardised: what the head reads
 HEAD_LAYERS = (FEATURES_LAYER, "dropout", "fine_logits", "logits", "probs")

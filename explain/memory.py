@@ -1,0 +1,42 @@
+"""Handing freed memory back to the system, where the C library is glibc (Linux, a Space).
+
+Each request decodes a photo of its own size (a phone's 12 megapixels, a thumbnail) in whichever
+thread serves it. glibc gives each thread an arena of its own and keeps what was freed there for
+reuse, so resident memory drifts with the mix of photo sizes although the app keeps nothing
+(docs/reliability.md). Two documented glibc calls bound it: fewer arenas, set before the request
+threads start (`mallopt(M_ARENA_MAX)`), and `malloc_trim` after each sweep of the temp folder.
+Elsewhere both do nothing and say so.
+"""
+
+import ctypes
+import logging
+
+log = logging.getLogger(__name__)
+
+M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018 (both exist only in glibc)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def limit_arenas(arenas: int) -> bool:
+    """At most `arenas` malloc arenas from now on (0: leave glibc's default); True when set."""
+    libc = _glibc()
+    if not arenas or libc is None:
+        return False
+    if not libc.mallopt(M_ARENA_MAX, arenas):
+        log.warning("glibc refused M_ARENA_MAX=%s; memory use is unchanged", arenas)
+        return False
+    return True
+
+
+def trim() -> bool:
+    """Return the free pages at the top and inside every arena to the system; True when some were."""
+    libc = _glibc()
+    return bool(libc is not None and libc.malloc_trim(0))

@@ -1,0 +1,1 @@
+"""What a run writes for people: the model card's sections and the evaluation's plots."""

@@ -17,7 +17,9 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from explain import page
-from explain.card import failing_sanity
+from explain.cams import METHODS
+from explain.card import TRUST_HEADING, card_section, failing_sanity
+from explain.service import Service
 from explain.settings import Settings
 from explain.verdicts import ANSWER, KINDS, VERDICTS
 
@@ -113,13 +115,21 @@ def test_the_api_says_which_model_answers(app_url, client):
     assert info["source"]["kind"] == "folder" and info["fallback_reason"] is None and "*" not in info["text"]
 
 
-def test_the_page_carries_the_disclaimer_and_model(app_url):
+def test_the_page_carries_the_disclaimer_and_model(app_url, tiny_model_dir):
     config = json.loads(urllib.request.urlopen(app_url + "config").read())
     texts = " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"])
     assert "tiny-test-model" in texts and "folder model at" in texts
     assert "This is not a diagnosis" in texts
-    # the tiny model's card has no faithfulness section, so the page says so plainly
-    assert "This model's card does not say how faithful its heatmaps are" in texts
+    # what the tiny model's card measured about its maps, under the heatmap
+    trust = card_section(tiny_model_dir / "README.md", TRUST_HEADING)
+    assert trust.startswith("Measured on") and trust in texts
+
+
+def test_a_model_whose_card_measured_nothing_gets_a_plain_warning_and_no_labels(tmp_path):
+    service = Service.start(Settings(model_dir=str(tmp_path / "no-model-here")))
+    assert service.model is None
+    assert page.trust_note(service) == page.NO_TRUST_NOTE
+    assert [label for label, _ in page.method_choices(service)] == list(METHODS)
 
 
 @pytest.mark.parametrize("name,data,expected", [c for c in CASES if c[2]], ids=[c[0] for c in CASES if c[2]])

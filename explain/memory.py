@@ -3,9 +3,10 @@
 Each request decodes a photo of its own size (a phone's 12 megapixels, a thumbnail) in whichever
 thread serves it. glibc gives each thread an arena of its own and keeps what was freed there for
 reuse, so resident memory drifts with the mix of photo sizes although the app keeps nothing
-(docs/reliability.md). Two documented glibc calls bound it: fewer arenas, set before the request
-threads start (`mallopt(M_ARENA_MAX)`), and `malloc_trim` after each sweep of the temp folder.
-Elsewhere both do nothing and say so.
+(docs/reliability.md). The app calls `malloc_trim` after each sweep of the temp folder, which hands
+back what the arenas hold free; `SKIN_MALLOC_ARENAS` caps the arenas (`mallopt(M_ARENA_MAX)`, set
+before the request threads start; off by default: docs/reliability.md has what a soak showed).
+Where the C library is not glibc both do nothing.
 """
 
 import ctypes

@@ -30,7 +30,7 @@ class Settings:
     cache_sweep_seconds: int = 60  # SKIN_CACHE_SWEEP: uploads and outputs are deleted this often...
     cache_max_age_seconds: int = 120  # ...once older than this (SKIN_CACHE_MAX_AGE)
     drain_seconds: float = 10.0  # SKIN_DRAIN_SECONDS: on SIGTERM, how long running requests may take to finish
-    malloc_arenas: int = 2  # SKIN_MALLOC_ARENAS: glibc malloc arenas (explain.memory; 0: glibc's default)
+    malloc_arenas: int = 0  # SKIN_MALLOC_ARENAS: at most this many glibc malloc arenas (explain.memory; 0: glibc's own)
 
     @classmethod
     def from_env(cls) -> "Settings":

@@ -51,7 +51,7 @@ def test_everyday_photos_are_not_skin_and_skin_photos_are(service):
     from training.steps.curate import load_taxonomy
 
     everyday = [p for p in sorted((SHARED / "data" / "imagenet-samples" / "images").iterdir()) if held_out_half(p)]
-    taxonomy = load_taxonomy(str(ROOT / "training" / "taxonomies" / "sd198.json"))
+    taxonomy = load_taxonomy(str(ROOT / "training" / "data" / "taxonomies" / "sd198.json"))
     outside = [name for name, target in taxonomy.items() if target is None]
     skin = [p for name in outside for p in sorted((SD198 / "images" / name).glob("*.jpg"))][::3]
     said = {name: np.mean([service.classifier.predict(service.read(p)).verdict == NOT_SKIN for p in photos])

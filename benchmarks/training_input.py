@@ -15,7 +15,7 @@ def training_input(batches: int) -> None:
     """Images per second of the tf.data input alone against one training step alone."""
     import keras
 
-    from training.config import ExperimentConfig, Source
+    from training.config import DataSettings, ExperimentConfig, ModelSettings, Source, TrainingSettings
     from training.data.photos import dataset
     from training.model.backbones import set_trainable, unfrozen_layers
     from training.model.fitting import new_model
@@ -27,7 +27,8 @@ def training_input(batches: int) -> None:
         path = folder / f"{i}.jpg"
         Image.fromarray(rng.integers(0, 255, (336, 448, 3), dtype=np.uint8)).save(path, quality=90)
         rows_.append({"path": str(path), "source": "bench", "target_class": CLASSES[i % 3]})
-    config = ExperimentConfig(sources=[Source("bench", str(folder), "")], imagenet_weights=None, batch_size=32)
+    config = ExperimentConfig(data=DataSettings(sources=[Source("bench", str(folder), "")]),
+                              model=ModelSettings(imagenet_weights=None), training=TrainingSettings(batch_size=32))
     names = CLASSES[:3]
     ds = dataset(rows_, names, config, shuffle=True)
     for _ in ds:  # first epoch decodes and fills the cache

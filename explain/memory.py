@@ -10,6 +10,7 @@ Where the C library is not glibc both do nothing.
 """
 
 import ctypes
+import functools
 import logging
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 M_ARENA_MAX = -8  # glibc's malloc.h
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL("libc.so.6")

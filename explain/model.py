@@ -9,6 +9,7 @@ go through `LoadedModel.from_keras`, which checks the contract. `config.json`'s 
 `explain.model_config`; which folder answers is `explain.resolve`.
 """
 
+import functools
 import json
 import shutil
 import zipfile
@@ -19,7 +20,7 @@ import keras
 import numpy as np
 
 from explain.cam_layers import find_cam_layer, find_finer_layer
-from explain.card import disclaimer
+from explain.card import disclaimer, failing_sanity
 from explain.errors import ModelFormatError
 from explain.layers import PREPROCESSING
 from explain.model_config import ModelConfig
@@ -67,9 +68,14 @@ class LoadedModel:
     def card(self) -> Path | None:
         return self.folder / CARD_FILE if self.folder else None
 
-    @property
+    @functools.cached_property
     def disclaimer(self) -> str:
         return disclaimer(self.card)
+
+    @functools.cached_property
+    def fails_sanity(self) -> list[str]:
+        """The CAM methods the card's own study found failing the sanity checks (read once)."""
+        return failing_sanity(self.card)
 
     @classmethod
     def from_keras(cls, keras_model: keras.Model, labels: list, config: ModelConfig, source: ModelSource,

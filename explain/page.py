@@ -12,7 +12,7 @@ import threading
 from collections import OrderedDict
 
 from explain.cams import DEFAULT_METHOD, METHODS
-from explain.card import TRUST_HEADING, card_section, failing_sanity
+from explain.card import TRUST_HEADING, card_section
 from explain.classifier import Explanation, Prediction
 from explain.faithfulness import Check
 from explain.service import Comparison, Service
@@ -184,7 +184,7 @@ def trust_note(service: Service) -> str:
 
 def sanity_failures(service: Service) -> list[str]:
     """The methods the model card's study found failing the sanity checks (none without a card)."""
-    return failing_sanity(service.model.card if service.model else None)
+    return service.model.fails_sanity if service.model else []
 
 
 def method_choices(service: Service) -> list[tuple[str, str]]:

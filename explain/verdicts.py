@@ -38,7 +38,7 @@ class Verdict:
     summary: str  # the verdict's first sentence
     rest: str  # what follows it
     scores: dict[str, str] = field(default_factory=dict)  # score -> how reports name it; below its threshold: this
-    coverage_setting: str | None = None  # the training config field: share of validation photos its thresholds keep
+    coverage_setting: str | None = None  # the training config's evaluation setting: the share its thresholds keep
     names_classes: bool = True  # False: no class bar on the page, so nothing looks like an answer
 
 

@@ -83,28 +83,27 @@ def write_dataset(root: Path, per_class: int = 24, seed: int = 0) -> Path:
     return root
 
 
-def tiny_config(root: Path, out: Path, **overrides) -> Path:
+def tiny_config(root: Path, out: Path) -> Path:
     """An experiment config for a tiny, fast model on the generated photos."""
     config = {
         "output_dir": str(out),
-        "model_name": "tiny-test-model",
-        "sources": [{"name": "synthetic", "root": str(root / "photos"), "taxonomy": str(root / "taxonomy.json"),
-                     "mask_boxes": [[0.0, 0.9, 0.1, 1.0]]},  # a corner where a logo would be (watermark check)
-                    {"name": "others", "root": str(root / "others"), "taxonomy": "", "other_conditions": True}],
-        "other_condition_coverage": 0.9, "shortlist_coverage": 0.8,
-        "ood_folders": {name: str(root / folder) for name, folder in SKIN_FOLDERS.items()},
-        "skin_readout_folders": {"bare skin": True, "not skin": False}, "skin_coverage": 0.98,
-        "fine_labels": True,
-        "backbone": "mobilenet_v2", "alpha": 0.35, "image_size": 96, "imagenet_weights": None,
-        "batch_size": 16, "head_epochs": 20, "head_learning_rate": 0.01, "finetune_epochs": 12,
-        "finetune_learning_rate": 0.001,
-        "unfreeze_layers": 1000, "cv_folds": 2, "test_fraction": 0.2, "val_fraction": 0.2,
-        "early_stopping_patience": 8, "rotation": 0.0, "zoom": 0.0,
+        "data": {
+            "sources": [{"name": "synthetic", "root": str(root / "photos"), "taxonomy": str(root / "taxonomy.json"),
+                         "mask_boxes": [[0.0, 0.9, 0.1, 1.0]]},  # a corner where a logo would be (watermark check)
+                        {"name": "others", "root": str(root / "others"), "taxonomy": "", "other_conditions": True}],
+            "cv_folds": 2, "test_fraction": 0.2, "val_fraction": 0.2},
+        "model": {"backbone": "mobilenet_v2", "alpha": 0.35, "image_size": 96, "imagenet_weights": None,
+                  "fine_labels": True},
         # the fine-tune of a backbone trained from scratch learns three shapes in 12 epochs only with
         # gentle augmentation; every op of the strong one is tested on its own (test_training)
-        "flip": False, "crop_min": 0.9, "contrast": 0.0, "brightness": 0.0, "saturation": 0.0, "hue": 0.0,
-        "white_balance": 0.0, "jpeg_quality_min": 0, "erase": 0.0,
-        **overrides,
+        "augment": {"flip": False, "rotation": 0.0, "zoom": 0.0, "crop_min": 0.9, "contrast": 0.0, "brightness": 0.0,
+                    "saturation": 0.0, "hue": 0.0, "white_balance": 0.0, "jpeg_quality_min": 0, "erase": 0.0},
+        "training": {"batch_size": 16, "head_epochs": 20, "head_learning_rate": 0.01, "finetune_epochs": 12,
+                     "finetune_learning_rate": 0.001, "unfreeze_layers": 1000, "early_stopping_patience": 8},
+        "evaluation": {"other_condition_coverage": 0.9, "shortlist_coverage": 0.8, "skin_coverage": 0.98,
+                       "ood_folders": {name: str(root / folder) for name, folder in SKIN_FOLDERS.items()},
+                       "skin_readout_folders": {"bare skin": True, "not skin": False}},
+        "publish": {"model_name": "tiny-test-model"},
     }
     path = out.parent / f"{out.name}.json"
     path.write_text(json.dumps(config, indent=1), encoding="utf-8")

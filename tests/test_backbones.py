@@ -6,7 +6,7 @@ import pytest
 from conftest import SHARED
 
 from explain.cam_layers import find_finer_layer
-from training.config import ExperimentConfig
+from training.config import ModelSettings
 from training.model.backbones import (
     BACKBONES,
     backbone_layers,
@@ -98,8 +98,8 @@ def test_a_backbone_is_one_entry_and_a_bad_name_or_setting_says_what_to_write():
     with pytest.raises(ValueError, match="choose one of"):
         parts("mobilenet_v3")
     with pytest.raises(ValueError, match="must map each backbone"):
-        imagenet_sources(ExperimentConfig(backbone=JOINED, imagenet_weights="some/folder"))
-    sources = imagenet_sources(ExperimentConfig(backbone=JOINED, imagenet_weights={
+        imagenet_sources(ModelSettings(backbone=JOINED, imagenet_weights="some/folder"))
+    sources = imagenet_sources(ModelSettings(backbone=JOINED, imagenet_weights={
         "mobilenet_v2": "default", "resnet50v2_stage3": None}))
     assert sources["mobilenet_v2"].endswith("mobilenet_v2_1.0_224_imagenet") and sources["resnet50v2_stage3"] is None
-    assert unfrozen_layers(ExperimentConfig(backbone=JOINED)) == {"mobilenet_v2": 30, "resnet50v2_stage3": 69}
+    assert unfrozen_layers(JOINED, None) == {"mobilenet_v2": 30, "resnet50v2_stage3": 69}

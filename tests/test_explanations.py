@@ -54,15 +54,21 @@ def well_conditioned(classifier, pixels, resolution: str, floor: float = 5e-4) -
 @pytest.mark.parametrize("resolution", ["coarse", "fine"])
 @pytest.mark.parametrize("method", ["Grad-CAM++", "LayerCAM", "Score-CAM"])
 def test_fast_maps_match_tf_keras_vis(classifier, test_photos, method, resolution):
+    """Each method, run eagerly as tf-keras-vis runs, gives tf-keras-vis's map (the classifier's traced
+    pass is held to the method by the test below: a traced pass's fused kernels move the gradients by a
+    fraction of a percent, which Grad-CAM++'s closed form can blow up where 2 + g sum(A) nears 0)."""
+    outputs = activations_and_logits(classifier.keras_model, classifier.layers[resolution])
     compared = 0
-    for path, _ in test_photos[:6]:
+    for path, _ in test_photos[:12]:
+        if compared == 6:
+            break
         pixels = classifier.pixels(photo(path))
-        ours = classifier.explain_pixels(pixels, method, None, resolution)
-        reference = reference_cam(classifier.keras_model, method, pixels, ours.target_index,
-                                  classifier.layers[resolution])
-        assert ours.cam.shape == reference.shape == ((3, 3) if resolution == "coarse" else (6, 6))
+        target = classifier.predict_pixels(pixels).top_index
+        ours = normalize(METHODS[method].run(outputs, tf.constant(pixels), tf.constant(target))[1].numpy())
+        reference = reference_cam(classifier.keras_model, method, pixels, target, classifier.layers[resolution])
+        assert ours.shape == reference.shape == ((3, 3) if resolution == "coarse" else (6, 6))
         if reference.std() > 0 and (method != "Grad-CAM++" or well_conditioned(classifier, pixels, resolution)):
-            assert np.corrcoef(ours.cam.ravel(), reference.ravel())[0, 1] >= 0.99, path
+            assert np.corrcoef(ours.ravel(), reference.ravel())[0, 1] >= 0.99, path
             compared += 1
     assert compared >= 4
 
@@ -199,7 +205,7 @@ def test_the_explanations_study_writes_its_table_into_the_card(pipeline_run, tin
     folder.mkdir()
     for item in tiny_model_dir.iterdir():
         (folder / item.name).write_bytes(item.read_bytes())
-    config.update(output_dir=str(tmp_path), bundle_dir=str(folder))
+    config["output_dir"], config["publish"]["bundle_dir"] = str(tmp_path), str(folder)
     (tmp_path / "split.csv").write_bytes((pipeline_run / "split.csv").read_bytes())
     (tmp_path / "explain.json").write_text(json.dumps(config))
     assert main(["explanations", "--config", str(tmp_path / "explain.json")]) == 0

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from explain.images import fit_to_model, load_photo
-from training.config import ExperimentConfig
+from training.config import AugmentSettings
 from training.model.augmentation import augment_photo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,17 +26,17 @@ def test_the_numpy_augmentation_does_what_the_tensorflow_one_does(synthetic_root
 
     photo = np.asarray(load_photo(next((synthetic_root / "photos" / "Rings").glob("*.jpg")), 10**7, 10**8)
                        .resize((96, 96)))
-    plain = {"image_size": 96, "crop_min": 1.0, "flip": False, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0,
+    plain = {"crop_min": 1.0, "flip": False, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0,
              "hue": 0.0, "white_balance": 0.0, "jpeg_quality_min": 0, "erase": 0.0}
     served = fit_to_model(Image.fromarray(photo), 96)
-    np.testing.assert_array_equal(augment_photo(photo, np.random.default_rng(0), ExperimentConfig(**plain)), served)
+    np.testing.assert_array_equal(augment_photo(photo, np.random.default_rng(0), AugmentSettings(**plain), 96), served)
     strong = {"crop_min": 0.55, "flip": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.5, "hue": 0.05,
               "white_balance": 0.1, "jpeg_quality_min": 40, "erase": 1.0, "blur": 1.0}
     for name, value in strong.items():
-        config = ExperimentConfig(**{**plain, name: value})
-        ours = [augment_photo(photo, np.random.default_rng([s, 1]), config) for s in range(40)]
-        theirs = [augment(tf.constant(photo), tf.constant([s, 1], tf.int64), config).numpy() for s in range(40)]
-        np.testing.assert_array_equal(ours[0], augment_photo(photo, np.random.default_rng([0, 1]), config))
+        settings = AugmentSettings(**{**plain, name: value})
+        ours = [augment_photo(photo, np.random.default_rng([s, 1]), settings, 96) for s in range(40)]
+        theirs = [augment(tf.constant(photo), tf.constant([s, 1], tf.int64), settings, 96).numpy() for s in range(40)]
+        np.testing.assert_array_equal(ours[0], augment_photo(photo, np.random.default_rng([0, 1]), settings, 96))
         assert ours[0].dtype == np.uint8 and ours[0].shape == (96, 96, 3), name
         change = [np.mean([np.abs(v.astype(np.float32) - served).mean() for v in views]) for views in (ours, theirs)]
         assert change[0] > 0.5 and 0.5 < change[0] / change[1] < 2.0, (name, change)
@@ -102,6 +102,6 @@ def test_a_pack_of_the_runs_own_split_holds_its_test_photos_out_at_the_size_aske
     [fold] = manifest["folds"]
     for part, split in (("fit", "train"), ("val", "val"), ("held", "test")):
         assert fold[part] == [i for i, r in enumerate(rows) if r["split"] == split], part
-    assert config.image_size == 64 and photos.shape == (len(rows), 64, 64, 3)
+    assert config.model.image_size == 64 and photos.shape == (len(rows), 64, 64, 3)
     assert np.array(fold["frozen_logits"]).shape == (len(fold["held"]), len(manifest["names"]))
     assert jax_crossval.rebuild(pack, 0).input_shape == (None, 64, 64, 3)

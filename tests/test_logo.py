@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from training.config import ExperimentConfig, Source
+from training.config import AugmentSettings, DataSettings, ExperimentConfig, ModelSettings, Source
 from training.data.logo import (
     MARK_CONTRAST,
     control_box,
@@ -98,13 +98,14 @@ def test_the_jax_recipes_pool_swaps_logos_with_the_same_code():
     rng = np.random.default_rng(4)
     photos = np.stack([with_logo(skin(rng)) for _ in range(8)] + [skin(rng) for _ in range(8)])
     sources = ["marked"] * 8 + ["phone"] * 8
-    config = ExperimentConfig(sources=SOURCES, image_size=SIZE, logo_swap=0.5, crop_min=1.0, flip=False,
-                              brightness=0, contrast=0, saturation=0, hue=0, white_balance=0, jpeg_quality_min=0,
-                              erase=0)
+    off = {"crop_min": 1.0, "flip": False, "brightness": 0, "contrast": 0, "saturation": 0, "hue": 0,
+           "white_balance": 0, "jpeg_quality_min": 0, "erase": 0}
+    config = ExperimentConfig(data=DataSettings(sources=SOURCES), model=ModelSettings(image_size=SIZE),
+                              augment=AugmentSettings(**off, logo_swap=0.5))
     pool = AugmentingPool(photos, 2, sources, config)
     try:
         views = np.stack(pool.views(np.arange(16), config, 0, np.arange(16)).get())
-        off = np.stack(pool.views(np.arange(16), ExperimentConfig(**{**config.__dict__, "logo_swap": 0.0}), 0).get())
+        off = np.stack(pool.views(np.arange(16), config.changed(augment={"logo_swap": 0.0}), 0).get())
     finally:
         pool.close()
     has_logo = np.array([logo_marks(v) > 40 for v in views])

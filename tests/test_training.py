@@ -18,7 +18,7 @@ from explain.classifier import Classifier
 from explain.images import fit_to_model, load_photo
 from explain.model import ModelSource, load_model_folder
 from explain.verdicts import SCORE_NAMES, SET_RULES, VERDICT_OF
-from training.config import ExperimentConfig
+from training.config import AugmentSettings, ExperimentConfig
 from training.data.photos import dataset
 from training.data.tables import class_names, read_rows, write_rows
 from training.evaluation.abstention import held_out_half
@@ -217,7 +217,7 @@ def test_publish_uploads_to_a_hub_and_the_app_can_load_it_back(pipeline_run, tes
     try:
         monkeypatch.setattr(constants, "ENDPOINT", hub.url)
         monkeypatch.setenv("HF_TOKEN", "hf_test_token_for_the_local_hub")
-        config = ExperimentConfig.load(pipeline_run / "config.json", hub_repo="skin-demo/published")
+        config = ExperimentConfig.load(pipeline_run / "config.json", publish={"hub_repo": "skin-demo/published"})
         publish.run(config, dry_run=False)
         stored = hub.repos["skin-demo/published"]
         files = stored["commits"][stored["refs"]["main"]]
@@ -255,11 +255,10 @@ def test_npy_converter_sets_every_backbone_variable():
 
 @pytest.mark.parametrize("backbone,size", [("mobilenet_v2", 64), ("resnet50", 64)])
 def test_backbones_build_train_a_step_and_reload_safely(backbone, size, tmp_path):
-    from training.config import ExperimentConfig
     from training.model.fitting import augmentation
 
-    model = build_classifier(backbone, 3, size, augmentation=augmentation(ExperimentConfig()))
-    set_trainable(model, unfrozen_layers(ExperimentConfig(backbone=backbone)))
+    model = build_classifier(backbone, 3, size, augmentation=augmentation(AugmentSettings(), seed=0))
+    set_trainable(model, unfrozen_layers(backbone, None))
     trainable_norms = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization) and l.trainable]
     assert not trainable_norms  # BatchNorm stays in inference mode
     model.compile(optimizer="adam", loss="categorical_crossentropy")
@@ -273,13 +272,16 @@ def test_backbones_build_train_a_step_and_reload_safely(backbone, size, tmp_path
 
 
 @pytest.mark.parametrize("change,expected", [
-    ({"head_epoch": 3}, "unknown setting 'head_epoch' \\(did you mean 'head_epochs'\\?\\)"),
-    ({"sources": [{"name": "a", "root": "r", "taxonomy": "t", "mask_box": []}]},
-     "sources\\[0\\]: unknown setting 'mask_box' \\(did you mean 'mask_boxes'\\?\\)"),
-    ({"sources": [{"name": "a", "root": "r"}]}, "sources\\[0\\]: missing setting taxonomy"),
-    ({"ood_folders": {"web": "w"}, "skin_readout_folders": {"webb": True}},
+    ({"training": {"head_epoch": 3}}, "training: unknown setting 'head_epoch' \\(did you mean 'head_epochs'\\?\\)"),
+    ({"head_epochs": 3}, "unknown setting 'head_epochs' \\(it belongs in the 'training' section\\)"),
+    ({"model": {"image_size": 96, "head_epochs": 3}}, "model: unknown setting 'head_epochs' \\(it belongs in the "
+                                                      "'training' section\\)"),
+    ({"data": {"sources": [{"name": "a", "root": "r", "taxonomy": "t", "mask_box": []}]}},
+     "data.sources\\[0\\]: unknown setting 'mask_box' \\(did you mean 'mask_boxes'\\?\\)"),
+    ({"data": {"sources": [{"name": "a", "root": "r"}]}}, "data.sources\\[0\\]: missing setting taxonomy"),
+    ({"evaluation": {"ood_folders": {"web": "w"}, "skin_readout_folders": {"webb": True}}},
      "skin_readout_folders names 'webb', which is not one of ood_folders \\(web\\)"),
-    ({"fine_labels": True, "head_on_features": False}, "fine_labels needs head_on_features"),
+    ({"model": {"fine_labels": True}, "training": {"head_on_features": False}}, "fine_labels needs head_on_features"),
 ])
 def test_a_misspelled_or_missing_setting_is_named(tmp_path, change, expected):
     path = tmp_path / "experiment.json"
@@ -289,12 +291,11 @@ def test_a_misspelled_or_missing_setting_is_named(tmp_path, change, expected):
 
 
 def test_config_defaults_follow_the_backbone():
-    assert unfrozen_layers(ExperimentConfig(backbone="resnet50")) == {"resnet50": 50}
-    assert unfrozen_layers(ExperimentConfig(backbone="mobilenet_v2")) == {"mobilenet_v2": 30}
-    assert unfrozen_layers(ExperimentConfig(unfreeze_layers=7)) == {"mobilenet_v2": 7}
+    assert unfrozen_layers("resnet50", None) == {"resnet50": 50}
+    assert unfrozen_layers("mobilenet_v2", None) == {"mobilenet_v2": 30}
+    assert unfrozen_layers("mobilenet_v2", 7) == {"mobilenet_v2": 7}
     joined = "mobilenet_v2+resnet50v2_stage3"
-    assert unfrozen_layers(ExperimentConfig(backbone=joined, unfreeze_layers={"resnet50v2_stage3": 69})) == \
-        {"mobilenet_v2": 0, "resnet50v2_stage3": 69}
+    assert unfrozen_layers(joined, {"resnet50v2_stage3": 69}) == {"mobilenet_v2": 0, "resnet50v2_stage3": 69}
 
 
 def test_rerun_skips_finished_steps(pipeline_run, capsys):
@@ -332,17 +333,20 @@ def test_ablation_scores_each_variant_on_the_same_folds_and_reaches_the_card(pip
 
     config = json.loads((pipeline_run / "config.json").read_text())
     with pytest.raises(ValueError, match="pretrained"):  # frozen random features would compare nothing
-        ablate.run(ExperimentConfig(**{**config, "sources": [], "imagenet_weights": None}))
-    config.update(output_dir=str(tmp_path), alpha=1.0, imagenet_weights=str(WEIGHTS), flip=True, contrast=0.15,
-                  ablations={
-        "as configured": {}, "no label smoothing": {"label_smoothing": 0.0}, "image size 64": {"image_size": 64},
-        "2 augmented copies per photo": {"head_augmented_copies": 2},
-        "fine-tuned briefly": {"fine_tune": True, "head_epochs": 2, "finetune_epochs": 1, "unfreeze_layers": 5}})
+        ablate.run(ExperimentConfig.from_dict(config).changed(data={"sources": []}, model={"imagenet_weights": None}))
+    config = ExperimentConfig.from_dict(config).changed(
+        output_dir=str(tmp_path), model={"alpha": 1.0, "imagenet_weights": str(WEIGHTS)},
+        augment={"flip": True, "contrast": 0.15}, evaluation={"ablations": {
+            "as configured": {}, "no label smoothing": {"training": {"label_smoothing": 0.0}},
+            "image size 64": {"model": {"image_size": 64}},
+            "2 augmented copies per photo": {"training": {"head_augmented_copies": 2}},
+            "fine-tuned briefly": {"fine_tune": True, "training": {"head_epochs": 2, "finetune_epochs": 1,
+                                                                   "unfreeze_layers": 5}}}}).as_dict()
     (tmp_path / "split.csv").write_bytes((pipeline_run / "split.csv").read_bytes())
     (tmp_path / "ablate.json").write_text(json.dumps(config))
     assert main(["ablate", "--config", str(tmp_path / "ablate.json")]) == 0
     ablation = json.loads((tmp_path / "ablation.json").read_text())
-    assert list(ablation["variants"]) == list(config["ablations"])
+    assert list(ablation["variants"]) == list(config["evaluation"]["ablations"])
     for result in ablation["variants"].values():
         assert len(result["accuracy"]["folds"]) == 2 and 0.0 <= result["accuracy"]["mean"] <= 1.0
     assert ablation["variants"]["as configured"]["accuracy"]["mean"] >= 0.5  # three easy classes; chance 0.33
@@ -366,7 +370,7 @@ def test_ablation_scores_each_variant_on_the_same_folds_and_reaches_the_card(pip
     out = capsys.readouterr().out
     assert "ablation: no label smoothing" in out and "ablation: as configured" not in out and "features of" not in out
     ablation = json.loads((tmp_path / "ablation.json").read_text())
-    assert list(ablation["variants"]) == list(config["ablations"])
+    assert list(ablation["variants"]) == list(config["evaluation"]["ablations"])
     report = json.loads((pipeline_run / "report.json").read_text())
     card = render_card(ExperimentConfig.load(tmp_path / "ablate.json"), report, ablation)
     assert "What each setting is worth" in card and "| no label smoothing |" in card
@@ -379,12 +383,12 @@ def test_augmentation_is_fixed_by_its_seed_and_each_op_changes_the_photo(synthet
 
     photo = np.asarray(load_photo(next((synthetic_root / "photos" / "Dots").glob("*.jpg")), 10**7, 10**8)
                        .resize((110, 110)))
-    plain = {"image_size": 96, "crop_min": 1.0, "flip": False, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0,
+    plain = {"crop_min": 1.0, "flip": False, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0,
              "hue": 0.0, "white_balance": 0.0, "jpeg_quality_min": 0, "erase": 0.0}
     seed = tf.constant([3, 7], tf.int64)
 
     def view(seed=seed, **change):
-        return augment(tf.constant(photo), seed, ExperimentConfig(**{**plain, **change})).numpy()
+        return augment(tf.constant(photo), seed, AugmentSettings(**{**plain, **change}), 96).numpy()
 
     base = view()
     assert base.shape == (96, 96, 3) and base.dtype == np.float32
@@ -452,8 +456,8 @@ def test_an_interrupted_fine_tune_resumes_to_the_same_model(pipeline_run, tmp_pa
         folder.mkdir()
         (folder / "split.csv").write_bytes((pipeline_run / "split.csv").read_bytes())
         runs[name] = tmp_path / f"{name}.json"
-        runs[name].write_text(json.dumps({**config, "output_dir": str(folder), "finetune_epochs": 4,
-                                              "finetune_ema": 0.9}))
+        config["training"] |= {"finetune_epochs": 4, "finetune_ema": 0.9}
+        runs[name].write_text(json.dumps({**config, "output_dir": str(folder)}))
     straight = _train_in_process(runs["straight"])
     assert straight.wait(timeout=600) == 0, straight.stdout.read()
     killed = _train_in_process(runs["killed"])
@@ -467,8 +471,9 @@ def test_an_interrupted_fine_tune_resumes_to_the_same_model(pipeline_run, tmp_pa
     refused = _train_in_process(runs["killed"])
     assert refused.wait(timeout=600) == 2 and "pass --resume to continue it" in refused.stdout.read()
     # where it is published, its card and its study sizes change no weights: it still resumes
-    changed = json.loads(runs["killed"].read_text()) | {"hub_repo": "someone/else", "card_path": str(tmp_path / "c.md"),
-                                                         "explanation_photos": 7}
+    changed = json.loads(runs["killed"].read_text())
+    changed["publish"] |= {"hub_repo": "someone/else", "card_path": str(tmp_path / "c.md")}
+    changed["evaluation"] |= {"explanation_photos": 7}
     runs["killed"].write_text(json.dumps(changed))
     resumed = _train_in_process(runs["killed"], "--resume")
     output = resumed.stdout.read()
@@ -542,14 +547,12 @@ def test_an_explicit_other_output_is_compared_with_the_served_rule_on_unseen_con
 
 def test_leave_one_source_out_tests_each_library_on_a_model_of_the_others(pipeline_run, tmp_path):
     """Two sources of one photo library (Source.library) are left out together, never one trained on."""
-    import dataclasses
-
-    from training.config import Source
     from training.evaluation.crossval import cross_source
 
-    config = dataclasses.replace(ExperimentConfig.load(pipeline_run / "config.json"), output_dir=str(tmp_path),
-                                 head_epochs=2, finetune_epochs=1,
-                                 sources=[Source("library-a-more", "", "", library="library-a")])
+    config = ExperimentConfig.load(pipeline_run / "config.json", output_dir=str(tmp_path),
+                                   training={"head_epochs": 2, "finetune_epochs": 1},
+                                   data={"sources": [{"name": "library-a-more", "root": "", "taxonomy": "",
+                                                      "library": "library-a"}]})
     rows = [r for r in read_rows(pipeline_run / "split.csv") if r["target_class"]]
     for i, row in enumerate(rows):
         row["source"] = ("library-a", "library-b", "library-a-more")[i % 3]
@@ -561,25 +564,24 @@ def test_leave_one_source_out_tests_each_library_on_a_model_of_the_others(pipeli
 
 
 def test_a_config_extends_another_and_says_only_how_it_differs(tmp_path):
-    """configs/frozen.json extends the shipped recipe: every setting it does not name is the shipped one's,
-    and a misspelled setting in a variant is still named."""
-    import dataclasses
-
+    """configs/frozen.json extends the shipped recipe: every setting it does not name, section by section,
+    is the shipped one's, and a misspelled setting in a variant is still named."""
     from conftest import ROOT
 
-    from training.config import NOT_WEIGHTS
-
     configs = ROOT / "configs"
-    shipped, frozen = (ExperimentConfig.load(configs / name) for name in ("default_model.json", "frozen.json"))
+    shipped, frozen = (ExperimentConfig.load(configs / f"{name}.json").as_dict() for name in ("default_model", "frozen"))
     own = json.loads((configs / "frozen.json").read_text())
-    fields = [f.name for f in dataclasses.fields(ExperimentConfig)]
-    assert own["extends"] == "default_model.json" and len(own) < 20
-    assert all(getattr(frozen, name) == getattr(shipped, name) for name in fields if name not in own)
-    assert frozen.finetune_epochs == 0 and frozen.output_dir == own["output_dir"]
-    (tmp_path / "variant.json").write_text(json.dumps({"extends": str(configs / "frozen.json"), "finetune_epoch": 3}))
+    assert own["extends"] == "default_model.json" and sum(map(len, own.values())) < 60
+    for name, value in shipped.items():
+        if name not in own:
+            assert frozen[name] == value
+        elif isinstance(value, dict):  # a section: only the settings it names differ
+            assert frozen[name] == value | own[name] and value.keys() - own[name].keys()
+    assert frozen["training"]["finetune_epochs"] == 0 and frozen["output_dir"] == own["output_dir"]
+    (tmp_path / "variant.json").write_text(json.dumps({"extends": str(configs / "frozen.json"),
+                                                       "training": {"finetune_epoch": 3}}))
     with pytest.raises(ValueError, match="'finetune_epoch' \\(did you mean 'finetune_epochs'\\?\\)"):
         ExperimentConfig.load(tmp_path / "variant.json")
-    assert set(NOT_WEIGHTS) <= set(fields)  # the resume fingerprint's exceptions are real settings
 
 
 def test_calibrate_gives_a_folder_its_shortlist_from_the_runs_split(pipeline_run, tiny_model_dir, tmp_path):
@@ -625,3 +627,25 @@ def test_no_import_in_training_runs_back_up_its_layers():
                     upward.append(f"{path.relative_to(root)} imports {name}")
     assert not upward, upward
     assert sorted(p.name for p in root.glob("*.py")) == ["__init__.py", "__main__.py", "config.py"]
+
+
+def test_readmes_where_things_go_names_what_the_code_has():
+    """README's "Where things go": each file or folder it names exists, and each name it gives is defined
+    in the file named beside it, so the sentence a newcomer follows stays true as the code moves."""
+    import re
+
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8").split("<!-- where-things-go -->\n")[1].split("\n\n")[0]
+    for clause in text.split(";"):
+        paths = re.findall(r"`([\w/]+(?:\.py|/))`", clause)
+        names = [n for n in re.findall(r"`([\w.]+)`", clause) if not n.endswith((".py", "/"))]
+        assert paths, clause
+        assert all((ROOT / p).exists() for p in paths), clause
+        sources = "".join((ROOT / p).read_text(encoding="utf-8") for p in paths if p.endswith(".py"))
+        for name in names:
+            if "." in name:  # a config setting: section.setting
+                section, setting = name.split(".")
+                assert hasattr(getattr(ExperimentConfig(), section), setting), name
+            else:
+                assert re.search(rf"^(class|def) {name}\b|^{name} = ", sources, re.M), (name, clause)

@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
                               help="write the logo study into each folder's card (a model trained before it)")
         if name in ("publish", "all"):
             step.add_argument("--dry-run", action="store_true", help="write the model folder, do not upload")
-            step.add_argument("--repo", help="Hub repo id to upload to (overrides hub_repo)")
+            step.add_argument("--repo", help="Hub repo id to upload to (overrides publish.hub_repo)")
     args = parser.parse_args(argv)
     config = ExperimentConfig.load(args.config, output_dir=args.output_dir,
-                                   hub_repo=getattr(args, "repo", None))
+                                   publish={"hub_repo": getattr(args, "repo", None)})
     print(f"config saved to {config.save()}")
     try:
         run_steps(args, config)
@@ -78,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_steps(args: argparse.Namespace, config: ExperimentConfig) -> None:
     for name in IN_ALL if args.step == "all" else [args.step]:
-        if name == "augment" and not config.balance_to:
+        if name == "augment" and not config.data.balance_to:
             continue
         if name == "publish":
-            publish.run(config, dry_run=args.dry_run or not config.hub_repo)  # always again: it checks the folder
+            # always again: it checks the folder
+            publish.run(config, dry_run=args.dry_run or not config.publish.hub_repo)
         elif name == "train":
             train.run(config, force=args.force, resume=args.resume)
         elif name in ("calibrate", "other"):

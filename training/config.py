@@ -1,8 +1,10 @@
 """One experiment's settings: every path, hyperparameter and seed, saved next to its outputs.
 
-A config is a JSON file; anything left out takes the default below. `python -m training
-<step> --config FILE` reads it, and the run writes the full resolved copy to
-`<output_dir>/config.json` so a result can always be traced to its settings.
+A config is a JSON file: the run's folder and seed, then one object per section (`SECTIONS`: data,
+model, augment, training, evaluation, publish); anything left out takes the default below, and
+`"extends"` starts from another file. `python -m training <step> --config FILE` reads it, and the
+run writes the full resolved copy to `<output_dir>/config.json` so a result can always be traced
+to its settings.
 """
 
 import dataclasses
@@ -36,30 +38,27 @@ class Source:
         return self.library or self.name
 
 
-# Settings that change no weights: where the run lives, how it is evaluated, where it is published. An
-# interrupted fine-tune resumes whatever they say (training.model.finetune); every other setting must match.
-NOT_WEIGHTS = ("output_dir", "top_k", "tta", "cross_source", "skin_coverage", "other_condition_coverage",
-               "answer_coverage", "shortlist_coverage", "ood_folders", "skin_readout_folders", "skin_readout_c",
-               "harmful_mistakes", "explanation_photos", "ablations", "model_name", "hub_repo", "examples_dir",
-               "bundle_dir", "card_path")
-
-
 @dataclass
-class ExperimentConfig:
-    output_dir: str = "runs/experiment"
+class DataSettings:
+    """Where the photos come from and how they are curated and split (curate, split, augment)."""
+
     sources: list[Source] = field(default_factory=list)
-    seed: int = 1337
-    # curate
     min_side: int = 64
     duplicate_distance: int = 2  # pHash bits: closer than this is the same photo, dropped
     cluster_distance: int = 6  # pHash bits: closer than this is a near duplicate, kept together
-    # split
     test_fraction: float = 0.15
     val_fraction: float = 0.15
     cv_folds: int = 0  # 0: no cross-validation
-    # augment (offline balancing, optional)
-    balance_to: int = 0  # 0: off; else copies per class in training
-    # model
+    balance_to: int = 0  # offline balancing: 0 off; else copies per class in training
+    # which sources' mask_boxes are blanked: "none" (photos as the app receives them), "own" (each
+    # source's own boxes) or "all" (every source's boxes in every photo)
+    blank_boxes: str = "none"
+
+
+@dataclass
+class ModelSettings:
+    """The network: backbone, input size, head and what it is trained to name."""
+
     backbone: str = "mobilenet_v2"  # a name of training.model.backbones.BACKBONES, or two joined: "a+b"
     alpha: float = 1.0
     image_size: int = 224
@@ -69,11 +68,13 @@ class ExperimentConfig:
     dropout: float = 0.2
     feature_layers: list[str] = field(default_factory=list)  # backbone layers pooled into the features; [] the CAM layer
     fine_labels: bool = False  # train on the sources' fine-grained conditions, summed to the classes
-    # which sources' mask_boxes are blanked: "none" (photos as the app receives them), "own" (each
-    # source's own boxes) or "all" (every source's boxes in every photo)
-    blank_boxes: str = "none"
-    # online augmentation strength (0 turns each off): stage 1's Keras layers use flip to brightness;
-    # the fine-tune (training.model.finetune) uses flip (with quarter turns), contrast, brightness and the rest
+
+
+@dataclass
+class AugmentSettings:
+    """Online augmentation strength (0 turns each off): stage 1's Keras layers use flip to brightness;
+    the fine-tune (training.model.augmentation) uses flip (with quarter turns), contrast, brightness and the rest."""
+
     flip: bool = True
     rotation: float = 0.1
     zoom: float = 0.15
@@ -89,7 +90,12 @@ class ExperimentConfig:
     # fine-tune: probability that a photo's logo box shows a logo (a marked library's own, or one pasted
     # from them), else it is blurred, whatever the library, so the logo tells nothing (training.data.logo); 0: off
     logo_swap: float = 0.0
-    # training
+
+
+@dataclass
+class TrainingSettings:
+    """Stage 1 (the head) and stage 2 (the fine-tune of the backbone's last layers)."""
+
     batch_size: int = 32
     head_on_features: bool = True  # stage 1 on features computed once (fast)
     head_augmented_copies: int = 0  # stage 1 on features: randomly augmented copies per photo (besides its mirror)
@@ -108,7 +114,12 @@ class ExperimentConfig:
     label_smoothing: float = 0.0
     class_weights: bool = False
     early_stopping_patience: int = 4
-    # evaluate
+
+
+@dataclass
+class EvaluationSettings:
+    """What the evaluation measures and the thresholds it sets (evaluate, calibrate, ablate, explanations)."""
+
     top_k: list[int] = field(default_factory=lambda: [3])
     tta: bool = False  # average the prediction with the mirrored photo's
     cross_source: bool = False  # also train on each source alone and test on the other
@@ -131,22 +142,48 @@ class ExperimentConfig:
     # class -> the classes its photos must not be answered as (the report counts how often they are)
     harmful_mistakes: dict[str, list[str]] = field(default_factory=dict)
     explanation_photos: int = 0  # the explanations study: 0 every test photo, else a seeded sample of this many
-    # ablate: variant name -> the settings it changes (see training/steps/ablate.py)
+    # ablate: variant name -> the settings it changes, by section as in a config file (training/steps/ablate.py)
     ablations: dict[str, dict] = field(default_factory=lambda: {
         "as configured": {},
-        "image size 288": {"image_size": 288},
-        "image size 352": {"image_size": 352},
-        "no label smoothing": {"label_smoothing": 0.0},
-        "no class weights": {"class_weights": False},
-        "test-time mirroring": {"tta": True},
-        "4 augmented copies per photo": {"head_augmented_copies": 4},
+        "image size 288": {"model": {"image_size": 288}},
+        "image size 352": {"model": {"image_size": 352}},
+        "no label smoothing": {"training": {"label_smoothing": 0.0}},
+        "no class weights": {"training": {"class_weights": False}},
+        "test-time mirroring": {"evaluation": {"tta": True}},
+        "4 augmented copies per photo": {"training": {"head_augmented_copies": 4}},
     })
-    # publish
+
+
+@dataclass
+class PublishSettings:
+    """Where the model goes: the Hub, the app's bundled copy, the project's card (export, publish)."""
+
     model_name: str = "skin-condition-classifier"
     hub_repo: str | None = None  # "org/name"; publish uploads there unless --dry-run
     examples_dir: str | None = None  # photos (redistributable!) shipped in the model folder
     bundle_dir: str | None = None  # also copy the model folder here (the app's default_model/)
     card_path: str | None = None  # and the card here (the project's model_card.md)
+
+
+SECTIONS = {"data": DataSettings, "model": ModelSettings, "augment": AugmentSettings, "training": TrainingSettings,
+            "evaluation": EvaluationSettings, "publish": PublishSettings}
+# The sections that change the weights: an interrupted fine-tune resumes whatever the others say
+# (training.model.finetune), and every setting of these must match.
+WEIGHT_SECTIONS = ("data", "model", "augment", "training")
+
+
+@dataclass
+class ExperimentConfig:
+    """A run's folder and seed, and its settings by section; each step reads the sections it needs."""
+
+    output_dir: str = "runs/experiment"
+    seed: int = 1337
+    data: DataSettings = field(default_factory=DataSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    publish: PublishSettings = field(default_factory=PublishSettings)
 
     @property
     def out(self) -> Path:
@@ -154,30 +191,61 @@ class ExperimentConfig:
 
     @classmethod
     def load(cls, path: str | Path, **overrides) -> "ExperimentConfig":
-        """Read a config file; an unknown or misspelled key is named, with the keys that exist."""
-        data = _read(Path(path))
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        _check_keys(data, cls, str(path))
-        for i, source in enumerate(data.get("sources", [])):
-            _check_keys(source, Source, f"{path}, sources[{i}]")
-        data["sources"] = [Source(**s) for s in data.get("sources", [])]
-        config = cls(**data)
-        missing = [name for name in config.skin_readout_folders if name not in config.ood_folders]
-        if missing:
-            raise ValueError(f"{path}: skin_readout_folders names {', '.join(map(repr, missing))}, which is not one "
-                             f"of ood_folders ({', '.join(config.ood_folders) or 'none'}).")
-        if config.blank_boxes not in BLANK_BOXES:
-            raise ValueError(f"{path}: blank_boxes {config.blank_boxes!r} is not one of {', '.join(BLANK_BOXES)}.")
-        if config.fine_labels and not config.head_on_features:
-            raise ValueError(f"{path}: fine_labels needs head_on_features (the fine-grained head is trained on "
-                             "cached features); set head_on_features to true or fine_labels to false.")
+        """Read a config file; overrides are top-level settings or section -> {setting: value}, and a
+        None leaves the file's value. An unknown or misspelled key is named, with the keys that exist."""
+        overrides = {key: {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
+                     for key, value in overrides.items() if value is not None}
+        return cls.from_dict(_merged(_read(Path(path)), overrides), str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "config") -> "ExperimentConfig":
+        """A config from its JSON form (what `save` writes), checked."""
+        _check_keys(data, cls, where)
+        sections = {}
+        for name, kind in SECTIONS.items():
+            values = data.get(name) or {}
+            if not isinstance(values, dict):
+                raise ValueError(f"{where}: {name} must be an object of settings, not {values!r}.")
+            _check_keys(values, kind, f"{where}, {name}")
+            values = dict(values)
+            if kind is DataSettings:
+                for i, source in enumerate(values.get("sources", [])):
+                    _check_keys(source, Source, f"{where}, data.sources[{i}]")
+                values["sources"] = [Source(**s) for s in values.get("sources", [])]
+            sections[name] = kind(**values)
+        config = cls(**{**data, **sections})
+        config._check(where)
         return config
+
+    def changed(self, **sections: dict) -> "ExperimentConfig":
+        """This config with some settings changed, written as in a config file: a top-level setting's
+        value, or section -> {setting: value}."""
+        return self.from_dict(_merged(self.as_dict(), sections), "the changed config")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def weights_fingerprint(self) -> dict:
+        """The settings that change the weights (the seed and WEIGHT_SECTIONS), in their JSON form."""
+        return json.loads(json.dumps({"seed": self.seed} | {name: self.as_dict()[name] for name in WEIGHT_SECTIONS}))
 
     def save(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / "config.json"
-        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(self.as_dict(), indent=2) + "\n", encoding="utf-8")
         return path
+
+    def _check(self, where: str) -> None:
+        evaluation = self.evaluation
+        missing = [name for name in evaluation.skin_readout_folders if name not in evaluation.ood_folders]
+        if missing:
+            raise ValueError(f"{where}: skin_readout_folders names {', '.join(map(repr, missing))}, which is not one "
+                             f"of ood_folders ({', '.join(evaluation.ood_folders) or 'none'}).")
+        if self.data.blank_boxes not in BLANK_BOXES:
+            raise ValueError(f"{where}: blank_boxes {self.data.blank_boxes!r} is not one of {', '.join(BLANK_BOXES)}.")
+        if self.model.fine_labels and not self.training.head_on_features:
+            raise ValueError(f"{where}: fine_labels needs head_on_features (the fine-grained head is trained on "
+                             "cached features); set training.head_on_features to true or model.fine_labels to false.")
 
 
 def each_score_coverage(other_condition_coverage: float) -> float:
@@ -188,23 +256,37 @@ def each_score_coverage(other_condition_coverage: float) -> float:
 
 def _read(path: Path) -> dict:
     """A config file's keys; with "extends" (a file named relative to this one), that file's keys
-    updated by these, so a variant says only how it differs. A key's value replaces the base's whole."""
+    updated by these, so a variant says only how it differs."""
     data = json.loads(path.read_text(encoding="utf-8"))
     base = data.pop("extends", None)
-    return data if base is None else _read(path.parent / base) | data
+    return data if base is None else _merged(_read(path.parent / base), data)
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    """`base` with `changes`: a section's settings are updated one by one, any other value is replaced whole."""
+    return base | {key: base.get(key, {}) | value if key in SECTIONS and isinstance(value, dict) else value
+                   for key, value in changes.items()}
 
 
 def _check_keys(data: dict, kind: type, where: str) -> None:
     names = [f.name for f in dataclasses.fields(kind)]
     unknown = sorted(set(data) - set(names))
     if unknown:
-        hints = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, names, 1))
-                 else repr(key) for key in unknown]
-        raise ValueError(f"{where}: unknown setting {', '.join(hints)}. Settings: {', '.join(names)}.")
+        raise ValueError(f"{where}: unknown setting {', '.join(_hint(key, names) for key in unknown)}. "
+                         f"Settings: {', '.join(names)}.")
     missing = [f.name for f in dataclasses.fields(kind)
                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in data]
     if missing:
         raise ValueError(f"{where}: missing setting {', '.join(missing)}.")
+
+
+def _hint(key: str, names: list[str]) -> str:
+    """An unknown key, with the section it belongs in or the name it is closest to."""
+    home = [section for section, kind in SECTIONS.items() if key in {f.name for f in dataclasses.fields(kind)}]
+    if home:
+        return f"{key!r} (it belongs in the {home[0]!r} section)"
+    close = difflib.get_close_matches(key, names, 1)
+    return f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
 
 
 def expand(path: str | None) -> str | None:

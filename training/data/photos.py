@@ -36,8 +36,9 @@ def box_mask(size: int, boxes: list[list[float]]) -> np.ndarray:
 
 
 def mask_boxes(config: ExperimentConfig, source: str) -> list[list[float]]:
-    """The boxes to blank in a photo of `source` (config.blank_boxes: none, its own, or every source's)."""
-    blanked = [s for s in config.sources if config.blank_boxes == "all" or (config.blank_boxes == "own" and s.name == source)]
+    """The boxes to blank in a photo of `source` (config.data.blank_boxes: none, its own, or every source's)."""
+    data = config.data
+    blanked = [s for s in data.sources if data.blank_boxes == "all" or (data.blank_boxes == "own" and s.name == source)]
     return [box for s in blanked for box in s.mask_boxes]
 
 
@@ -63,7 +64,7 @@ def load_pixels(rows: list[dict], config: ExperimentConfig, size: int | None = N
     """All photos of `rows` as one uint8 array (n, size, size, 3), size the model's input unless given,
     decoded on two threads (Pillow decodes outside the GIL)."""
     def one(row):
-        return photo_pixels(row["path"], size or config.image_size, mask_boxes(config, row["source"]))
+        return photo_pixels(row["path"], size or config.model.image_size, mask_boxes(config, row["source"]))
 
     with ThreadPoolExecutor(2) as pool:
         return np.stack(list(pool.map(one, rows)))
@@ -78,14 +79,14 @@ def dataset(rows: list[dict], class_names: list[str], config: ExperimentConfig, 
 
     def load(path, box, label):
         def decode(p, b):
-            return photo_pixels(p.decode(), config.image_size, b.tolist())
+            return photo_pixels(p.decode(), config.model.image_size, b.tolist())
 
         pixels = tf.numpy_function(decode, [path, box], tf.uint8)
-        pixels.set_shape((config.image_size, config.image_size, 3))
+        pixels.set_shape((config.model.image_size, config.model.image_size, 3))
         return pixels, label
 
     ds = tf.data.Dataset.from_tensor_slices((paths, boxes, labels))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
     if shuffle:
         ds = ds.shuffle(len(rows), seed=config.seed, reshuffle_each_iteration=True)
-    return ds.map(lambda x, y: (tf.cast(x, tf.float32), y)).batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
+    return ds.map(lambda x, y: (tf.cast(x, tf.float32), y)).batch(config.training.batch_size).prefetch(tf.data.AUTOTUNE)

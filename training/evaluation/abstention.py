@@ -51,14 +51,14 @@ def folder_photos(config: ExperimentConfig, name: str) -> list[dict]:
     """The photos of one configured folder ("skimage": scikit-image's pictures that are not skin), each
     marked `fits_readout` when the skin read-out is fitted on it and `shows_people` from a manifest
     beside the images that says so."""
-    folder = config.ood_folders[name]
+    folder = config.evaluation.ood_folders[name]
     folder = skimage_photos(config.out / "ood_skimage") if folder == "skimage" else Path(expand(folder))
     manifest = folder.parent / "manifest.csv"
     people = {Path(r["path"]).name: r.get("shows_people") == "1" for r in read_rows(manifest)} \
         if manifest.is_file() else {}
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     return [{"path": str(p), "source": name, "shows_people": people.get(p.name, False),
-             "fits_readout": name in config.skin_readout_folders and not held_out_half(p)} for p in files]
+             "fits_readout": name in config.evaluation.skin_readout_folders and not held_out_half(p)} for p in files]
 
 
 def ood_photos(config: ExperimentConfig, rows: list[dict]) -> dict[str, list[dict]]:
@@ -67,7 +67,7 @@ def ood_photos(config: ExperimentConfig, rows: list[dict]) -> dict[str, list[dic
     sets = {}
     for source in sorted({r["source"] for r in rows if r["split"] == "ood"}):
         sets[f"{source} conditions outside the taxonomy"] = [r for r in rows if r["split"] == "ood" and r["source"] == source]
-    for name in config.ood_folders:
+    for name in config.evaluation.ood_folders:
         held = [r for r in folder_photos(config, name) if not r["fits_readout"]]
         sets[name] = [r for r in held if not r["shows_people"]]
         if any(r["shows_people"] for r in held):
@@ -79,14 +79,15 @@ def fit_skin_readout(config: ExperimentConfig, model: keras.Model, train_feature
     """The skin read-out's weights on unit CAM-layer features, then its bias: skin photos (the training
     split's features, `train_features`, and the fitting halves of the skin folders) against the
     fitting halves of the not-skin folders, classes balanced. None without a not-skin folder."""
-    if all(config.skin_readout_folders.values()):
+    if all(config.evaluation.skin_readout_folders.values()):
         return None
     features, is_skin = [train_features], [np.ones(len(train_features))]
-    for name, skin in config.skin_readout_folders.items():
+    for name, skin in config.evaluation.skin_readout_folders.items():
         fitting = [r for r in folder_photos(config, name) if r["fits_readout"]]
-        features.append(cam_features_and_logits(model, cam_layer_of(config.backbone), load_pixels(fitting, config))[0])
+        pixels = load_pixels(fitting, config)
+        features.append(cam_features_and_logits(model, cam_layer_of(config.model.backbone), pixels)[0])
         is_skin.append(np.full(len(fitting), float(skin)))
-    readout = LogisticRegression(C=config.skin_readout_c, max_iter=5000, class_weight="balanced")
+    readout = LogisticRegression(C=config.evaluation.skin_readout_c, max_iter=5000, class_weight="balanced")
     readout.fit(unit(np.concatenate(features)), np.concatenate(is_skin))
     return np.concatenate([readout.coef_[0], readout.intercept_]).astype(np.float32)
 
@@ -103,14 +104,14 @@ def choose_thresholds(config: ExperimentConfig, val: dict, val_other: dict | Non
     skin = np.concatenate([val["skin"]] + ([val_other["skin"]] if val_other else []))
     thresholds = dict.fromkeys(VERDICT_OF)
     if np.isfinite(skin).all():  # a model with a skin read-out
-        thresholds["skin"] = metrics.threshold_for_coverage(skin, config.skin_coverage)
-    if config.other_condition_coverage:
-        each = each_score_coverage(config.other_condition_coverage)
+        thresholds["skin"] = metrics.threshold_for_coverage(skin, config.evaluation.skin_coverage)
+    if config.evaluation.other_condition_coverage:
+        each = each_score_coverage(config.evaluation.other_condition_coverage)
         for name in ("energy", "similarity"):
             thresholds[name] = metrics.threshold_for_coverage(val[name], each)
-    if config.answer_coverage:
+    if config.evaluation.answer_coverage:
         kept = verdicts(val, thresholds) == ANSWER
-        share = min(1.0, config.answer_coverage / max(kept.mean(), 1e-9))
+        share = min(1.0, config.evaluation.answer_coverage / max(kept.mean(), 1e-9))
         thresholds["top_probability"] = metrics.threshold_for_coverage(val["top_probability"][kept], share)
     return thresholds
 
@@ -141,8 +142,9 @@ def abstention(config: ExperimentConfig, model: keras.Model, temperature: float,
     result = {
         "thresholds": thresholds,
         "scores": {name: SCORE_NAMES[name] for name in VERDICT_OF},
-        "coverages": {"skin": config.skin_coverage, "other_condition": config.other_condition_coverage,
-                      "answer": config.answer_coverage},
+        "coverages": {"skin": config.evaluation.skin_coverage,
+                      "other_condition": config.evaluation.other_condition_coverage,
+                      "answer": config.evaluation.answer_coverage},
         "test_coverage": float(np.mean(answered)),
         "test_accuracy": float(np.mean(correct["test"])),
         "test_accuracy_when_answering": float(np.mean(correct["test"][answered])) if answered.any() else float("nan"),
@@ -159,8 +161,8 @@ def abstention(config: ExperimentConfig, model: keras.Model, temperature: float,
     sets = {"other conditions held out whole (test split)": split_scores.get("other_test")}
     for name, ood_rows in ood_photos(config, rows).items():
         if ood_rows:
-            sets[name] = scored(cam_features_and_logits(model, cam_layer_of(config.backbone),
-                                                        load_pixels(ood_rows, config), config.tta))
+            sets[name] = scored(cam_features_and_logits(model, cam_layer_of(config.model.backbone),
+                                                        load_pixels(ood_rows, config), config.evaluation.tta))
     for name, ood in sets.items():
         if ood is None:
             continue
@@ -181,7 +183,7 @@ def harmful_mistakes(config: ExperimentConfig, logits: np.ndarray, verdict: np.n
     share answered (verdict ANSWER) as one of the classes it must not be mistaken for."""
     result = {}
     top = np.array(names)[logits.argmax(axis=1)]
-    for name, wrong in config.harmful_mistakes.items():
+    for name, wrong in config.evaluation.harmful_mistakes.items():
         if name not in names:
             continue
         for source in sorted({r["source"] for r in test_rows if r["target_class"] == name}):

@@ -38,14 +38,14 @@ def train_and_predict(config: ExperimentConfig, train_rows: list[dict], eval_row
     else:
         model = fit(config, *grouped_slice(train_rows, [r["target_class"] for r in train_rows], config), names, out,
                     resume=True)
-    np.save(saved, cam_features_and_logits(model, cam_layer_of(config.backbone), load_pixels(eval_rows, config),
-                                           tta=config.tta)[1])
+    np.save(saved, cam_features_and_logits(model, cam_layer_of(config.model.backbone), load_pixels(eval_rows, config),
+                                           tta=config.evaluation.tta)[1])
     return np.load(saved)
 
 
 def grouped_slice(rows: list[dict], labels: list[str], config: ExperimentConfig) -> tuple[list, list]:
     """(fit, validation) rows: about val_fraction held out for early stopping, whole clusters."""
-    fit_idx, val_idx = group_split(labels, [r["cluster"] for r in rows], config.val_fraction, config.seed)
+    fit_idx, val_idx = group_split(labels, [r["cluster"] for r in rows], config.data.val_fraction, config.seed)
     return [rows[i] for i in fit_idx], [rows[i] for i in val_idx]
 
 
@@ -54,16 +54,16 @@ def cross_validate(config: ExperimentConfig, rows: list[dict], names: list[str])
     other conditions are held out fold by fold, whole conditions at a time: the energy's AUROC on them
     (the "another condition" score) says how well it tells conditions nobody trained on from ours."""
     folds = []
-    for fold in range(config.cv_folds):
+    for fold in range(config.data.cv_folds):
         held = [r for r in rows if r["fold"] == str(fold) and r["target_class"]]
         held_other = [r for r in rows if r["fold"] == str(fold) and r.get("other_condition")]
         train_rows = [r for r in rows if r["fold"] not in ("", str(fold)) and r["target_class"]]
-        print(f"cross-validation fold {fold + 1}/{config.cv_folds}: {len(train_rows)} train, {len(held)} held out"
+        print(f"cross-validation fold {fold + 1}/{config.data.cv_folds}: {len(train_rows)} train, {len(held)} held out"
               + (f", and {len(held_other)} photos of other conditions" if held_other else ""))
         logits = train_and_predict(config, train_rows, held + held_other, names,
                                                config.out / "cv" / f"fold{fold}")
         summary = metrics.summarize(logits[: len(held)], labels_of(held, names), names,
-                                    [r["source"] for r in held], config.top_k)
+                                    [r["source"] for r in held], config.evaluation.top_k)
         if held_other:
             score = energy(logits)
             summary["other_condition_auroc"] = metrics.ood_auroc(score[: len(held)], score[len(held):])
@@ -73,8 +73,8 @@ def cross_validate(config: ExperimentConfig, rows: list[dict], names: list[str])
 
 def aggregate_folds(folds: list[dict], config: ExperimentConfig, names: list[str]) -> dict:
     """Mean and std over folds of each headline metric, overall, by source and per class."""
-    keys = ["accuracy", *[f"top{k}_accuracy" for k in config.top_k], "macro_f1"]
-    result = {"folds": config.cv_folds, **{k: metrics.mean_std([f[k] for f in folds]) for k in keys}}
+    keys = ["accuracy", *[f"top{k}_accuracy" for k in config.evaluation.top_k], "macro_f1"]
+    result = {"folds": config.data.cv_folds, **{k: metrics.mean_std([f[k] for f in folds]) for k in keys}}
     if "by_source" in folds[0]:
         result["by_source"] = {s: {k: metrics.mean_std([f["by_source"][s][k] for f in folds]) for k in keys}
                                for s in folds[0]["by_source"]}
@@ -89,7 +89,7 @@ def cross_source(config: ExperimentConfig, rows: list[dict], names: list[str]) -
     """Leave one photo library out: train on every other library, test on this one's photos of the
     classes the others know (with two, each trains on one and is tested on the other). Sources of one
     library (Source.library) are left out together, so no trace of it, such as its watermark, trains."""
-    library_of = {r["source"]: r["source"] for r in rows} | {s.name: s.photo_library for s in config.sources}
+    library_of = {r["source"]: r["source"] for r in rows} | {s.name: s.photo_library for s in config.data.sources}
     libraries = sorted({library_of[r["source"]] for r in rows})
     result = {}
     for held_out in libraries if len(libraries) > 1 else []:
@@ -101,6 +101,6 @@ def cross_source(config: ExperimentConfig, rows: list[dict], names: list[str]) -
         logits = train_and_predict(config, train_rows, test_rows, known,
                                       config.out / "cross_source" / f"without_{held_out}")
         report = metrics.classification_report(scaled_softmax(logits), labels_of(test_rows, known), known,
-                                               config.top_k)
+                                               config.evaluation.top_k)
         result[name] = {k: v for k, v in report.items() if k != "confusion_matrix"}
     return result

@@ -12,7 +12,7 @@ import multiprocessing
 import numpy as np
 from PIL import Image, ImageFilter
 
-from training.config import BLUR_SIGMA, ExperimentConfig
+from training.config import BLUR_SIGMA, AugmentSettings, ExperimentConfig
 from training.data.logo import logo_box, marked_photos, swap_logo
 
 _PHOTOS: np.ndarray | None = None  # uint8 photos the workers read (inherited when forked)
@@ -23,50 +23,49 @@ _YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523,
 _RGB = np.linalg.inv(_YIQ).astype(np.float32)
 
 
-def augment_photo(image: np.ndarray, rng: np.random.Generator, config: ExperimentConfig) -> np.ndarray:
+def augment_photo(image: np.ndarray, rng: np.random.Generator, settings: AugmentSettings, size: int) -> np.ndarray:
     """One random view of a uint8 photo: a square crop of crop_min..100% of the side resized to the
     input, the 8 flips and quarter turns, brightness, contrast, saturation (as in HSV) and hue (a
     rotation in YIQ) jitter, per-channel gains, a Gaussian blur, JPEG re-compression and a randomly
     erased rectangle. Returns uint8 pixels."""
-    size = config.image_size
-    side = rng.uniform(config.crop_min, 1.0)
+    side = rng.uniform(settings.crop_min, 1.0)
     y0, x0 = rng.uniform(size=2) * (1.0 - side)
     h, w = image.shape[:2]
     box = (x0 * w, y0 * h, (x0 + side) * w, (y0 + side) * h)
     x = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR, box=box), np.float32) / 255.0
-    if config.flip:
+    if settings.flip:
         x = np.rot90(x[:, ::-1] if rng.random() < 0.5 else x, rng.integers(4))
-    if config.brightness:
-        x = x + np.float32(rng.uniform(-config.brightness, config.brightness))
-    if config.contrast:
+    if settings.brightness:
+        x = x + np.float32(rng.uniform(-settings.brightness, settings.brightness))
+    if settings.contrast:
         mean = x.mean(axis=(0, 1))
-        x = (x - mean) * np.float32(rng.uniform(1 - config.contrast, 1 + config.contrast)) + mean
-    if config.saturation:  # HSV's saturation times a factor, at most 1: each channel's distance below the brightest
+        x = (x - mean) * np.float32(rng.uniform(1 - settings.contrast, 1 + settings.contrast)) + mean
+    if settings.saturation:  # HSV's saturation times a factor, at most 1: each channel's distance below the brightest
         value = x.max(axis=2, keepdims=True)
         spread = value - x.min(axis=2, keepdims=True)
-        factor = np.minimum(np.float32(rng.uniform(1 - config.saturation, 1 + config.saturation)),
+        factor = np.minimum(np.float32(rng.uniform(1 - settings.saturation, 1 + settings.saturation)),
                             value / np.maximum(spread, 1e-6))
         x = value - factor * (value - x)
-    if config.hue:
-        angle = rng.uniform(-config.hue, config.hue) * 2 * math.pi
+    if settings.hue:
+        angle = rng.uniform(-settings.hue, settings.hue) * 2 * math.pi
         turn = np.array([[1, 0, 0], [0, math.cos(angle), -math.sin(angle)], [0, math.sin(angle), math.cos(angle)]],
                         np.float32)
         x = x @ (_RGB @ turn @ _YIQ).T
-    if config.white_balance:
-        x = x * (1.0 + rng.uniform(-config.white_balance, config.white_balance, 3)).astype(np.float32)
+    if settings.white_balance:
+        x = x * (1.0 + rng.uniform(-settings.white_balance, settings.white_balance, 3)).astype(np.float32)
     x = np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)
-    if config.blur:
+    if settings.blur:
         sigma, coin = rng.uniform(size=2)
-        if coin < config.blur:
+        if coin < settings.blur:
             radius = float(BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * sigma)
             x = np.asarray(Image.fromarray(x).filter(ImageFilter.GaussianBlur(radius)))
-    if config.jpeg_quality_min:
+    if settings.jpeg_quality_min:
         buffer = io.BytesIO()
-        Image.fromarray(x).save(buffer, "JPEG", quality=int(rng.integers(config.jpeg_quality_min, 101)))
+        Image.fromarray(x).save(buffer, "JPEG", quality=int(rng.integers(settings.jpeg_quality_min, 101)))
         x = np.asarray(Image.open(buffer).convert("RGB"))
-    if config.erase:
+    if settings.erase:
         area, aspect, cy, cx, coin = rng.uniform(size=5)
-        if coin < config.erase:
+        if coin < settings.erase:
             area, aspect = 0.02 + 0.18 * area, math.exp((aspect - 0.5) * 2 * math.log(3.0))
             eh, ew = math.sqrt(area * aspect) * size, math.sqrt(area / aspect) * size
             rows, cols = np.arange(size)[:, None], np.arange(size)[None, :]
@@ -78,10 +77,11 @@ def augment_photo(image: np.ndarray, rng: np.random.Generator, config: Experimen
 def _view(task: tuple) -> np.ndarray:
     index, seed, config, donors = task
     photo = _PHOTOS[index]
-    if config.logo_swap and _LOGO_BOX is not None:  # training.data.logo, the very code the TensorFlow fine-tune runs
-        photo = swap_logo(_PHOTOS, index, _MARKED, donors, _LOGO_BOX, config.logo_swap,
+    # training.data.logo, the very code the TensorFlow fine-tune runs
+    if config.augment.logo_swap and _LOGO_BOX is not None:
+        photo = swap_logo(_PHOTOS, index, _MARKED, donors, _LOGO_BOX, config.augment.logo_swap,
                           np.random.default_rng([*seed, 7]))
-    return augment_photo(photo, np.random.default_rng(seed), config)
+    return augment_photo(photo, np.random.default_rng(seed), config.augment, config.model.image_size)
 
 
 class AugmentingPool:
@@ -89,12 +89,12 @@ class AugmentingPool:
 
     def __init__(self, photos: np.ndarray, workers: int, sources: list[str] | None = None,
                  config: ExperimentConfig | None = None):
-        """`sources` (each photo's) and `config` let the views swap logos (config.logo_swap)."""
+        """`sources` (each photo's) and `config` let the views swap logos (config.augment.logo_swap)."""
         global _PHOTOS, _MARKED, _LOGO_BOX
         _PHOTOS = photos
         if config is not None and sources is not None:
-            _LOGO_BOX = logo_box(config.sources)
-            _MARKED = marked_photos(sources, config.sources)
+            _LOGO_BOX = logo_box(config.data.sources)
+            _MARKED = marked_photos(sources, config.data.sources)
         self._pool = multiprocessing.get_context("fork").Pool(workers)
 
     def views(self, indices: np.ndarray, config: ExperimentConfig, epoch: int, fit: np.ndarray | None = None):

@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 
 from explain.layers import PREPROCESSING, ParentLogits
-from training.config import expand
+from training.config import ModelSettings, expand
 from training.model import mobilenet_npy, resnet_v2_npy
 
 FEATURES_LAYER = "features"  # the pooled backbone features, standardised: what the head reads
@@ -88,23 +88,23 @@ def cam_layer_of(backbone: str) -> str:
     return parts(backbone)[0].cam_layer
 
 
-def imagenet_sources(config) -> dict[str, str | None]:
+def imagenet_sources(settings: ModelSettings) -> dict[str, str | None]:
     """Each backbone's weights source from the config's `imagenet_weights`: None (random weights), one source
     (a single backbone's), or backbone name -> source ("default": the registry's)."""
-    names, setting = [part.name for part in parts(config.backbone)], config.imagenet_weights
+    names, setting = [part.name for part in parts(settings.backbone)], settings.imagenet_weights
     if setting is None or isinstance(setting, str):
         if len(names) > 1 and setting is not None:
-            raise ValueError(f"imagenet_weights of the joined {config.backbone!r} must map each backbone to its "
+            raise ValueError(f"imagenet_weights of the joined {settings.backbone!r} must map each backbone to its "
                              f"weights source ('default': the registry's), e.g. {dict.fromkeys(names, 'default')}.")
         setting = dict.fromkeys(names, setting)
     sources = {n: BACKBONES[n].weights if setting.get(n) == "default" else setting.get(n) for n in names}
     return {n: expand(v) if v != "keras" else v for n, v in sources.items()}
 
 
-def unfrozen_layers(config) -> dict[str, int]:
+def unfrozen_layers(backbone: str, setting: int | dict | None) -> dict[str, int]:
     """How many of each backbone's last layers fine-tuning trains, from the config's `unfreeze_layers`:
     None (each backbone's default), one number (for each), or backbone name -> number (0 where absent)."""
-    names, setting = [part.name for part in parts(config.backbone)], config.unfreeze_layers
+    names = [part.name for part in parts(backbone)]
     if setting is None:
         return {n: BACKBONES[n].trainable_layers for n in names}
     if isinstance(setting, int):
@@ -166,12 +166,13 @@ def build_classifier(
     return keras.Model(inputs, outputs, name=f"skin_{backbone.replace(JOIN, '_and_')}")
 
 
-def classifier_for(config, num_classes: int, *, augmentation: keras.layers.Layer | None = None,
+def classifier_for(settings: ModelSettings, num_classes: int, *, augmentation: keras.layers.Layer | None = None,
                    **head) -> keras.Model:
     """build_classifier with the experiment's backbone, input size, dropout, width and feature layers;
     `head` sets the features' standardisation and the fine classes (as `head_settings` reads them)."""
-    return build_classifier(config.backbone, num_classes, config.image_size, augmentation=augmentation,
-                            dropout=config.dropout, alpha=config.alpha, feature_layers=config.feature_layers, **head)
+    return build_classifier(settings.backbone, num_classes, settings.image_size, augmentation=augmentation,
+                            dropout=settings.dropout, alpha=settings.alpha, feature_layers=settings.feature_layers,
+                            **head)
 
 
 def head_settings(model: keras.Model) -> dict:
@@ -229,14 +230,14 @@ def copy_weights_by_name(source: keras.Model, target: keras.Model, layers: list 
             layer.set_weights(by_name[layer.name].get_weights())
 
 
-def load_imagenet_weights(model: keras.Model, config) -> None:
+def load_imagenet_weights(model: keras.Model, settings: ModelSettings) -> None:
     """ImageNet weights into each backbone, from the config's `imagenet_weights` (`imagenet_sources`).
 
     A source is "keras" (downloaded through keras.applications), a `.npy` folder (read by the
     backbone's converter), a `.h5`/`.weights.h5` file of the include_top=False application, or None
     (random initialisation).
     """
-    for part, source in zip(parts(config.backbone), imagenet_sources(config).values()):
+    for part, source in zip(parts(settings.backbone), imagenet_sources(settings).values()):
         if source is None:
             continue
         layers = backbone_layers(model, part.name)

@@ -21,8 +21,9 @@ BATCH = 32
 
 
 def cache_file(config: ExperimentConfig, view: int) -> Path:
-    key = json.dumps([config.backbone, config.alpha, config.image_size, config.feature_layers,
-                      config.imagenet_weights, config.blank_boxes, [s.mask_boxes for s in config.sources]])
+    model, data = config.model, config.data
+    key = json.dumps([model.backbone, model.alpha, model.image_size, model.feature_layers, model.imagenet_weights,
+                      data.blank_boxes, [s.mask_boxes for s in data.sources]])
     return config.out / "features" / f"{hashlib.sha256(key.encode()).hexdigest()[:12]}_view{view}.npz"
 
 
@@ -35,7 +36,7 @@ def pooled_features(model: keras.Model, rows: list[dict], config: ExperimentConf
     `cached=False` for a fine-tuned backbone; a backbone without ImageNet weights (random,
     recalibrated per model) is never cached. The cache file is read once a process, and photos it
     lacks are computed and added to it."""
-    path = cache_file(config, view) if cached and config.imagenet_weights else None
+    path = cache_file(config, view) if cached and config.model.imagenet_weights else None
     if path and path not in _LOADED:
         _LOADED[path] = _read(path)
     cache = _LOADED[path] if path else {}
@@ -45,7 +46,7 @@ def pooled_features(model: keras.Model, rows: list[dict], config: ExperimentConf
         by_path = {r["path"]: r for r in rows}
         for start in tqdm(range(0, len(missing), BATCH), desc=f"features (view {view})", unit="batch"):
             paths = missing[start:start + BATCH]
-            pixels = np.stack([photo_pixels(p, config.image_size, mask_boxes(config, by_path[p]["source"]))
+            pixels = np.stack([photo_pixels(p, config.model.image_size, mask_boxes(config, by_path[p]["source"]))
                                for p in paths])
             pixels = (mirror(pixels) if view == 1 else pixels).astype(np.float32)
             cache.update(zip(paths, pool.predict(pixels, batch_size=BATCH, verbose=0)))

@@ -13,7 +13,6 @@ are what the stage returns.
 
 import contextlib
 import csv
-import dataclasses
 import json
 import math
 import os
@@ -25,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from training.config import BLUR_SIGMA, NOT_WEIGHTS, ExperimentConfig
+from training.config import BLUR_SIGMA, AugmentSettings, ExperimentConfig
 from training.data.logo import logo_swapper
 from training.data.photos import load_pixels
 from training.model.backbones import set_trainable, unfrozen_layers
@@ -44,39 +43,38 @@ def decode_size(image_size: int) -> int:
     return round(image_size * 8 / 7)
 
 
-def augment(image: tf.Tensor, seed: tf.Tensor, config: ExperimentConfig) -> tf.Tensor:
+def augment(image: tf.Tensor, seed: tf.Tensor, settings: AugmentSettings, size: int) -> tf.Tensor:
     """One random view of a uint8 photo: a square crop of crop_min..100% of the side resized to the
     input, the 8 flips and quarter turns, brightness, contrast, saturation and hue jitter, per-channel
     gains (another camera's white balance), a blur (an out-of-focus camera), JPEG re-compression and a
     randomly erased rectangle (so no patch, a logo or a blank, can decide the class). Returns float32
     pixels in [0, 255]."""
-    size = config.image_size
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 12))
     uniform = tf.random.stateless_uniform
-    side = uniform([], seeds[0], config.crop_min, 1.0)
+    side = uniform([], seeds[0], settings.crop_min, 1.0)
     y0, x0 = tf.unstack(uniform([2], seeds[1]) * (1.0 - side))
     x = tf.image.crop_and_resize(tf.cast(image, tf.float32)[None] / 255.0, [[y0, x0, y0 + side, x0 + side]], [0],
                                  [size, size])[0]
-    if config.flip:
+    if settings.flip:
         x = tf.image.stateless_random_flip_left_right(x, seeds[2])
         x = tf.image.rot90(x, tf.random.stateless_uniform([], seeds[3], 0, 4, dtype=tf.int32))
-    if config.brightness:
-        x = tf.image.stateless_random_brightness(x, config.brightness, seeds[4])
-    if config.contrast:
-        x = tf.image.stateless_random_contrast(x, 1 - config.contrast, 1 + config.contrast, seeds[5])
-    if config.saturation:
-        x = tf.image.stateless_random_saturation(x, 1 - config.saturation, 1 + config.saturation, seeds[6])
-    if config.hue:
-        x = tf.image.stateless_random_hue(x, config.hue, seeds[7])
-    if config.white_balance:
-        x = x * (1.0 + uniform([3], seeds[8], -config.white_balance, config.white_balance))
+    if settings.brightness:
+        x = tf.image.stateless_random_brightness(x, settings.brightness, seeds[4])
+    if settings.contrast:
+        x = tf.image.stateless_random_contrast(x, 1 - settings.contrast, 1 + settings.contrast, seeds[5])
+    if settings.saturation:
+        x = tf.image.stateless_random_saturation(x, 1 - settings.saturation, 1 + settings.saturation, seeds[6])
+    if settings.hue:
+        x = tf.image.stateless_random_hue(x, settings.hue, seeds[7])
+    if settings.white_balance:
+        x = x * (1.0 + uniform([3], seeds[8], -settings.white_balance, settings.white_balance))
     x = tf.clip_by_value(x, 0.0, 1.0)
-    if config.blur:  # its own seed, so the other ops draw what they drew before blur existed
-        x = _blur(x, tf.random.experimental.stateless_fold_in(seed, 12), config.blur)
-    if config.jpeg_quality_min:
-        x = tf.image.stateless_random_jpeg_quality(x, config.jpeg_quality_min, 100, seeds[9])
-    if config.erase:
-        x = _erase(x, seeds[10], seeds[11], config.erase)
+    if settings.blur:  # its own seed, so the other ops draw what they drew before blur existed
+        x = _blur(x, tf.random.experimental.stateless_fold_in(seed, 12), settings.blur)
+    if settings.jpeg_quality_min:
+        x = tf.image.stateless_random_jpeg_quality(x, settings.jpeg_quality_min, 100, seeds[9])
+    if settings.erase:
+        x = _erase(x, seeds[10], seeds[11], settings.erase)
     return x * 255.0
 
 
@@ -112,9 +110,10 @@ def epoch_batches(pixels: np.ndarray, targets: np.ndarray, weights: np.ndarray, 
     order = np.random.default_rng([config.seed, epoch]).permutation(len(pixels))
     seeds = np.stack([np.full(len(order), config.seed * 1000 + epoch), order], axis=1)
     ds = tf.data.Dataset.from_tensor_slices((order, seeds))
-    ds = ds.map(lambda i, s: (augment(tf.gather(pixels, i), s, config), tf.gather(targets, i), tf.gather(weights, i)),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(config.batch_size).prefetch(2)
+    settings, size = config.augment, config.model.image_size
+    ds = ds.map(lambda i, s: (augment(tf.gather(pixels, i), s, settings, size), tf.gather(targets, i),
+                              tf.gather(weights, i)), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(config.training.batch_size).prefetch(2)
 
 
 def finetune(model: keras.Model, config: ExperimentConfig, train_rows: list[dict], val_rows: list[dict],
@@ -125,12 +124,12 @@ def finetune(model: keras.Model, config: ExperimentConfig, train_rows: list[dict
     if (folder / "checkpoint.npz").is_file() and not resume:
         raise CheckpointError(f"{folder} holds an interrupted fine-tune: pass --resume to continue it, or --force "
                               "to start the step over.")
-    set_trainable(model, unfrozen_layers(config))
+    set_trainable(model, unfrozen_layers(config.model.backbone, config.training.unfreeze_layers))
     backbone, head = backbone_and_head(model, model.trainable_variables)
-    steps = math.ceil(len(train_rows) / config.batch_size)
-    optimizers = finetune_optimizers(config, len(train_rows), (backbone, head))
+    steps = math.ceil(len(train_rows) / config.training.batch_size)
+    optimizers = finetune_optimizers(config.training, len(train_rows), (backbone, head))
     logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
-    loss_of = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing,
+    loss_of = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.training.label_smoothing,
                                                    reduction="none")
 
     @tf.function
@@ -146,20 +145,20 @@ def finetune(model: keras.Model, config: ExperimentConfig, train_rows: list[dict
     state = {"epoch": 0, "best_epoch": -1, "best_top1": -1.0, "history": [], "settings": settings}
     if resume and (folder / "checkpoint.npz").is_file():
         state = _restore(folder, model, optimizers, settings)
-        print(f"fine-tune: resuming after epoch {state['epoch']} of {config.finetune_epochs} from {folder}")
+        print(f"fine-tune: resuming after epoch {state['epoch']} of {config.training.finetune_epochs} from {folder}")
         _write_history(out / "history.csv", state["history"])
-    pixels = load_pixels(train_rows, config, decode_size(config.image_size))
-    shown = logo_swapper(pixels, train_rows, config.sources, config.logo_swap, config.seed)
+    pixels = load_pixels(train_rows, config, decode_size(config.model.image_size))
+    shown = logo_swapper(pixels, train_rows, config.data.sources, config.augment.logo_swap, config.seed)
     targets = keras.utils.to_categorical([names.index(r["target_class"]) for r in train_rows], len(names))
     weights = np.array([class_weights[names.index(r["target_class"])] if class_weights else 1.0 for r in train_rows],
                        dtype=np.float32)
     val_pixels = load_pixels(val_rows, config).astype(np.float32)
     val_labels = np.array([names.index(r["target_class"]) for r in val_rows])
     started, first = time.time(), state["epoch"]
-    for epoch in range(first, config.finetune_epochs):
+    for epoch in range(first, config.training.finetune_epochs):
         losses, hits = [], []
         batches = tqdm(epoch_batches(shown(epoch), targets, weights, config, epoch), total=steps, unit="batch",
-                       desc=f"fine-tune epoch {epoch + 1}/{config.finetune_epochs}")
+                       desc=f"fine-tune epoch {epoch + 1}/{config.training.finetune_epochs}")
         for x, y, w in batches:
             loss, hit = train_step(x, y, w)
             losses.append(float(loss))
@@ -179,10 +178,10 @@ def finetune(model: keras.Model, config: ExperimentConfig, train_rows: list[dict
         state["epoch"] = epoch + 1
         _checkpoint(folder, model, optimizers, state)
         per_epoch = (time.time() - started) / (epoch + 1 - first)
-        print(f"fine-tune epoch {epoch + 1}/{config.finetune_epochs}: loss {row['loss']:.3f}, train top-1 "
+        print(f"fine-tune epoch {epoch + 1}/{config.training.finetune_epochs}: loss {row['loss']:.3f}, train top-1 "
               f"{row['accuracy']:.3f}, val top-1 {val['val_accuracy']:.3f} (best {state['best_top1']:.3f} at epoch "
               f"{state['best_epoch'] + 1}), {per_epoch:.0f} s an epoch, ETA "
-              f"{per_epoch * (config.finetune_epochs - epoch - 1) / 60:.1f} min", flush=True)
+              f"{per_epoch * (config.training.finetune_epochs - epoch - 1) / 60:.1f} min", flush=True)
     _load_variables(folder / "best.npz", model.variables).close()
     print(f"fine-tune: kept epoch {state['best_epoch'] + 1} (validation top-1 {state['best_top1']:.3f})")
     return model
@@ -205,7 +204,7 @@ def _averaged(optimizers: list, groups: tuple):
 
 def _validate(model: keras.Model, pixels: np.ndarray, labels: np.ndarray, config: ExperimentConfig) -> dict:
     """Validation loss, top-1 and top-3 of the model as served (no augmentation, no dropout)."""
-    probs = model.predict(pixels, batch_size=config.batch_size, verbose=0)
+    probs = model.predict(pixels, batch_size=config.training.batch_size, verbose=0)
     truth = keras.utils.to_categorical(labels, probs.shape[1])
     return {"val_loss": float(keras.losses.categorical_crossentropy(truth, probs).numpy().mean()),
             "val_accuracy": _top_k(probs, labels, 1), "val_top3": _top_k(probs, labels, 3)}
@@ -217,7 +216,7 @@ def _top_k(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 def _settings(config: ExperimentConfig) -> dict:
     """What a checkpoint must have been written with to be continued: every setting that changes weights."""
-    return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_WEIGHTS}))
+    return config.weights_fingerprint()
 
 
 def _write_history(path: Path, stage2: list[dict]) -> None:

@@ -22,14 +22,14 @@ def finetune_fold(model: keras.Model, config: ExperimentConfig, photos: np.ndarr
     import jax
     import jax.numpy as jnp
 
-    set_trainable(model, unfrozen_layers(config))
+    set_trainable(model, unfrozen_layers(config.model.backbone, config.training.unfreeze_layers))
     logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
     variables = logits_model.trainable_variables
     backbone, head = backbone_and_head(model, variables)
     which = [id(v) in {id(h) for h in head} for v in variables]
     fit = np.array(fold["fit"])
-    optimizers = finetune_optimizers(config, len(fit), (backbone, head))
-    loss_of = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing,
+    optimizers = finetune_optimizers(config.training, len(fit), (backbone, head))
+    loss_of = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.training.label_smoothing,
                                                    reduction="none")
     num_classes = logits_model.output.shape[-1]
     class_weights = np.array(fold["class_weights"] or [1.0] * num_classes, np.float32)
@@ -56,9 +56,10 @@ def finetune_fold(model: keras.Model, config: ExperimentConfig, photos: np.ndarr
 
     def logits_of(indices, trainable, non_trainable):
         out = []
-        for start in range(0, len(indices), config.batch_size):
-            batch = photos[indices[start:start + config.batch_size]].astype(np.float32)
-            padded = np.concatenate([batch, np.zeros((config.batch_size - len(batch), *batch.shape[1:]), np.float32)])
+        for start in range(0, len(indices), config.training.batch_size):
+            batch = photos[indices[start:start + config.training.batch_size]].astype(np.float32)
+            pad = np.zeros((config.training.batch_size - len(batch), *batch.shape[1:]), np.float32)
+            padded = np.concatenate([batch, pad])
             out.append(np.asarray(predict(trainable, non_trainable, padded))[: len(batch)])
         return np.concatenate(out)
 
@@ -68,17 +69,17 @@ def finetune_fold(model: keras.Model, config: ExperimentConfig, photos: np.ndarr
     val = np.array(fold["val"])
     best, history, started = (-1.0, -1, None), [], time.time()
     orders = [fit[np.random.default_rng([config.seed, epoch]).permutation(len(fit))]
-              for epoch in range(config.finetune_epochs)]
+              for epoch in range(config.training.finetune_epochs)]
     coming = pool.views(orders[0], config, 0, fit)
     for epoch, order in enumerate(orders):
         views = np.stack(coming.get())
         if epoch + 1 < len(orders):  # the next epoch's views are made while this one trains
             coming = pool.views(orders[epoch + 1], config, epoch + 1, fit)
         losses, hits = [], []
-        for start in range(0, len(order), config.batch_size):
-            batch = slice(start, start + config.batch_size)
+        for start in range(0, len(order), config.training.batch_size):
+            batch = slice(start, start + config.training.batch_size)
             n = len(order[batch])
-            pad = config.batch_size - n
+            pad = config.training.batch_size - n
             x = np.concatenate([views[batch], np.zeros((pad, *views.shape[1:]), np.uint8)]).astype(np.float32)
             y = keras.utils.to_categorical(np.concatenate([labels[order[batch]], np.zeros(pad, int)]), num_classes)
             w = np.concatenate([class_weights[labels[order[batch]]], np.zeros(pad, np.float32)])
@@ -91,7 +92,7 @@ def finetune_fold(model: keras.Model, config: ExperimentConfig, photos: np.ndarr
             best = (top1, epoch, ([np.asarray(v) for v in trainable], [np.asarray(v) for v in non_trainable]))
         history.append({"epoch": epoch, "loss": sum(losses) / len(order),
                         "accuracy": float(np.concatenate(hits).mean()), "val_accuracy": top1})
-        log(f"  epoch {epoch + 1}/{config.finetune_epochs}: loss {history[-1]['loss']:.3f}, train top-1 "
+        log(f"  epoch {epoch + 1}/{config.training.finetune_epochs}: loss {history[-1]['loss']:.3f}, train top-1 "
             f"{history[-1]['accuracy']:.3f}, val top-1 {top1:.3f} (best {best[0]:.3f} at epoch {best[1] + 1}), "
             f"{time.time() - started:.0f} s")
     for variable, value in zip(variables, best[2][0]):

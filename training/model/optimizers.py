@@ -9,7 +9,7 @@ import math
 
 import keras
 
-from training.config import ExperimentConfig
+from training.config import TrainingSettings
 from training.model.backbones import HEAD_LAYERS
 
 
@@ -25,14 +25,14 @@ def backbone_and_head(model: keras.Model, variables: list) -> tuple[list, list]:
     return [v for v in variables if id(v) not in head], [v for v in variables if id(v) in head]
 
 
-def finetune_optimizers(config: ExperimentConfig, train_photos: int, groups: tuple[list, list]) -> list:
+def finetune_optimizers(settings: TrainingSettings, train_photos: int, groups: tuple[list, list]) -> list:
     """(backbone's, head's) AdamW for finetune_epochs over `train_photos`, each built for its group."""
-    steps = math.ceil(train_photos / config.batch_size)
-    total, warmup = steps * config.finetune_epochs, steps * config.finetune_warmup_epochs
-    ema = {"use_ema": True, "ema_momentum": config.finetune_ema} if config.finetune_ema else {}
-    optimizers = [keras.optimizers.AdamW(schedule(rate, total, warmup), weight_decay=config.finetune_weight_decay,
+    steps = math.ceil(train_photos / settings.batch_size)
+    total, warmup = steps * settings.finetune_epochs, steps * settings.finetune_warmup_epochs
+    ema = {"use_ema": True, "ema_momentum": settings.finetune_ema} if settings.finetune_ema else {}
+    optimizers = [keras.optimizers.AdamW(schedule(rate, total, warmup), weight_decay=settings.finetune_weight_decay,
                                          **ema)
-                  for rate in (config.finetune_learning_rate, config.finetune_head_learning_rate)]
+                  for rate in (settings.finetune_learning_rate, settings.finetune_head_learning_rate)]
     for optimizer, variables in zip(optimizers, groups):
         optimizer.build(variables)
     return optimizers

@@ -29,14 +29,14 @@ def model_config(config: ExperimentConfig, report: dict | None = None) -> ModelC
     """The app's `config.json` for this experiment's model; without an evaluation report, the
     model as trained (no temperature, no abstention threshold yet)."""
     if report is None:
-        return ModelConfig(config.model_name, config.image_size, preprocessing_of(config.backbone),
-                           cam_layer_of(config.backbone))
+        return ModelConfig(config.publish.model_name, config.model.image_size, preprocessing_of(config.model.backbone),
+                           cam_layer_of(config.model.backbone))
     thresholds = {name: _rounded(value) for name, value in report["abstention"]["thresholds"].items()}
     served = report.get("shortlist", {}).get("served")
     if served:  # the list says how sure the model is; the top probability's "unsure" is not checked
         thresholds["top_probability"] = None
-    return ModelConfig(config.model_name, config.image_size, preprocessing_of(config.backbone),
-                       cam_layer_of(config.backbone), temperature=round(report["calibration"]["temperature"], 4),
+    return ModelConfig(config.publish.model_name, config.model.image_size, preprocessing_of(config.model.backbone),
+                       cam_layer_of(config.model.backbone), temperature=round(report["calibration"]["temperature"], 4),
                        thresholds=thresholds, shortlist=served)
 
 

@@ -54,12 +54,12 @@ tags:
   - medical-imaging
   - not-for-diagnosis
 model-index:
-  - name: {config.model_name}
+  - name: {config.publish.model_name}
     results:
       - task:
           type: image-classification
         dataset:
-          name: {" + ".join(s.name for s in config.sources)} (grouped held-out test split)
+          name: {" + ".join(s.name for s in config.data.sources)} (grouped held-out test split)
           type: custom
         metrics:
 {metrics}
@@ -345,14 +345,14 @@ def logo_section(logo: dict) -> str:
 
 
 def watermark_sentence(config: ExperimentConfig) -> str:
-    if config.logo_swap:
-        return (f"In fine-tuning, each photo's logo box showed a logo with probability {config.logo_swap} (its own on "
-                "DermNet NZ photos, one pasted from them on the others) and was blurred otherwise, whatever the "
-                "library, so the logo tells nothing; \"The logo\" below measures what it still does.")
-    if config.blank_boxes == "none":
+    if config.augment.logo_swap:
+        return (f"In fine-tuning, each photo's logo box showed a logo with probability {config.augment.logo_swap} "
+                "(its own on DermNet NZ photos, one pasted from them on the others) and was blurred otherwise, "
+                "whatever the library, so the logo tells nothing; \"The logo\" below measures what it still does.")
+    if config.data.blank_boxes == "none":
         return ("Photos were trained on and evaluated as the app receives them: the DermNet NZ watermark was left "
                 "as it is (\"The logo\" below measures how much the model reads it).")
-    whose = "every photo of every source" if config.blank_boxes == "all" else "its own source's photos"
+    whose = "every photo of every source" if config.data.blank_boxes == "all" else "its own source's photos"
     return (f"The watermark box was blanked in {whose} during training and evaluation, so \"logo present\" "
             "carries no information (the app does not blank it).")
 
@@ -360,47 +360,50 @@ def watermark_sentence(config: ExperimentConfig) -> str:
 def backbones_table(config: ExperimentConfig) -> str:
     """Each backbone with where its ImageNet weights come from and their licence (the model is a derived work)."""
     return table(["backbone", "ImageNet weights", "licence"],
-                 [[part.name, part.weights_origin, part.licence] for part in parts(config.backbone)])
+                 [[part.name, part.weights_origin, part.licence] for part in parts(config.model.backbone)])
 
 
 def training_section(config: ExperimentConfig) -> str:
-    features = ", ".join(config.feature_layers) if config.feature_layers else "the last backbone layer"
-    text = (f"Input {config.image_size}x{config.image_size}, whole photo resized (bilinear). Features: the average of "
+    model, training, augment = config.model, config.training, config.augment
+    features = ", ".join(model.feature_layers) if model.feature_layers else "the last backbone layer"
+    text = (f"Input {model.image_size}x{model.image_size}, whole photo resized (bilinear). Features: the average of "
             f"each of {features}, concatenated and standardised. Stage 1: head on the frozen backbone (learning rate "
-            f"{config.head_learning_rate}) on "
-            + ("the sources' fine-grained conditions, their probabilities summed to the classes" if config.fine_labels
+            f"{training.head_learning_rate}) on "
+            + ("the sources' fine-grained conditions, their probabilities summed to the classes" if model.fine_labels
                else "the classes") + ". ")
-    if config.finetune_epochs:
-        trained = ", ".join(f"the last {n} layers of {name}" for name, n in unfrozen_layers(config).items())
-        text += (f"Stage 2: {config.finetune_epochs} epochs of fine-tuning end to end, {trained} "
-                 f"trainable (BatchNorm frozen), AdamW (weight decay {config.finetune_weight_decay}) "
-                 f"warmed up for {config.finetune_warmup_epochs} epoch(s) to {config.finetune_learning_rate} for the "
-                 f"backbone and {config.finetune_head_learning_rate} for the head, then cosine-decayed; the epoch "
+    if training.finetune_epochs:
+        trained = ", ".join(f"the last {n} layers of {name}"
+                            for name, n in unfrozen_layers(model.backbone, training.unfreeze_layers).items())
+        text += (f"Stage 2: {training.finetune_epochs} epochs of fine-tuning end to end, {trained} "
+                 f"trainable (BatchNorm frozen), AdamW (weight decay {training.finetune_weight_decay}) "
+                 f"warmed up for {training.finetune_warmup_epochs} epoch(s) to {training.finetune_learning_rate} "
+                 f"for the backbone and {training.finetune_head_learning_rate} for the head, then cosine-decayed; the epoch "
                  f"kept is the best on validation top-1. Augmentation: random square crops of "
-                 f"{pct(config.crop_min)}-100% of the side, flips and quarter turns, brightness, contrast, "
-                 f"saturation and hue jitter, per-channel gains of up to ±{pct(config.white_balance)}, JPEG "
-                 f"re-compression (quality {config.jpeg_quality_min}-100) and, with probability {config.erase}, a "
+                 f"{pct(augment.crop_min)}-100% of the side, flips and quarter turns, brightness, contrast, "
+                 f"saturation and hue jitter, per-channel gains of up to ±{pct(augment.white_balance)}, JPEG "
+                 f"re-compression (quality {augment.jpeg_quality_min}-100) and, with probability {augment.erase}, a "
                  "randomly erased rectangle. ")
     else:
         text += "The backbone stays ImageNet's (frozen). "
-    if config.other_condition_coverage:
+    if config.evaluation.other_condition_coverage:
         text += ("Photos of other conditions are held out whole, by condition, to measure the \"another "
                  "condition\" answer; they train nothing but the skin read-out, as skin photos (every way of training the "
                  "classifier on them that was tried learned their photo library instead, see README). ")
-    return text + (f"Label smoothing {config.label_smoothing}, class weights {'on' if config.class_weights else 'off'}, "
-                   f"test-time mirror averaging {'on' if config.tta else 'off'}, seed {config.seed}.")
+    weighted = "on" if training.class_weights else "off"
+    return text + (f"Label smoothing {training.label_smoothing}, class weights {weighted}, "
+                   f"test-time mirror averaging {'on' if config.evaluation.tta else 'off'}, seed {config.seed}.")
 
 
 def render_card(config: ExperimentConfig, report: dict, ablation: dict | None = None,
                 explanations: dict | None = None) -> str:
     names = report["classes"]
-    data_rows = [[s.name, *DATA_LICENCES.get(s.name, (s.root, "see the source"))] for s in config.sources]
+    data_rows = [[s.name, *DATA_LICENCES.get(s.name, (s.root, "see the source"))] for s in config.data.sources]
     counts = report["counts"]
-    trained_on = [s for s in config.sources if not s.other_conditions]
+    trained_on = [s for s in config.data.sources if not s.other_conditions]
     card = f"""{front_matter(config, report)}
-# {config.model_name}
+# {config.publish.model_name}
 
-A {" and ".join(part.name for part in parts(config.backbone))} (ImageNet-pretrained{", fine-tuned" if config.finetune_epochs else ", frozen"}) classifier of clinical skin photos into {len(names)}
+A {" and ".join(part.name for part in parts(config.model.backbone))} (ImageNet-pretrained{", fine-tuned" if config.training.finetune_epochs else ", frozen"}) classifier of clinical skin photos into {len(names)}
 conditions, with Grad-CAM explanations. Generated on {datetime.date.today().isoformat()} by
 `python -m training publish` from the evaluation report; every figure below was measured.
 

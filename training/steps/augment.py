@@ -56,7 +56,7 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
     out = config.out / "augmented.csv"
     if already_done("augment", out, force):
         return out
-    made = balance(read_rows(config.out / "split.csv"), config.balance_to, config.out / "augmented", config.seed)
+    made = balance(read_rows(config.out / "split.csv"), config.data.balance_to, config.out / "augmented", config.seed)
     write_rows(out, made)
     print(f"augment: {len(made)} training copies written")
     return out

@@ -34,11 +34,11 @@ def answered(classifier: Classifier, rows: list[dict], desc: str) -> tuple:
 
 
 def calibrate_folder(config: ExperimentConfig, folder: Path) -> dict:
-    """Calibrate the folder's shortlist at config.shortlist_coverage and write it into the folder."""
+    """Calibrate the folder's shortlist at config.evaluation.shortlist_coverage and write it into the folder."""
     classifier = Classifier(load_model_folder(folder, ModelSource("folder", str(folder))))
     rows = read_rows(config.out / "split.csv")
     splits = {split: rows_of(rows, split) for split in ("val", "test")}
-    result = shortlist(config.shortlist_coverage, *(answered(classifier, r, f"{folder.name}: {s}")
+    result = shortlist(config.evaluation.shortlist_coverage, *(answered(classifier, r, f"{folder.name}: {s}")
                                                     for s, r in splits.items()),
                        splits["test"], classifier.labels, classifier.config.thresholds)
     served = classifier.config.to_json() | {"shortlist": result["served"],
@@ -53,7 +53,7 @@ def calibrate_folder(config: ExperimentConfig, folder: Path) -> dict:
 
 
 def run(config: ExperimentConfig, model_dirs: list[str] = ()) -> Path:
-    if not config.shortlist_coverage:
+    if not config.evaluation.shortlist_coverage:
         raise SystemExit("calibrate: set shortlist_coverage in the config (for example 0.9) to say what the list "
                          "must hold")
     out = config.out / "shortlist.json"

@@ -65,7 +65,7 @@ def cluster_ids(distances: np.ndarray, within: int, hints: list[str]) -> list[in
 
 def curate(config: ExperimentConfig) -> list[dict]:
     rows, dropped = [], collections.Counter()
-    for source in config.sources:
+    for source in config.data.sources:
         # an other-conditions source's taxonomy (optional) names the few of its conditions that are a class
         taxonomy = load_taxonomy(source.taxonomy) if source.taxonomy else {}
         for path, source_class, hint, fine in tqdm(list_photos(source), desc=f"curate {source.name}", unit="photo"):
@@ -82,7 +82,7 @@ def curate(config: ExperimentConfig) -> list[dict]:
             except InputImageError:
                 dropped["unreadable"] += 1
                 continue
-            if min(photo.size) < config.min_side:
+            if min(photo.size) < config.data.min_side:
                 dropped["too small"] += 1
                 continue
             target = taxonomy[source_class] or OUT_OF_TAXONOMY
@@ -93,9 +93,9 @@ def curate(config: ExperimentConfig) -> list[dict]:
                 "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "phash": str(imagehash.phash(photo)),
                 "width": photo.width, "height": photo.height, "hint": f"{source.name}:{hint}" if hint else "",
             })
-    rows = _drop_duplicates(rows, config.duplicate_distance, dropped)
+    rows = _drop_duplicates(rows, config.data.duplicate_distance, dropped)
     distances = hamming_matrix([r["phash"] for r in rows])
-    for row, cluster in zip(rows, cluster_ids(distances, config.cluster_distance, [r.pop("hint") for r in rows])):
+    for row, cluster in zip(rows, cluster_ids(distances, config.data.cluster_distance, [r.pop("hint") for r in rows])):
         row["cluster"] = cluster
     if dropped:
         print("dropped:", ", ".join(f"{n} {why}" for why, n in dropped.items()))

@@ -38,8 +38,8 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
     other = {f"other_{s}": [r for r in rows if r["split"] == s and r.get("other_condition")]
              for s in ("train", "val", "test")}
     model = keras.saving.load_model(config.out / "train" / "model.keras", safe_mode=True, compile=False)
-    cam_layer = cam_layer_of(config.backbone)
-    outputs = {s: cam_features_and_logits(model, cam_layer, load_pixels(split_rows, config), config.tta)
+    cam_layer = cam_layer_of(config.model.backbone)
+    outputs = {s: cam_features_and_logits(model, cam_layer, load_pixels(split_rows, config), config.evaluation.tta)
                for s, split_rows in {**by_split, **other}.items() if split_rows}
     labels = {s: labels_of(split_rows, names) for s, split_rows in by_split.items()}
     val_logits, test_logits = outputs["val"][1], outputs["test"][1]
@@ -51,7 +51,7 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
         "classes": names,
         "counts": {s: len(v) for s, v in by_split.items()},
         "test": metrics.summarize(test_logits, test_labels, names, [r["source"] for r in by_split["test"]],
-                                  config.top_k),
+                                  config.evaluation.top_k),
         "calibration": {
             "temperature": temperature,
             "test_ece_before": metrics.expected_calibration_error(before, test_labels),
@@ -60,11 +60,11 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
     }
     report["abstention"], readout, means = abstention(config, model, temperature, outputs, labels, rows, names)
     plots.risk_coverage_png(report["abstention"]["risk_coverage"], config.out / "risk_coverage.png")
-    if config.shortlist_coverage:
+    if config.evaluation.shortlist_coverage:
         split_scores = {s: scores(*outputs[s], temperature, readout, means) for s in ("val", "test")}
         report["shortlist"] = shortlist(
-            config.shortlist_coverage, *((scaled_softmax(outputs[s][1], temperature), labels[s], split_scores[s])
-                                         for s in ("val", "test")),
+            config.evaluation.shortlist_coverage,
+            *((scaled_softmax(outputs[s][1], temperature), labels[s], split_scores[s]) for s in ("val", "test")),
             by_split["test"], names, report["abstention"]["thresholds"])
     if readout is not None:
         np.save(config.out / SKIN_READOUT_FILE, readout)
@@ -74,12 +74,12 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
     plots.training_curves_png(read_rows(config.out / "train" / "history.csv"), config.out / "training_curves.png")
     plots.reliability_png((before, test_labels), (after, test_labels), config.out / "reliability.png")
     classifier = Classifier(LoadedModel.from_keras(model, names, model_config(config), ModelSource("memory", str(config.out))))
-    report["logo"] = logo_check(classifier, config.sources, by_split["test"])
+    report["logo"] = logo_check(classifier, config.data.sources, by_split["test"])
     save(report, out)  # the long parts below resume from their saved predictions if interrupted
-    if config.cv_folds:
+    if config.data.cv_folds:
         report["cross_validation"] = cross_validate(config, rows, names)
         save(report, out)
-    if config.cross_source:
+    if config.evaluation.cross_source:
         report["cross_source"] = cross_source(config, [r for r in rows if r["target_class"]], names)
         save(report, out)
     _print_headline(report)

@@ -110,7 +110,7 @@ def summarize(per_photo: dict, classifier: Classifier) -> dict:
 
 
 def model_folder(config: ExperimentConfig) -> Path:
-    return Path(config.bundle_dir) if config.bundle_dir else config.out / "model"
+    return Path(config.publish.bundle_dir) if config.publish.bundle_dir else config.out / "model"
 
 
 def run(config: ExperimentConfig, force: bool = False) -> Path:
@@ -125,8 +125,9 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
     classifier, randomized = Classifier(loaded), Classifier(with_random_top(loaded))
     done = json.loads(out.read_text()) if out.is_file() and not force else {"per_photo": {}}
     rows = [r for r in read_rows(split) if r["split"] == "test" and r["target_class"]]
-    if config.explanation_photos and len(rows) > config.explanation_photos:  # a seeded sample, the same every run
-        picked = np.random.default_rng(config.seed).choice(len(rows), config.explanation_photos, replace=False)
+    sample = config.evaluation.explanation_photos
+    if sample and len(rows) > sample:  # a seeded sample, the same every run
+        picked = np.random.default_rng(config.seed).choice(len(rows), sample, replace=False)
         rows = [rows[i] for i in sorted(picked)]
     for row in tqdm([r for r in rows if r["path"] not in done["per_photo"]], desc="explanations", unit="photo"):
         pixels = classifier.pixels(read_photo(row["path"]))  # as the app sees it: no box blanked
@@ -135,7 +136,7 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
             out.write_text(json.dumps(done) + "\n", encoding="utf-8")
     done["summary"] = summarize(done["per_photo"], classifier)
     out.write_text(json.dumps(done) + "\n", encoding="utf-8")
-    for path in {Path(config.card_path) if config.card_path else None, folder / CARD_FILE} - {None}:
+    for path in {Path(config.publish.card_path) if config.publish.card_path else None, folder / CARD_FILE} - {None}:
         if path.is_file():
             text = put_section(path.read_text(encoding="utf-8"), TRUST_HEADING, trust_section(done["summary"]))
             path.write_text(put_section(text, EXPLANATIONS_HEADING, explanations_section(done["summary"])), encoding="utf-8")

@@ -24,7 +24,7 @@ PARITY_PHOTOS = 32
 
 def inference_model(trained: keras.Model, config: ExperimentConfig) -> keras.Model:
     """The same network without augmentation layers, weights copied by layer name."""
-    model = classifier_for(config, trained.output_shape[-1], **head_settings(trained))
+    model = classifier_for(config.model, trained.output_shape[-1], **head_settings(trained))
     copy_weights_by_name(trained, model)
     return model
 

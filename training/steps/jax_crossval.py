@@ -24,7 +24,6 @@ a 256-pixel copy; the random draws are NumPy's, not TensorFlow's; the photos wen
 """
 
 import argparse
-import dataclasses
 import io
 import json
 import os
@@ -38,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 import explain.layers  # noqa: F401  (registers the model's own layers before a model is rebuilt)
-from training.config import ExperimentConfig, Source
+from training.config import ExperimentConfig
 from training.data.tables import read_rows
 from training.evaluation import metrics
 from training.model.augmentation import AugmentingPool
@@ -64,24 +63,24 @@ def pack(config: ExperimentConfig, folder: Path, webp_quality: int = 90) -> None
     names = class_names(rows)
     folder.mkdir(parents=True, exist_ok=True)
     index = {r["path"]: i for i, r in enumerate(rows)}
-    frozen = dataclasses.replace(config, finetune_epochs=0)
+    frozen = config.changed(training={"finetune_epochs": 0})
     folds, backbone = [], None
-    for fold in range(config.cv_folds or 1):
-        if config.cv_folds:
+    for fold in range(config.data.cv_folds or 1):
+        if config.data.cv_folds:
             train_rows = [r for r in rows if r["fold"] != str(fold)]
             held = [r for r in rows if r["fold"] == str(fold)]
             fit_rows, val_rows = grouped_slice(train_rows, [r["target_class"] for r in train_rows], config)
         else:
             fit_rows, val_rows, held = ([r for r in rows if r["split"] == s] for s in ("train", "val", "test"))
-        print(f"fold {fold + 1}/{config.cv_folds or 1}: stage 1 on {len(fit_rows)} photos ({len(val_rows)} to choose "
-              f"the epoch), {len(held)} held out")
-        out = config.out / ("cv" if config.cv_folds else "split") / f"fold{fold}"
+        print(f"fold {fold + 1}/{config.data.cv_folds or 1}: stage 1 on {len(fit_rows)} photos "
+              f"({len(val_rows)} to choose the epoch), {len(held)} held out")
+        out = config.out / ("cv" if config.data.cv_folds else "split") / f"fold{fold}"
         if (out / "model.keras").is_file():  # an interrupted pack goes on from the folds it finished
             model = keras.saving.load_model(out / "model.keras", safe_mode=True, compile=False)
         else:
             model = fit(frozen, fit_rows, val_rows, names, out, resume=True)
-        frozen_logits = cam_features_and_logits(model, cam_layer_of(config.backbone), load_pixels(held, config),
-                                                config.tta)[1]
+        frozen_logits = cam_features_and_logits(model, cam_layer_of(config.model.backbone), load_pixels(held, config),
+                                                config.evaluation.tta)[1]
         weights = {layer.name: layer.get_weights() for layer in model.layers if layer.get_weights()}
         head = {name: w for name, w in weights.items() if name in HEAD_LAYERS}
         rest = {name: w for name, w in weights.items() if name not in HEAD_LAYERS}
@@ -91,7 +90,7 @@ def pack(config: ExperimentConfig, folder: Path, webp_quality: int = 90) -> None
             _save_layers(folder / f"fold{fold}_backbone.npz", rest)  # BatchNorm set from this fold's photos
         _save_layers(folder / f"fold{fold}_head.npz", head)
         (folder / f"fold{fold}_model.json").write_text(model.to_json(), encoding="utf-8")
-        class_weights = balanced_class_weights(fit_rows, names) if config.class_weights else None
+        class_weights = balanced_class_weights(fit_rows, names) if config.training.class_weights else None
         folds.append({"fit": [index[r["path"]] for r in fit_rows], "val": [index[r["path"]] for r in val_rows],
                       "held": [index[r["path"]] for r in held],
                       "class_weights": None if class_weights is None else [class_weights[i] for i in range(len(names))],
@@ -99,7 +98,7 @@ def pack(config: ExperimentConfig, folder: Path, webp_quality: int = 90) -> None
     _save_layers(folder / "backbone.npz", backbone)
     pixels = load_pixels(rows, config)
     np.savez(folder / "photos.npz", *[np.frombuffer(_webp(p, webp_quality), np.uint8) for p in pixels])
-    manifest = {"config": dataclasses.asdict(config), "names": names, "folds": folds,
+    manifest = {"config": config.as_dict(), "names": names, "folds": folds,
                 "labels": [names.index(r["target_class"]) for r in rows], "sources": [r["source"] for r in rows]}
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     size = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
@@ -129,7 +128,7 @@ def read_pack(folder: Path) -> tuple[ExperimentConfig, dict, np.ndarray]:
     if not (folder / "manifest.json").is_file():
         raise SystemExit(f"{folder} is not a pack (no manifest.json): make one with `pack` first.")
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    config = ExperimentConfig(**{**manifest["config"], "sources": [Source(**s) for s in manifest["config"]["sources"]]})
+    config = ExperimentConfig.from_dict(manifest["config"], str(folder / "manifest.json"))
     with np.load(folder / "photos.npz") as saved:
         photos = np.stack([np.asarray(Image.open(io.BytesIO(saved[f"arr_{i}"].tobytes())).convert("RGB"))
                            for i in range(len(saved.files))])
@@ -157,10 +156,10 @@ def run(folder: Path, out: Path, folds: list[int] | None = None, epochs: int | N
     if keras.backend.backend() != "jax":
         raise SystemExit("run needs Keras on JAX: set KERAS_BACKEND=jax before starting Python.")
     config, manifest, photos = read_pack(folder)
-    if config.finetune_ema:
+    if config.training.finetune_ema:
         raise SystemExit("finetune_ema is not carried over to the JAX fine-tune; set it to 0 in the config.")
     if epochs is not None:
-        config = dataclasses.replace(config, finetune_epochs=epochs)
+        config = config.changed(training={"finetune_epochs": epochs})
     labels = np.array(manifest["labels"])
     out.mkdir(parents=True, exist_ok=True)
     pool = AugmentingPool(photos, len(os.sched_getaffinity(0)), manifest["sources"], config)  # forked before JAX
@@ -171,12 +170,12 @@ def run(folder: Path, out: Path, folds: list[int] | None = None, epochs: int | N
     try:
         for k in folds if folds is not None else range(len(manifest["folds"])):
             fold, started = manifest["folds"][k], time.time()
-            print(f"fold {k + 1}: fine-tuning on {len(fold['fit'])} photos, {config.finetune_epochs} epochs",
+            print(f"fold {k + 1}: fine-tuning on {len(fold['fit'])} photos, {config.training.finetune_epochs} epochs",
                   flush=True)
             model, history = finetune_fold(rebuild(folder, k), config, photos, labels, fold, pool,
                                            log=lambda line: print(line, flush=True))
             with jax.default_matmul_precision("float32"):
-                logits = held_out_logits(model, photos[fold["held"]], config.batch_size)
+                logits = held_out_logits(model, photos[fold["held"]], config.training.batch_size)
             done[str(k)] = {"logits": logits.tolist(), "history": history}
             (out / "folds.json").write_text(json.dumps(done), encoding="utf-8")  # each fold kept if the run is cut off
             if k == 0:
@@ -206,23 +205,24 @@ def report(folder: Path, out: Path) -> dict:
     rows = {"frozen": lambda k: np.array(manifest["folds"][k]["frozen_logits"]),  # the pipeline's own CV
             "frozen, photos as packed": lambda k: held_out_logits(rebuild(folder, k),
                                                                   photos[manifest["folds"][k]["held"]],
-                                                                  config.batch_size),
+                                                                  config.training.batch_size),
             "fine-tuned, photos as packed": fine_tuned.get}
     for name, logits_of in rows.items():
         summaries = []
         for k in done:
             held = manifest["folds"][k]["held"]
-            summaries.append(metrics.summarize(logits_of(k), labels[held], names, list(sources[held]), config.top_k))
-        result[name] = aggregate_folds(summaries, dataclasses.replace(config, cv_folds=len(done)), names)
+            summaries.append(metrics.summarize(logits_of(k), labels[held], names, list(sources[held]),
+                                               config.evaluation.top_k))
+        result[name] = aggregate_folds(summaries, config.changed(data={"cv_folds": len(done)}), names)
     model = keras.saving.load_model(out / "fold0.keras", safe_mode=True, compile=False)
     held = manifest["folds"][0]["held"]
     jax_logits = fine_tuned[0]
-    tf_logits = held_out_logits(model, photos[held], config.batch_size)
+    tf_logits = held_out_logits(model, photos[held], config.training.batch_size)
     result["fold0_tensorflow_vs_jax"] = {
         "max_abs_logit_difference": float(np.abs(tf_logits - jax_logits).max()),
         "same_top_class": float(np.mean(tf_logits.argmax(1) == jax_logits.argmax(1)))}
     (out / "crossval.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    if config.cv_folds:
+    if config.data.cv_folds:
         print(f"grouped {len(done)}-fold cross-validation, {len(labels)} photos (mean ± std over folds):")
     else:
         print(f"the run's test split, {len(manifest['folds'][0]['held'])} photos:")
@@ -257,9 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         part.add_argument("--out", required=True, type=Path, help="the folder run writes the folds' results to")
     args = parser.parse_args(argv)
     if args.command == "pack":
-        config = ExperimentConfig.load(args.config)
-        config = dataclasses.replace(config, cv_folds=args.folds, image_size=args.image_size or config.image_size,
-                                     output_dir=args.output_dir or f"{config.output_dir}-cv")
+        config = ExperimentConfig.load(args.config, data={"cv_folds": args.folds},
+                                       model={"image_size": args.image_size})
+        config = config.changed(output_dir=args.output_dir or f"{config.output_dir}-cv")
         pack(config, args.pack, args.webp_quality)
     elif args.command == "run":
         run(args.pack, args.out, args.fold, args.epochs)

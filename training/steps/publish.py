@@ -36,7 +36,7 @@ def assemble(config: ExperimentConfig, out: Path) -> Path:
                               for path in (config.out / "ablation.json", config.out / "explanations.json"))
     readout, means = (np.load(config.out / name) if (config.out / name).is_file() else None
                       for name in (SKIN_READOUT_FILE, CLASS_MEANS_FILE))
-    examples = Path(expand(config.examples_dir)) if config.examples_dir else None
+    examples = Path(expand(config.publish.examples_dir)) if config.publish.examples_dir else None
     write_model_folder(out, config.out / "export" / MODEL_FILE, report["classes"], model_config(config, report),
                        render_card(config, report, ablation, explanations), readout, means,
                        examples if examples and examples.is_dir() else None)
@@ -55,13 +55,13 @@ def run(config: ExperimentConfig, dry_run: bool = True) -> Path:
     folder = assemble(config, config.out / "model")
     load_model_folder(folder, ModelSource("folder", str(folder)))  # never publish a folder the app refuses
     print(f"publish: model folder written to {folder} and checked by loading it")
-    if config.bundle_dir:
-        shutil.copytree(folder, config.bundle_dir, dirs_exist_ok=True)
-        shutil.copy(folder / CARD_FILE, config.card_path or Path(config.bundle_dir) / CARD_FILE)
-        print(f"publish: bundled into {config.bundle_dir}, card at {config.card_path}")
+    if config.publish.bundle_dir:
+        shutil.copytree(folder, config.publish.bundle_dir, dirs_exist_ok=True)
+        shutil.copy(folder / CARD_FILE, config.publish.card_path or Path(config.publish.bundle_dir) / CARD_FILE)
+        print(f"publish: bundled into {config.publish.bundle_dir}, card at {config.publish.card_path}")
     if dry_run:
         print("publish: dry run, nothing uploaded")
         return folder
-    commit = upload(folder, config.hub_repo)
-    print(f"publish: uploaded to {config.hub_repo} at commit {commit}")
+    commit = upload(folder, config.publish.hub_repo)
+    print(f"publish: uploaded to {config.publish.hub_repo} at commit {commit}")
     return folder

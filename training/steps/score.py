@@ -90,7 +90,7 @@ def run(config: ExperimentConfig, force: bool = False, model_dirs: list[str] = (
         if folder in scores and not force:
             print(f"score: {folder} already scored (use --force to redo)")
             continue
-        scores[folder] = {"unseen_by": list(unseen_by), **score_folder(Path(folder), sets, config.sources)}
+        scores[folder] = {"unseen_by": list(unseen_by), **score_folder(Path(folder), sets, config.data.sources)}
         out.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
     for folder in model_dirs if card else ():
         if scores[folder].get("logo"):

@@ -41,15 +41,15 @@ def _split_groups(rows: list[dict], labels: list[str], config: ExperimentConfig)
     groups = [r["cluster"] for r in rows]
     for row in rows:
         row["split"], row["fold"] = "train", ""
-    rest, test = group_split(labels, groups, config.test_fraction, config.seed)
+    rest, test = group_split(labels, groups, config.data.test_fraction, config.seed)
     for i in test:
         rows[i]["split"] = "test"
-    val_fraction = config.val_fraction / (1 - config.test_fraction)
+    val_fraction = config.data.val_fraction / (1 - config.data.test_fraction)
     _, val = group_split([labels[i] for i in rest], [groups[i] for i in rest], val_fraction, config.seed + 1)
     for i in val:
         rows[rest[i]]["split"] = "val"
-    if config.cv_folds:
-        splitter = StratifiedGroupKFold(n_splits=config.cv_folds, shuffle=True, random_state=config.seed)
+    if config.data.cv_folds:
+        splitter = StratifiedGroupKFold(n_splits=config.data.cv_folds, shuffle=True, random_state=config.seed)
         for fold, (_, held) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
             for i in held:
                 rows[i]["fold"] = fold
@@ -85,8 +85,8 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
         return out
     rows = assign_splits(read_rows(config.out / "curated.csv"), config)
     for held_out in ("test", "val"):
-        check_no_leakage(rows, config.cluster_distance, held_out=held_out)
-    check_folds(rows, config.cluster_distance)
+        check_no_leakage(rows, config.data.cluster_distance, held_out=held_out)
+    check_folds(rows, config.data.cluster_distance)
     write_rows(out, rows)
     counts = {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test", "ood")}
     print("split:", ", ".join(f"{n} {s}" for s, n in counts.items()))

@@ -227,7 +227,8 @@ class ExperimentConfig:
 
     def weights_fingerprint(self) -> dict:
         """The settings that change the weights (the seed and WEIGHT_SECTIONS), in their JSON form."""
-        return json.loads(json.dumps({"seed": self.seed} | {name: self.as_dict()[name] for name in WEIGHT_SECTIONS}))
+        values = self.as_dict()
+        return json.loads(json.dumps({"seed": self.seed} | {name: values[name] for name in WEIGHT_SECTIONS}))
 
     def save(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)

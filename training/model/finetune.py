@@ -120,7 +120,7 @@ def finetune(model: keras.Model, config: ExperimentConfig, train_rows: list[dict
              names: list[str], class_weights: dict | None, out: Path, resume: bool = False) -> keras.Model:
     """Fine-tune `model` (stage 1's) in place for finetune_epochs; returns it with its best epoch's weights."""
     folder = out / CHECKPOINT
-    settings = _settings(config)
+    settings = config.weights_fingerprint()
     if (folder / "checkpoint.npz").is_file() and not resume:
         raise CheckpointError(f"{folder} holds an interrupted fine-tune: pass --resume to continue it, or --force "
                               "to start the step over.")
@@ -212,11 +212,6 @@ def _validate(model: keras.Model, pixels: np.ndarray, labels: np.ndarray, config
 
 def _top_k(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(np.mean(keras.metrics.sparse_top_k_categorical_accuracy(labels, probs, k=k)))
-
-
-def _settings(config: ExperimentConfig) -> dict:
-    """What a checkpoint must have been written with to be continued: every setting that changes weights."""
-    return config.weights_fingerprint()
 
 
 def _write_history(path: Path, stage2: list[dict]) -> None:

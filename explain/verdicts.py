@@ -38,7 +38,6 @@ class Verdict:
     summary: str  # the verdict's first sentence
     rest: str  # what follows it
     scores: dict[str, str] = field(default_factory=dict)  # score -> how reports name it; below its threshold: this
-    coverage_setting: str | None = None  # the training config's evaluation setting: the share its thresholds keep
     names_classes: bool = True  # False: no class bar on the page, so nothing looks like an answer
 
 
@@ -46,15 +45,14 @@ VERDICTS = {verdict.kind: verdict for verdict in (  # strongest first
     Verdict(NOT_SKIN, "Not a photo of skin?",
             "This does not look like a photo of skin like the ones this model learned from.",
             "If it were skin, the closest of the {n} conditions it knows would be {first}.",
-            {"skin": "skin read-out (logistic, skin against everyday photos)"}, "skin_coverage", names_classes=False),
+            {"skin": "skin read-out (logistic, skin against everyday photos)"}, names_classes=False),
     Verdict(OTHER_CONDITION, "Perhaps another condition",
             "This photo is unlike the photos of the {n} conditions this model knows: it may show another condition.",
             "If it were one of the {n}, the closest would be {first}. Not a diagnosis.",
             {"energy": "energy (log-sum-exp of the logits)",
-             "similarity": "feature similarity to the nearest class mean (cosine)"},
-            "other_condition_coverage", names_classes=False),
+             "similarity": "feature similarity to the nearest class mean (cosine)"}, names_classes=False),
     Verdict(UNSURE, "Cannot narrow it down", "The model cannot narrow it down; its closest are {listed}.",
-            "Not a diagnosis.", {"top_probability": "top probability (temperature-scaled)"}, "answer_coverage"),
+            "Not a diagnosis.", {"top_probability": "top probability (temperature-scaled)"}),
     Verdict(SHORTLIST, "One of: {names}", "One of: {listed}.", "Not a diagnosis."),
     Verdict(ANSWER, "{first}", "Most likely: {listed}.", "Not a diagnosis."),
 )}

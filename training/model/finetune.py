@@ -116,6 +116,27 @@ def epoch_batches(pixels: np.ndarray, targets: np.ndarray, weights: np.ndarray, 
     return ds.batch(config.training.batch_size).prefetch(2)
 
 
+def training_step(model: keras.Model, label_smoothing: float, optimizers: list, groups: tuple[list, list]):
+    """One traced step on a batch (pixels, one-hot targets, sample weights): the class-weighted,
+    label-smoothed loss on the logits, each group of variables (backbone, head) updated by its own
+    optimizer. Returns the loss and each photo's hit."""
+    logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
+    loss_of = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing, reduction="none")
+    backbone, head = groups
+
+    @tf.function
+    def step(x, y, w):
+        with tf.GradientTape() as tape:
+            logits = logits_model(x, training=True)
+            loss = tf.reduce_sum(loss_of(y, logits) * w) / tf.reduce_sum(w)
+        grads = tape.gradient(loss, backbone + head)
+        optimizers[0].apply_gradients(zip(grads[: len(backbone)], backbone))
+        optimizers[1].apply_gradients(zip(grads[len(backbone):], head))
+        return loss, tf.cast(tf.argmax(logits, 1) == tf.argmax(y, 1), tf.float32)
+
+    return step
+
+
 def finetune(model: keras.Model, config: ExperimentConfig, train_rows: list[dict], val_rows: list[dict],
              names: list[str], class_weights: dict | None, out: Path, resume: bool = False) -> keras.Model:
     """Fine-tune `model` (stage 1's) in place for finetune_epochs; returns it with its best epoch's weights."""
@@ -128,20 +149,7 @@ def finetune(model: keras.Model, config: ExperimentConfig, train_rows: list[dict
     backbone, head = backbone_and_head(model, model.trainable_variables)
     steps = math.ceil(len(train_rows) / config.training.batch_size)
     optimizers = finetune_optimizers(config.training, len(train_rows), (backbone, head))
-    logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
-    loss_of = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.training.label_smoothing,
-                                                   reduction="none")
-
-    @tf.function
-    def train_step(x, y, w):
-        with tf.GradientTape() as tape:
-            logits = logits_model(x, training=True)
-            loss = tf.reduce_sum(loss_of(y, logits) * w) / tf.reduce_sum(w)
-        grads = tape.gradient(loss, backbone + head)
-        optimizers[0].apply_gradients(zip(grads[: len(backbone)], backbone))
-        optimizers[1].apply_gradients(zip(grads[len(backbone):], head))
-        return loss, tf.cast(tf.argmax(logits, 1) == tf.argmax(y, 1), tf.float32)
-
+    train_step = training_step(model, config.training.label_smoothing, optimizers, (backbone, head))
     state = {"epoch": 0, "best_epoch": -1, "best_top1": -1.0, "history": [], "settings": settings}
     if resume and (folder / "checkpoint.npz").is_file():
         state = _restore(folder, model, optimizers, settings)

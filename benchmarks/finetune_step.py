@@ -1,0 +1,71 @@
+"""The fine-tune's step on CPU under TensorFlow's two CPU allocators.
+
+TensorFlow's default CPU allocator takes each tensor from malloc; the step's activations are tens of
+MB each, above glibc's mmap threshold, so every step maps fresh pages and the kernel zeroes them. The
+BFC allocator (TF_CPU_ALLOCATOR_USE_BFC) keeps what it freed for the next step. The allocator is
+chosen when TensorFlow starts, so each row runs in a fresh process (`python -m benchmarks.finetune_step
+CONFIG STEPS` prints one JSON line); models have random weights and the batch is random pixels.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from benchmarks.common import ROOT, table
+
+ALLOCATORS = {"malloc (TensorFlow's default)": "false", "BFC (TF_CPU_ALLOCATOR_USE_BFC=true)": "true"}
+
+
+def allocators(configs: list[str], steps: int) -> None:
+    """Seconds a fine-tune step takes and the CPU seconds spent in the kernel, per config and allocator."""
+    rows = []
+    for config in configs:
+        for name, flag in ALLOCATORS.items():
+            done = subprocess.run([sys.executable, "-m", "benchmarks.finetune_step", config, str(steps)], cwd=ROOT,
+                                  env={**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": flag, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                                  capture_output=True, text=True, check=True)
+            run = json.loads(done.stdout.splitlines()[-1])
+            rows.append([config, name, f"{run['median_s']:.2f}", f"{run['batch'] / run['median_s']:.1f}",
+                         f"{run['user_s']:.0f}", f"{run['system_s']:.0f}"])
+    print(f"Fine-tune step, batch of the config, {steps} steps after a traced first one; CPU seconds of the whole process")
+    table(["config", "allocator", "median s a step", "photos a second", "user CPU s", "kernel CPU s"], rows)
+
+
+def time_steps(config_path: str, steps: int) -> dict:
+    """The config's model (random weights, its trainable layers) and optimizers, stepped on one random batch."""
+    import dataclasses
+    import time
+
+    import numpy as np
+
+    from training.config import ExperimentConfig
+    from training.model.backbones import set_trainable, unfrozen_layers
+    from training.model.finetune import training_step
+    from training.model.fitting import new_model
+    from training.model.optimizers import backbone_and_head, finetune_optimizers
+
+    config = ExperimentConfig.load(config_path)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, imagenet_weights=None))
+    classes, batch, size = 13, config.training.batch_size, config.model.image_size
+    model = new_model(config, classes)
+    set_trainable(model, unfrozen_layers(config.model.backbone, config.training.unfreeze_layers))
+    groups = backbone_and_head(model, model.trainable_variables)
+    step = training_step(model, config.training.label_smoothing,
+                         finetune_optimizers(config.training, batch * (steps + 1), groups), groups)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+    y = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, batch)]
+    w = np.ones(batch, dtype=np.float32)
+    step(x, y, w)  # traced
+    seconds = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        float(step(x, y, w)[0])
+        seconds.append(time.perf_counter() - started)
+    used = os.times()
+    return {"median_s": float(np.median(seconds)), "batch": batch, "user_s": used.user, "system_s": used.system}
+
+
+if __name__ == "__main__":
+    print(json.dumps(time_steps(sys.argv[1], int(sys.argv[2]))))

@@ -3,7 +3,14 @@ ablate compares settings, explanations measures the heatmaps, score answers held
 calibrate gives a model folder its shortlist, other tries an explicit "another condition" output on its features."""
 
 import argparse
+import os
 import sys
+
+# TensorFlow's BFC allocator keeps the memory a training step freed for the next one; its default CPU
+# allocator maps fresh pages for every large tensor, and the kernel spends CPU zeroing them (`python -m
+# benchmarks.bench finetune`, docs/performance.md). Set before TensorFlow starts, for this command only
+# (the app keeps the default); a caller's own setting wins.
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 from training.config import ExperimentConfig
 from training.model.finetune import CheckpointError

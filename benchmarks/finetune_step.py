@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from benchmarks.common import ROOT, table
+from benchmarks.common import ROOT, median_ms, table
 
 ALLOCATORS = {"malloc (TensorFlow's default)": "false", "BFC (TF_CPU_ALLOCATOR_USE_BFC=true)": "true"}
 
@@ -35,7 +35,6 @@ def allocators(configs: list[str], steps: int) -> None:
 def time_steps(config_path: str, steps: int) -> dict:
     """The config's model (random weights, its trainable layers) and optimizers, stepped on one random batch."""
     import dataclasses
-    import time
 
     import numpy as np
 
@@ -57,14 +56,9 @@ def time_steps(config_path: str, steps: int) -> dict:
     x = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
     y = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, batch)]
     w = np.ones(batch, dtype=np.float32)
-    step(x, y, w)  # traced
-    seconds = []
-    for _ in range(steps):
-        started = time.perf_counter()
-        float(step(x, y, w)[0])
-        seconds.append(time.perf_counter() - started)
+    median_s = median_ms(lambda: float(step(x, y, w)[0]), steps) / 1000  # its first call traces, untimed
     used = os.times()
-    return {"median_s": float(np.median(seconds)), "batch": batch, "user_s": used.user, "system_s": used.system}
+    return {"median_s": median_s, "batch": batch, "user_s": used.user, "system_s": used.system}
 
 
 if __name__ == "__main__":

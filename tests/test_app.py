@@ -23,8 +23,6 @@ from explain.service import Service
 from explain.settings import Settings
 from explain.verdicts import ANSWER, KINDS, VERDICTS
 
-PHOTO = str(ROOT / "examples" / "astronaut-face.jpg")
-
 
 def readme_snippets() -> list[str]:
     """The Python blocks README marks with <!-- api-snippet -->, exactly as written there."""
@@ -35,6 +33,16 @@ def readme_snippets() -> list[str]:
 @pytest.fixture(scope="module")
 def client(app_url):
     return Client(app_url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def photo(test_photos, tmp_path_factory) -> str:
+    """One of the tiny model's held-out Rings photos, enlarged to 512 px: a photo of a class the model
+    knows, so every verdict these tests meet names classes whatever the tiny model's training made of
+    an everyday photo."""
+    path = tmp_path_factory.mktemp("photo") / "rings.jpg"
+    Image.open(next(p for p, c in test_photos if c == "Rings")).convert("RGB").resize((512, 512)).save(path)
+    return str(path)
 
 
 
@@ -49,8 +57,8 @@ def test_readme_snippets_run_against_the_app(app_url):
         assert any(line in KINDS or line.startswith("Grad-CAM: deletion area ") for line in printed)  # from the data
 
 
-def test_predict_returns_top_k_label_data(client):
-    labels, verdict = client.predict(handle_file(PHOTO), 2, api_name="/predict")
+def test_predict_returns_top_k_label_data(client, photo):
+    labels, verdict = client.predict(handle_file(photo), 2, api_name="/predict")
     kind = verdict["kind"]
     assert kind in KINDS and "*" not in verdict["text"] and verdict["text"].startswith(verdict["summary"])
     assert set(verdict["scores"]) == set(verdict["thresholds"]) == {"skin", "energy", "similarity", "top_probability"}
@@ -65,17 +73,17 @@ def test_predict_returns_top_k_label_data(client):
     assert labels["label"].startswith(VERDICTS[kind].headline.split("{")[0])
 
 
-def test_probabilities_over_all_classes_sum_to_one(client):
-    labels, _ = client.predict(handle_file(PHOTO), 3, api_name="/predict")
+def test_probabilities_over_all_classes_sum_to_one(client, photo):
+    labels, _ = client.predict(handle_file(photo), 3, api_name="/predict")
     assert {c["label"] for c in labels["confidences"]} == {"Dots", "Rings", "Stripes"}
     assert sum(c["confidence"] for c in labels["confidences"]) == pytest.approx(1.0, abs=1e-4)
 
 
 @pytest.mark.parametrize("method", ["Grad-CAM", "Grad-CAM++", "LayerCAM", "Score-CAM"])
 @pytest.mark.parametrize("resolution", ["coarse", "fine"])
-def test_explain_returns_a_jpeg_overlay_and_its_faithfulness(client, method, resolution):
+def test_explain_returns_a_jpeg_overlay_and_its_faithfulness(client, photo, method, resolution):
     labels, overlay_path, verdict, sentence, numbers = client.predict(
-        handle_file(PHOTO), method, "Rings", 0.5, 3, resolution, api_name="/explain")
+        handle_file(photo), method, "Rings", 0.5, 3, resolution, api_name="/explain")
     overlay = Image.open(overlay_path)
     assert overlay.format == "JPEG" and overlay.size == (512, 512)  # the 512x512 photo, at most 512 a side
     assert verdict["heatmap"] == {"class": "Rings", "method": method}
@@ -89,8 +97,8 @@ def test_explain_returns_a_jpeg_overlay_and_its_faithfulness(client, method, res
     assert ("does no better than a random mask" in sentence) == (not numbers["beats_random"])
 
 
-def test_compare_shows_every_method_and_the_top_classes(client, tiny_model_dir):
-    gallery, numbers = client.predict(handle_file(PHOTO), "Stripes", 0.45, "coarse", api_name="/compare")
+def test_compare_shows_every_method_and_the_top_classes(client, photo, tiny_model_dir):
+    gallery, numbers = client.predict(handle_file(photo), "Stripes", 0.45, "coarse", api_name="/compare")
     table = page.compare_table(numbers)  # what the page shows, drawn from the numbers
     captions = [item["caption"] for item in gallery]
     assert len(gallery) == 7 and all(Image.open(item["image"]).size == (512, 512) for item in gallery)
@@ -133,12 +141,13 @@ def test_a_model_whose_card_measured_nothing_gets_a_plain_warning_and_no_labels(
 
 
 @pytest.mark.parametrize("name,data,expected", [c for c in CASES if c[2]], ids=[c[0] for c in CASES if c[2]])
-def test_bad_uploads_get_their_message_and_the_server_keeps_serving(client, tmp_path, name, data, expected):
+def test_bad_uploads_get_their_message_and_the_server_keeps_serving(client, photo, tmp_path, name, data,
+                                                                   expected):
     path = tmp_path / "upload.jpg"
     path.write_bytes(data)
     with pytest.raises(AppError, match=expected):
         client.predict(handle_file(str(path)), 3, api_name="/predict")
-    labels, _ = client.predict(handle_file(PHOTO), 1, api_name="/predict")
+    labels, _ = client.predict(handle_file(photo), 1, api_name="/predict")
     assert len(labels["confidences"]) == 1
 
 
@@ -147,13 +156,13 @@ def test_missing_photo_is_explained(client):
         client.predict(None, 3, api_name="/predict")
 
 
-def test_concurrent_identical_requests_all_get_their_heatmap(app_url):
+def test_concurrent_identical_requests_all_get_their_heatmap(app_url, photo):
     """Identical answers share one cached file; it must never be rewritten while served."""
     from concurrent.futures import ThreadPoolExecutor
 
     def user(_):
         client = Client(app_url, verbose=False)
-        return [open(client.predict(handle_file(PHOTO), "Grad-CAM", "Most likely class", 0.45, 3, "coarse",
+        return [open(client.predict(handle_file(photo), "Grad-CAM", "Most likely class", 0.45, 3, "coarse",
                                     api_name="/explain")[1], "rb").read() for _ in range(3)]
 
     with ThreadPoolExecutor(4) as pool:
@@ -250,9 +259,10 @@ def test_an_app_without_a_model_starts_and_says_why_in_every_answer(tmp_path):
         status = client.predict(api_name="/model_info")
         assert not status["available"] and f"folder model at {missing} has no model.keras" in status["error"]
         assert status["text"].startswith("No model is available.")
-        calls = {"/predict": (handle_file(PHOTO), 3),
-                 "/explain": (handle_file(PHOTO), "Grad-CAM", "Most likely class", 0.45, 3, "coarse"),
-                 "/compare": (handle_file(PHOTO), "Most likely class", 0.45, "coarse")}
+        photo = handle_file(str(ROOT / "examples" / "psoriasis.jpg"))
+        calls = {"/predict": (photo, 3),
+                 "/explain": (photo, "Grad-CAM", "Most likely class", 0.45, 3, "coarse"),
+                 "/compare": (photo, "Most likely class", 0.45, "coarse")}
         for api_name, args in calls.items():
             with pytest.raises(AppError, match="has no model.keras. A model folder needs model.keras"):
                 client.predict(*args, api_name=api_name)

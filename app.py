@@ -48,6 +48,13 @@ SCROLL_TO_ANSWER = """() => {
   if (answer && (top < 0 || top > window.innerHeight * 0.6)) window.scrollTo({top: window.scrollY + top - 12, behavior: "smooth"});
 }"""
 
+# A file the browser cannot draw (a refused upload) shows no broken-image icon in the photo box; the
+# answer box says why. Listeners on the document, as the photo's <img> is made anew with each upload.
+HIDE_UNDRAWABLE_PHOTO = """<script>
+document.addEventListener("error", e => { if (e.target.tagName === "IMG" && e.target.closest("#photo")) e.target.style.visibility = "hidden"; }, true);
+document.addEventListener("load", e => { if (e.target.tagName === "IMG" && e.target.closest("#photo")) e.target.style.visibility = ""; }, true);
+</script>"""
+
 
 def shown_to_user(fn, running: RunningRequests, refusals: page.Refusals):
     """Library errors become readable gr.Error messages; anything else a generic one. Each refusal is
@@ -200,7 +207,7 @@ def main() -> None:
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     demo.launch(server_name=settings.host, server_port=args.port or settings.port, share=args.share or settings.share,
                 max_file_size=gradio_upload_limit(settings), show_error=False, theme=gr.themes.Soft(font=PLAIN_FONT),
-                css=CSS, ssr_mode=False,  # no Node front server: SIGTERM is ours to handle (explain.lifecycle)
+                css=CSS, head=HIDE_UNDRAWABLE_PHOTO, ssr_mode=False,  # no Node front server: SIGTERM is ours to handle (explain.lifecycle)
                 prevent_thread_lock=True)
     serve_until_stopped(demo, running, uploads, settings.drain_seconds)
 

@@ -218,7 +218,16 @@ def test_upload_analyze_and_see_labels_and_heatmap(app_url, tmp_path, monkeypatc
         page.wait_for_timeout(30_000)  # the toast has faded; the reason has not
         expect(page.locator("#verdict")).to_contain_text("damaged or truncated", timeout=1_000)
         page.screenshot(path=str(ARTIFACTS / "browser_bad_upload.png"), full_page=True)
+        text = tmp_path / "notes.jpg"
+        text.write_text("just some text, not an image\n")
+        page.locator("#photo input[type=file]").set_input_files(str(text))
+        expect(page.locator("#verdict")).to_contain_text("not a photo this app can read", timeout=30_000)
+        # the photo box shows no broken-image icon: the picture it cannot draw is hidden
+        undrawable = page.locator("#photo img").first
+        expect(undrawable).to_have_css("visibility", "hidden")
+        assert undrawable.evaluate("img => img.complete && img.naturalWidth === 0")
         page.locator("#photo input[type=file]").set_input_files(photo)  # the next photo replaces the reason
         expect(page.locator("#verdict")).to_contain_text(verdict["summary"], timeout=60_000)
         expect(page.locator("#verdict")).not_to_contain_text("Not analysed")
+        expect(page.locator("#photo img").first).to_be_visible()  # a photo it can draw shows again
         browser.close()

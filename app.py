@@ -197,6 +197,7 @@ def main() -> None:
     settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO)
     memory.limit_arenas(settings.malloc_arenas)  # before the model's and the server's threads exist
+    memory.fix_mmap_threshold(settings.malloc_mmap_threshold)
     service = Service.start(settings)
     running = RunningRequests()
     uploads = own_temp_folder()  # before the components are built: they take Gradio's folder when made

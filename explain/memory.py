@@ -4,9 +4,12 @@ Each request decodes a photo of its own size (a phone's 12 megapixels, a thumbna
 thread serves it. glibc gives each thread an arena of its own and keeps what was freed there for
 reuse, so resident memory drifts with the mix of photo sizes although the app keeps nothing
 (docs/reliability.md). The app calls `malloc_trim` after each sweep of the temp folder, which hands
-back what the arenas hold free; `SKIN_MALLOC_ARENAS` caps the arenas (`mallopt(M_ARENA_MAX)`, set
-before the request threads start; off by default: docs/reliability.md has what a soak showed).
-Where the C library is not glibc both do nothing.
+back what the arenas hold free. Two settings are made before the request threads start, each off by
+default (docs/reliability.md has what soaks showed): `SKIN_MALLOC_ARENAS` caps the arenas
+(`mallopt(M_ARENA_MAX)`), and `SKIN_MALLOC_MMAP_THRESHOLD` fixes the size from which a buffer gets
+pages of its own that go back when it is freed (`mallopt(M_MMAP_THRESHOLD)`; left to itself, glibc
+raises that size to the largest buffer freed so far, after which photo-sized buffers stay in the
+arenas). Where the C library is not glibc all three do nothing.
 """
 
 import ctypes
@@ -16,6 +19,7 @@ import logging
 log = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8  # glibc's malloc.h
+M_MMAP_THRESHOLD = -3
 
 
 @functools.cache
@@ -30,11 +34,21 @@ def _glibc() -> ctypes.CDLL | None:
 
 def limit_arenas(arenas: int) -> bool:
     """At most `arenas` malloc arenas from now on (0: leave glibc's default); True when set."""
+    return _mallopt("M_ARENA_MAX", M_ARENA_MAX, arenas)
+
+
+def fix_mmap_threshold(size: int) -> bool:
+    """Buffers of `size` bytes or more mapped on their own from now on (0: leave glibc's sliding
+    threshold); True when set."""
+    return _mallopt("M_MMAP_THRESHOLD", M_MMAP_THRESHOLD, size)
+
+
+def _mallopt(name: str, option: int, value: int) -> bool:
     libc = _glibc()
-    if not arenas or libc is None:
+    if not value or libc is None:
         return False
-    if not libc.mallopt(M_ARENA_MAX, arenas):
-        log.warning("glibc refused M_ARENA_MAX=%s; memory use is unchanged", arenas)
+    if not libc.mallopt(option, value):
+        log.warning("glibc refused %s=%s; memory use is unchanged", name, value)
         return False
     return True
 

@@ -31,6 +31,7 @@ class Settings:
     cache_max_age_seconds: int = 120  # ...once older than this (SKIN_CACHE_MAX_AGE)
     drain_seconds: float = 10.0  # SKIN_DRAIN_SECONDS: on SIGTERM, how long running requests may take to finish
     malloc_arenas: int = 0  # SKIN_MALLOC_ARENAS: at most this many glibc malloc arenas (explain.memory; 0: glibc's own)
+    malloc_mmap_threshold: int = 0  # SKIN_MALLOC_MMAP_THRESHOLD: bytes from which a buffer is mapped alone (0: glibc's sliding one)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -53,6 +54,7 @@ class Settings:
             cache_max_age_seconds=int(env.get("SKIN_CACHE_MAX_AGE", cls.cache_max_age_seconds)),
             drain_seconds=float(env.get("SKIN_DRAIN_SECONDS", cls.drain_seconds)),
             malloc_arenas=int(env.get("SKIN_MALLOC_ARENAS", cls.malloc_arenas)),
+            malloc_mmap_threshold=int(env.get("SKIN_MALLOC_MMAP_THRESHOLD", cls.malloc_mmap_threshold)),
         )
 
 

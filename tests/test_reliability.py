@@ -132,6 +132,44 @@ def test_memory_freed_by_a_request_thread_goes_back_to_the_system_after_a_sweep(
     assert rss["trimmed"] is not None and rss["trimmed"] - rss["start"] < 50, rss
 
 
+# in a fresh process: a phone photo's 16 MB buffer freed (glibc then serves anything smaller from its
+# arenas), then 300 MB in 1 MB blocks made and freed in a worker thread; the threshold given in argv[1]
+AFTER_A_LARGE_PHOTO = """
+import json, sys, threading, psutil
+from explain import memory
+rss = lambda: psutil.Process().memory_info().rss / 2**20
+fixed = memory.fix_mmap_threshold(int(sys.argv[1]))
+large = bytearray(16_000_000)
+del large
+kept = []
+def request():
+    blocks = [bytearray(1_000_000) for _ in range(300)]
+    kept.append(blocks[-1])
+start = rss()
+thread = threading.Thread(target=request)
+thread.start()
+thread.join()
+print(json.dumps({"fixed": fixed, "kept": rss() - start}))
+"""
+
+
+def test_a_fixed_mmap_threshold_hands_photo_sized_buffers_back_when_they_are_freed():
+    """glibc's own threshold rises to the largest buffer freed, so the blocks after a large photo stay resident;
+    fixed (SKIN_MALLOC_MMAP_THRESHOLD, explain.memory.fix_mmap_threshold) each goes back when freed."""
+    import json
+    import subprocess
+    import sys
+
+    def kept_mib(threshold: int) -> dict:
+        done = subprocess.run([sys.executable, "-c", AFTER_A_LARGE_PHOTO, str(threshold)], cwd=ROOT,
+                              capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    sliding, fixed = kept_mib(0), kept_mib(128 * 1024)
+    assert not sliding["fixed"] and sliding["kept"] > 200, sliding
+    assert fixed["fixed"] and fixed["kept"] < 50, fixed
+
+
 @pytest.mark.parametrize("app", [{"SKIN_QUEUE_SIZE": "1", "SKIN_CONCURRENCY": "1"}], indirect=True)
 def test_a_full_queue_says_busy_at_once_instead_of_hanging(app):
     """One request computed, one waiting: 16 clients released together by a barrier, each asking for the

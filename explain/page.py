@@ -22,7 +22,9 @@ TOP_CLASS = "Most likely class"  # the "explain which class" choice meaning the 
 EXAMPLES_CREDIT = ("Clinical examples: Image: DermNet (dermnetnz.org), "
                    "[CC BY-NC-ND 3.0 NZ](https://creativecommons.org/licenses/by-nc-nd/3.0/nz/). Phone photos: "
                    "PAD-UFES-20, Pacheco et al. 2020, [CC BY 4.0](https://creativecommons.org/licenses/by/4.0/). "
-                   "Sources and licences of every example in `examples/README.md`.")
+                   "Sources and licences of every example in `examples/README.md`. The clinical examples carry "
+                   "DermNet's logo, which a model trained on its photos can learn to read: where a heatmap lights up "
+                   "the logo, the answer leans on the library's mark, not on the skin. Your own photo has no logo.")
 # Labelled wherever the page names a method whose maps failed the sanity checks (Adebayo et al. 2018)
 # in the model card's own study (explain.card.failing_sanity): they hardly change when the model's top
 # is randomised or another class is explained (docs/explanations.md).

@@ -42,10 +42,12 @@ def test_the_numpy_augmentation_does_what_the_tensorflow_one_does(synthetic_root
         assert change[0] > 0.5 and 0.5 < change[0] / change[1] < 2.0, (name, change)
 
 
-def test_the_gpu_cross_validation_runs_on_jax_and_its_model_loads_under_tensorflow(pipeline_run, tmp_path):
+def test_the_gpu_cross_validation_runs_on_jax_and_its_model_loads_under_tensorflow(pipeline_run, tiny_model_dir,
+                                                                                    tmp_path):
     """pack -> run (KERAS_BACKEND=jax, TensorFlow not importable) -> report: every photo held out once,
     each fold fine-tuned from its own stage 1 with a history per epoch, both cross-validations
-    aggregated, and the first fold's model, saved by JAX, giving JAX's logits under TensorFlow."""
+    aggregated, the first fold's model, saved by JAX, giving JAX's logits under TensorFlow, and the figures in
+    a model card."""
     from training.steps import jax_crossval
 
     run = tmp_path / "run"
@@ -82,6 +84,21 @@ def test_the_gpu_cross_validation_runs_on_jax_and_its_model_loads_under_tensorfl
     assert result["fold0_tensorflow_vs_jax"]["max_abs_logit_difference"] < 1e-3
     for name in ("frozen", "frozen, photos as packed", "fine-tuned, photos as packed"):
         assert result[name]["folds"] == 2 and 0.0 <= result[name]["accuracy"]["mean"] <= 1.0
+
+    # the report's figures go into a model card (`python -m training card`), once however often it runs
+    from training.__main__ import main
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    for _ in range(2):
+        assert main(["card", "--config", str(config), "--output-dir", str(run), "--model-dir", str(folder),
+                     "--crossval", str(out / "crossval.json")]) == 0
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert card.count("## Cross-validation of the fine-tune") == 1 and card.count("## Backbones") == 1
+    tuned = result["fine-tuned, photos as packed"]["accuracy"]
+    assert f"| fine-tuned, the same photos through WebP | {tuned['mean']:.1%} ± {100 * tuned['std']:.1f} |" in card
+    assert "| mobilenet_v2 | none: random initial weights |  |" in card  # the tiny model starts from scratch
+    assert card.startswith((tiny_model_dir / "README.md").read_text(encoding="utf-8").split("## Backbones")[0])
 
 
 def test_a_pack_of_the_runs_own_split_holds_its_test_photos_out_at_the_size_asked(pipeline_run, tmp_path):

@@ -1,6 +1,7 @@
 """`python -m training <step> --config FILE`: curate, split, augment, train, evaluate, export, publish, or all;
 ablate compares settings, explanations measures the heatmaps, score answers held-out photos with model folders,
-calibrate gives a model folder its shortlist, other tries an explicit "another condition" output on its features."""
+calibrate gives a model folder its shortlist, other tries an explicit "another condition" output on its features,
+card brings a model folder's card up to date (backbones, the fine-tune's cross-validation)."""
 
 import argparse
 import os
@@ -18,6 +19,7 @@ from training.steps import (
     ablate,
     augment,
     calibrate,
+    card,
     curate,
     evaluate,
     explanations,
@@ -42,8 +44,9 @@ STEPS = {
     "score": score.run,
     "calibrate": calibrate.run,
     "other": other_output.run,
+    "card": card.run,
 }
-STUDIES = ("ablate", "explanations", "score", "calibrate", "other")  # studies of a model, not steps toward it
+STUDIES = ("ablate", "explanations", "score", "calibrate", "other", "card")  # studies of a model, not steps toward it
 IN_ALL = [name for name in STEPS if name not in STUDIES]
 
 ALL_DOC = "Every step in order (augment only when balance_to is set); finished steps are skipped unless --force."
@@ -61,13 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("train", "all"):
             step.add_argument("--resume", action="store_true",
                               help="continue an interrupted fine-tune from its last checkpoint")
-        if name in ("score", "calibrate", "other"):
+        if name in ("score", "calibrate", "other", "card"):
             step.add_argument("--model-dir", nargs="+", required=True, help=f"model folders to {name}")
         if name == "score":
             step.add_argument("--unseen-by", nargs="*", default=[], metavar="SPLIT_CSV",
                               help="leave out photos in these splits' train or validation parts")
             step.add_argument("--card", action="store_true",
                               help="write the logo study into each folder's card (a model trained before it)")
+        if name == "card":
+            step.add_argument("--crossval", metavar="JSON",
+                              help="the crossval.json of `python -m training.steps.jax_crossval report`")
         if name in ("publish", "all"):
             step.add_argument("--dry-run", action="store_true", help="write the model folder, do not upload")
             step.add_argument("--repo", help="Hub repo id to upload to (overrides publish.hub_repo)")
@@ -94,6 +100,8 @@ def run_steps(args: argparse.Namespace, config: ExperimentConfig) -> None:
             train.run(config, force=args.force, resume=args.resume)
         elif name in ("calibrate", "other"):
             STEPS[name](config, model_dirs=args.model_dir)
+        elif name == "card":
+            card.run(config, model_dirs=args.model_dir, crossval=args.crossval)
         elif name == "score":
             score.run(config, force=args.force, model_dirs=args.model_dir, unseen_by=args.unseen_by, card=args.card)
         else:

@@ -6,13 +6,15 @@ Its `## Disclaimer` section is what the app shows above every answer
 
 import datetime
 import re
+from pathlib import Path
 
 from explain.cams import DEFAULT_METHOD
 from explain.card import DISCLAIMER_HEADING, EXPLANATIONS_HEADING, FAILS, TRUST_HEADING
 from explain.classifier import DEFAULT_RESOLUTION
+from explain.model import CARD_FILE
 from explain.verdicts import KINDS
 from training.config import ExperimentConfig, each_score_coverage
-from training.model.backbones import parts, unfrozen_layers
+from training.model.backbones import imagenet_sources, parts, unfrozen_layers
 
 SANITY_THRESHOLD = 0.5  # a map whose rank correlation with its randomised-model map stays above this fails
 
@@ -357,10 +359,52 @@ def watermark_sentence(config: ExperimentConfig) -> str:
             "carries no information (the app does not blank it).")
 
 
-def backbones_table(config: ExperimentConfig) -> str:
+BACKBONES_HEADING = "Backbones"
+
+
+def backbones_section(config: ExperimentConfig) -> str:
     """Each backbone with where its ImageNet weights come from and their licence (the model is a derived work)."""
-    return table(["backbone", "ImageNet weights", "licence"],
-                 [[part.name, part.weights_origin, part.licence] for part in parts(config.model.backbone)])
+    sources = imagenet_sources(config.model)
+    rows = [[part.name, part.weights_origin, part.licence] if sources[part.name] else
+            [part.name, "none: random initial weights", ""] for part in parts(config.model.backbone)]
+    return ("The model contains these networks; where they started from ImageNet weights, it is a derived work of "
+            "those weights too:\n\n" + table(["backbone", "ImageNet weights", "licence"], rows))
+
+
+CROSSVAL_HEADING = "Cross-validation of the fine-tune"
+CROSSVAL_ROWS = {"frozen": "frozen (stage 1 only), photos as decoded",
+                 "frozen, photos as packed": "frozen, the same photos through WebP",
+                 "fine-tuned, photos as packed": "fine-tuned, the same photos through WebP"}
+
+
+def crossval_section(result: dict) -> str:
+    """`python -m training.steps.jax_crossval report`'s result: every photo of the classes held out once, each
+    fold fine-tuned on a machine with an accelerator; the frozen model beside it on the same photos."""
+    tuned = result["fine-tuned, photos as packed"]
+    parity = result["fold0_tensorflow_vs_jax"]
+    rows = [[label, pm(result[key]["accuracy"]), pm(result[key]["top3_accuracy"]), pm(result[key]["macro_f1"])]
+            for key, label in CROSSVAL_ROWS.items()]
+    frozen = result["frozen, photos as packed"].get("by_source", {})
+    by_source = [[source, pm(frozen[source]["accuracy"]) if source in frozen else "", pm(r["accuracy"]),
+                  pm(r["top3_accuracy"])] for source, r in tuned.get("by_source", {}).items()]
+    return (f"{tuned['folds']} folds grouped by near-duplicate cluster and patient, every photo of the classes held out "
+            "once; each fold's stage 1 trained by the pipeline, its fine-tune by the same recipe under Keras on JAX "
+            "(`python -m training.steps.jax_crossval`), on photos stored as WebP to travel, so the frozen model is "
+            "also given on those photos. Mean ± standard deviation over the folds:\n\n"
+            + table(["model", "top-1", "top-3", "macro-F1"], rows)
+            + ("\n\nBy library, the same photos through WebP:\n\n"
+               + table(["library", "frozen top-1", "fine-tuned top-1", "fine-tuned top-3"], by_source)
+               if by_source else "")
+            + f"\n\nThe first fold's model, saved on JAX, loaded under TensorFlow: the same top class on "
+            f"{pct(parity['same_top_class'])} of its held-out photos (largest logit difference "
+            f"{parity['max_abs_logit_difference']:.1e}).\n")
+
+
+def cards_of(config: ExperimentConfig, folder: Path) -> list[Path]:
+    """The model folder's card and, when the folder is the bundled one, the repository's copy (card_path)."""
+    bundled = config.publish.bundle_dir and folder.resolve() == Path(config.publish.bundle_dir).resolve()
+    paths = [folder / CARD_FILE, *([Path(config.publish.card_path)] if bundled and config.publish.card_path else [])]
+    return [path for path in paths if path.is_file()]
 
 
 def training_section(config: ExperimentConfig) -> str:
@@ -432,7 +476,8 @@ The model inherits the data's licences: research and non-commercial use only.
 ## Training
 {training_section(config)}
 
-{backbones_table(config)}
+## {BACKBONES_HEADING}
+{backbones_section(config)}
 
 ## Evaluation
 {evaluation(report, names)}

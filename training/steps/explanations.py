@@ -10,8 +10,8 @@ top (the `logits` layer) is re-initialised, and with the map of another class. A
 changes when the weights it should depend on are randomised, or when another class is
 explained, fails. And where each map puts its weight: on the outer ring of cells (where zero
 padding acts), for the test photos and for a plain grey photo, which shows nothing. Writes
-`explanations.json` (resumable photo by photo) and puts its table into the model card
-(`card_path` and the bundled folder's README.md) in place.
+`explanations.json` (resumable photo by photo) and puts its table into the folder's model card in place
+(and into `card_path` when the folder is the bundled one).
 """
 
 import json
@@ -26,11 +26,11 @@ from explain import faithfulness
 from explain.cams import METHODS
 from explain.card import EXPLANATIONS_HEADING, TRUST_HEADING
 from explain.classifier import Classifier
-from explain.model import CARD_FILE, LoadedModel, ModelSource, load_model_folder
+from explain.model import LoadedModel, ModelSource, load_model_folder
 from training.config import ExperimentConfig
 from training.data.photos import read_photo
 from training.data.tables import read_rows
-from training.report.card import explanations_section, put_section, trust_section
+from training.report.card import cards_of, explanations_section, put_section, trust_section
 
 SANITY_SEED = 7
 
@@ -136,11 +136,10 @@ def run(config: ExperimentConfig, force: bool = False) -> Path:
             out.write_text(json.dumps(done) + "\n", encoding="utf-8")
     done["summary"] = summarize(done["per_photo"], classifier)
     out.write_text(json.dumps(done) + "\n", encoding="utf-8")
-    for path in {Path(config.publish.card_path) if config.publish.card_path else None, folder / CARD_FILE} - {None}:
-        if path.is_file():
-            text = put_section(path.read_text(encoding="utf-8"), TRUST_HEADING, trust_section(done["summary"]))
-            path.write_text(put_section(text, EXPLANATIONS_HEADING, explanations_section(done["summary"])), encoding="utf-8")
-            print(f"explanations: card section written into {path}")
+    for path in cards_of(config, folder):
+        text = put_section(path.read_text(encoding="utf-8"), TRUST_HEADING, trust_section(done["summary"]))
+        path.write_text(put_section(text, EXPLANATIONS_HEADING, explanations_section(done["summary"])), encoding="utf-8")
+        print(f"explanations: card section written into {path}")
     for key, r in done["summary"]["table"].items():
         print(f"{key:28s} deletion {r['deletion']:.3f} (random {r['random_deletion']:.3f})  insertion "
               f"{r['insertion']:.3f} (random {r['random_insertion']:.3f})  beats random {r['beats_random_at_20']:.0%}  "

@@ -9,6 +9,12 @@ import functools
 import inspect
 import logging
 import math
+import os
+
+# TensorFlow's BFC allocator keeps what a request's tensors freed for the next request; with glibc's mmap
+# threshold fixed (Settings.malloc_mmap_threshold) the app's memory held level over an hour's soak where the
+# default allocator's grew (docs/reliability.md). Set before TensorFlow starts; a caller's own setting wins.
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 import gradio as gr
 

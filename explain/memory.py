@@ -4,12 +4,14 @@ Each request decodes a photo of its own size (a phone's 12 megapixels, a thumbna
 thread serves it. glibc gives each thread an arena of its own and keeps what was freed there for
 reuse, so resident memory drifts with the mix of photo sizes although the app keeps nothing
 (docs/reliability.md). The app calls `malloc_trim` after each sweep of the temp folder, which hands
-back what the arenas hold free. Two settings are made before the request threads start, each off by
-default (docs/reliability.md has what soaks showed): `SKIN_MALLOC_ARENAS` caps the arenas
-(`mallopt(M_ARENA_MAX)`), and `SKIN_MALLOC_MMAP_THRESHOLD` fixes the size from which a buffer gets
-pages of its own that go back when it is freed (`mallopt(M_MMAP_THRESHOLD)`; left to itself, glibc
-raises that size to the largest buffer freed so far, after which photo-sized buffers stay in the
-arenas). Where the C library is not glibc all three do nothing.
+back what the arenas hold free. Two settings are made before the request threads start
+(docs/reliability.md has what soaks showed): `SKIN_MALLOC_MMAP_THRESHOLD` fixes the size from which a
+buffer gets pages of its own that go back when it is freed (`mallopt(M_MMAP_THRESHOLD)`, 128 KiB unless
+set; left to itself, glibc raises that size to the largest buffer freed so far, after which photo-sized
+buffers stay in the arenas), and `SKIN_MALLOC_ARENAS` caps the arenas (`mallopt(M_ARENA_MAX)`, off
+unless set). TensorFlow's own tensors come from its BFC allocator, which `app.py` chooses, so the fixed
+threshold maps only the app's photo buffers and costs little. Where the C library is not glibc all three
+do nothing.
 """
 
 import ctypes

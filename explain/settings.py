@@ -31,7 +31,7 @@ class Settings:
     cache_max_age_seconds: int = 120  # ...once older than this (SKIN_CACHE_MAX_AGE)
     drain_seconds: float = 10.0  # SKIN_DRAIN_SECONDS: on SIGTERM, how long running requests may take to finish
     malloc_arenas: int = 0  # SKIN_MALLOC_ARENAS: at most this many glibc malloc arenas (explain.memory; 0: glibc's own)
-    malloc_mmap_threshold: int = 0  # SKIN_MALLOC_MMAP_THRESHOLD: bytes from which a buffer is mapped alone (0: glibc's sliding one)
+    malloc_mmap_threshold: int = 128 * 1024  # SKIN_MALLOC_MMAP_THRESHOLD: a buffer this large is mapped alone (0: glibc's sliding threshold)
 
     @classmethod
     def from_env(cls) -> "Settings":

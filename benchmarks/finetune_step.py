@@ -33,30 +33,25 @@ def allocators(configs: list[str], steps: int) -> None:
 
 
 def time_steps(config_path: str, steps: int) -> dict:
-    """The config's model (random weights, its trainable layers) and optimizers, stepped on one random batch."""
+    """The config's model (random weights, its trainable layers) compiled as the fine-tune compiles it
+    (`training.model.finetune.trainable_logits`), stepped by Keras on one random batch."""
     import dataclasses
 
     import numpy as np
 
     from training.config import ExperimentConfig
-    from training.model.backbones import set_trainable, unfrozen_layers
-    from training.model.finetune import training_step
+    from training.model.finetune import trainable_logits
     from training.model.fitting import new_model
-    from training.model.optimizers import backbone_and_head, finetune_optimizers
 
     config = ExperimentConfig.load(config_path)
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, imagenet_weights=None))
     classes, batch, size = 13, config.training.batch_size, config.model.image_size
-    model = new_model(config, classes)
-    set_trainable(model, unfrozen_layers(config.model.backbone, config.training.unfreeze_layers))
-    groups = backbone_and_head(model, model.trainable_variables)
-    step = training_step(model, config.training.label_smoothing,
-                         finetune_optimizers(config.training, batch * (steps + 1), groups), groups)
+    logits_model = trainable_logits(new_model(config, classes), config, batch * (steps + 1))
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
     y = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, batch)]
     w = np.ones(batch, dtype=np.float32)
-    median_s = median_ms(lambda: float(step(x, y, w)[0]), steps) / 1000  # its first call traces, untimed
+    median_s = median_ms(lambda: logits_model.train_on_batch(x, y, sample_weight=w), steps) / 1000  # first call traces
     used = os.times()
     return {"median_s": median_s, "batch": batch, "user_s": used.user, "system_s": used.system}
 

@@ -38,17 +38,20 @@ VERDICT_OPENINGS = tuple(verdict.summary.split("{")[0].format(n=3) for verdict i
 
 
 # The fast tier (`python -m pytest -q -m fast`, README "Tests"): every test that needs neither the tiny
-# model the pipeline trains, nor the shipped model's long runs, nor a browser. CI runs every test.
+# model the pipeline trains, nor the shipped model's long runs, nor a browser, nor a test marked slow (one that
+# trains for minutes on its own). CI runs every test.
 SLOW_MODULES = {"test_shipped_model.py", "test_browser.py", "test_benchmarks.py"}
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "fast: needs no trained tiny model, shipped-model run or browser")
+    config.addinivalue_line("markers", "slow: trains for minutes on its own, so it stays out of the fast tier")
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if "pipeline_run" not in item.fixturenames and item.path.name not in SLOW_MODULES:
+        if ("pipeline_run" not in item.fixturenames and item.path.name not in SLOW_MODULES
+                and item.get_closest_marker("slow") is None):
             item.add_marker(pytest.mark.fast)
 
 

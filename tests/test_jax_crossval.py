@@ -8,21 +8,22 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from explain.images import fit_to_model, load_photo
 from training.config import AugmentSettings
-from training.model.augmentation import augment_photo
+from training.model.augmentation_numpy import augment_photo
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_numpy_augmentation_does_what_the_tensorflow_one_does(synthetic_root):
     """Each op, on its own, is fixed by its seed and changes the photo about as much as
-    training.model.finetune.augment's (within a factor of two, averaged over 40 seeds)."""
+    training.model.augmentation_tf.augment's (within a factor of two, averaged over 40 seeds)."""
     import tensorflow as tf
 
-    from training.model.finetune import augment
+    from training.model.augmentation_tf import augment
 
     photo = np.asarray(load_photo(next((synthetic_root / "photos" / "Rings").glob("*.jpg")), 10**7, 10**8)
                        .resize((96, 96)))
@@ -122,3 +123,35 @@ def test_a_pack_of_the_runs_own_split_holds_its_test_photos_out_at_the_size_aske
     assert config.model.image_size == 64 and photos.shape == (len(rows), 64, 64, 3)
     assert np.array(fold["frozen_logits"]).shape == (len(fold["held"]), len(manifest["names"]))
     assert jax_crossval.rebuild(pack, 0).input_shape == (None, 64, 64, 3)
+
+
+@pytest.mark.slow
+def test_the_pipelines_fine_tune_resumes_under_jax_to_the_weights_of_a_run_never_stopped(tmp_path):
+    """The one fine-tune loop (Keras's fit) on JAX, in a process that cannot import TensorFlow: stopped as
+    its third epoch begins and resumed from its checkpoint, it ends with the weights of a run never
+    stopped, the moving average of the weights included, and those differ from where it started."""
+    no_tensorflow = tmp_path / "no_tensorflow" / "tensorflow"
+    no_tensorflow.mkdir(parents=True)
+    (no_tensorflow / "__init__.py").write_text("raise ImportError('not on the GPU machine')\n")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(no_tensorflow.parent)}
+
+    def tiny_finetune(out: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "tests" / "tiny_finetune.py"), str(out), *args], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=600)
+
+    straight = tiny_finetune(tmp_path / "straight")
+    assert straight.returncode == 0, straight.stdout + straight.stderr
+    stopped = tiny_finetune(tmp_path / "stopped", "--stop-at", "2")
+    assert stopped.returncode == 3, stopped.stdout + stopped.stderr
+    assert "fine-tune epoch 2/3" in stopped.stdout and "fine-tune epoch 3/3" not in stopped.stdout
+    resumed = tiny_finetune(tmp_path / "stopped", "--resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming after epoch 2 of 3" in resumed.stdout
+    with np.load(tmp_path / "straight" / "weights.npz") as a, np.load(tmp_path / "stopped" / "weights.npz") as b:
+        assert len(a.files) == len(b.files) > 100
+        for name in a.files:
+            np.testing.assert_array_equal(a[name], b[name])
+        with np.load(tmp_path / "straight" / "start.npz") as start:
+            assert any(not np.array_equal(a[name], start[name]) for name in a.files)
+    history = (tmp_path / "stopped" / "history.csv").read_text().splitlines()
+    assert len(history) == 4 and history[0].startswith("stage,epoch,loss,accuracy,learning_rate,val_loss")

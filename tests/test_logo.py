@@ -15,7 +15,7 @@ from training.data.logo import (
     paste_logo,
     remove_logo,
 )
-from training.model.augmentation import AugmentingPool
+from training.model.augmentation_numpy import AugmentingPool
 
 SOURCES = [Source("marked", "r", "t", mask_boxes=[[0.05, 0.7, 0.2, 0.9], [0.05, 0.8, 0.4, 0.95]]),
            Source("marked-other", "r", "t", library="marked"), Source("phone", "r", "t")]

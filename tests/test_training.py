@@ -379,7 +379,7 @@ def test_ablation_scores_each_variant_on_the_same_folds_and_reaches_the_card(pip
 def test_augmentation_is_fixed_by_its_seed_and_each_op_changes_the_photo(synthetic_root):
     import tensorflow as tf
 
-    from training.model.finetune import augment
+    from training.model.augmentation_tf import augment
 
     photo = np.asarray(load_photo(next((synthetic_root / "photos" / "Dots").glob("*.jpg")), 10**7, 10**8)
                        .resize((110, 110)))
@@ -437,7 +437,7 @@ def test_a_fine_tune_keeps_the_moving_average_and_trains_on_from_its_own_weights
     for _ in range(4):
         optimizer.apply_gradients([(tf.ones_like(v), v) for v in layer.trainable_variables])
     trained = [v.numpy() for v in layer.trainable_variables]
-    with _averaged([optimizer], (layer.trainable_variables,)):
+    with _averaged(optimizer, layer.trainable_variables):
         averaged = [v.numpy() for v in layer.trainable_variables]
     for before, average, after, now in zip(start, averaged, trained, layer.trainable_variables):
         assert np.all(after < average) and np.all(average < before)  # each step lowers every weight

@@ -73,7 +73,7 @@ class ModelSettings:
 @dataclass
 class AugmentSettings:
     """Online augmentation strength (0 turns each off): stage 1's Keras layers use flip to brightness;
-    the fine-tune (training.model.augmentation) uses flip (with quarter turns), contrast, brightness and the rest."""
+    the fine-tune (training.model.augmentation_tf) uses flip (with quarter turns), contrast, brightness and the rest."""
 
     flip: bool = True
     rotation: float = 0.1

@@ -6,8 +6,8 @@ swaps it (`swap_logos`): in every view the logo box holds a logo or a blurred pa
 whatever the library, so neither says anything. The evaluation removes it (`remove_logo`) to score
 photos as a visitor's are, and blurs a box of the same size elsewhere as the control.
 
-Pure NumPy and Pillow, so the TensorFlow fine-tune and the JAX one (`training.model.augmentation`) run
-the very same code.
+Pure NumPy and Pillow, so the fine-tune's views under TensorFlow (`training.model.augmentation_tf`) and
+without it (`training.model.augmentation_numpy`) run the very same code.
 """
 
 import numpy as np

@@ -16,6 +16,7 @@ import numpy as np
 from training.config import AugmentSettings, ExperimentConfig
 from training.data.photos import dataset, mirror
 from training.data.tables import fine_classes
+from training.model.augmentation_tf import finetune_data
 from training.model.backbones import (
     FEATURES_LAYER,
     classifier_for,
@@ -187,6 +188,6 @@ def fit(config: ExperimentConfig, train_rows: list[dict], val_rows: list[dict], 
         trained = unfrozen_layers(config.model.backbone, config.training.unfreeze_layers)
         print(f"stage 2: fine-tune, the last {trained} backbone layers trainable (BatchNorm frozen), "
               f"{config.training.finetune_epochs} epochs")
-        model = finetune(model, config, train_rows, val_rows, names, weights, out, resume)
+        finetune(model, config, finetune_data(config, train_rows, val_rows, names, weights), out, resume)
     model.save(out / "model.keras")
     return model

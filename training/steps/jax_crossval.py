@@ -10,11 +10,11 @@ hours; a GPU does them in minutes. Three commands, `python -m training.steps.jax
    the head of each and the ImageNet backbone they share (stage 1 leaves it as it is); every photo
    resized whole to the input as the app does, stored as WebP (quality 90 unless told) so the folder
    travels in under 64 MiB.
-2. `run --pack DIR --out DIR` (the GPU machine, `KERAS_BACKEND=jax`): stage 2 of each fold, the
-   fine-tune's recipe (same model, frozen BatchNorm, unfrozen layers, optimizers and schedules from
-   `training.model.optimizers`, class weights, label smoothing, best epoch on the fold's validation slice),
-   with the augmentation of `training.model.finetune.augment` in NumPy and Pillow (`training.model.augmentation`).
-   Writes each fold's held-out logits and history (`folds.json`) and the first fold's model.
+2. `run --pack DIR --out DIR` (the GPU machine, `KERAS_BACKEND=jax`): stage 2 of each fold by the
+   pipeline's own fine-tune (`training.model.finetune`: Keras's `fit`, the same optimizer, checkpoints and
+   best epoch on the fold's validation slice), with the augmentation of `training.model.augmentation_tf`
+   made in NumPy and Pillow (`training.model.augmentation_numpy`). Writes each fold's held-out logits and
+   history (`folds.json`) and the first fold's model; a fold cut off part way resumes from its checkpoint.
 3. `report --pack DIR --out DIR` (here): the frozen cross-validation (on the photos as decoded, and on
    the packed WebP photos) and the fine-tuned one (on the packed photos) side by side, and the first
    fold's `.keras`, loaded under TensorFlow, checked against the logits JAX computed.
@@ -27,6 +27,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -40,9 +41,9 @@ import explain.layers  # noqa: F401  (registers the model's own layers before a 
 from training.config import ExperimentConfig
 from training.data.tables import read_rows
 from training.evaluation import metrics
-from training.model.augmentation import AugmentingPool
+from training.model.augmentation_numpy import AugmentingPool
 from training.model.backbones import HEAD_LAYERS, cam_layer_of
-from training.model.jax_finetune import finetune_fold, held_out_logits
+from training.model.finetune import CHECKPOINT, FineTuneData, finetune
 
 # ---- pack (here, with TensorFlow) ----
 
@@ -156,8 +157,6 @@ def run(folder: Path, out: Path, folds: list[int] | None = None, epochs: int | N
     if keras.backend.backend() != "jax":
         raise SystemExit("run needs Keras on JAX: set KERAS_BACKEND=jax before starting Python.")
     config, manifest, photos = read_pack(folder)
-    if config.training.finetune_ema:
-        raise SystemExit("finetune_ema is not carried over to the JAX fine-tune; set it to 0 in the config.")
     if epochs is not None:
         config = config.changed(training={"finetune_epochs": epochs})
     labels = np.array(manifest["labels"])
@@ -172,18 +171,50 @@ def run(folder: Path, out: Path, folds: list[int] | None = None, epochs: int | N
             fold, started = manifest["folds"][k], time.time()
             print(f"fold {k + 1}: fine-tuning on {len(fold['fit'])} photos, {config.training.finetune_epochs} epochs",
                   flush=True)
-            model, history = finetune_fold(rebuild(folder, k), config, photos, labels, fold, pool,
-                                           log=lambda line: print(line, flush=True))
+            model = rebuild(folder, k)
+            history = finetune(model, config, fold_data(pool, photos, labels, len(manifest["names"]), fold, config),
+                               out / f"fold{k}", resume=True, verbose=2)
             with jax.default_matmul_precision("float32"):
                 logits = held_out_logits(model, photos[fold["held"]], config.training.batch_size)
             done[str(k)] = {"logits": logits.tolist(), "history": history}
             (out / "folds.json").write_text(json.dumps(done), encoding="utf-8")  # each fold kept if the run is cut off
+            shutil.rmtree(out / f"fold{k}" / CHECKPOINT)  # tens of MB a fold, needed only to resume it
             if k == 0:
                 model.save(out / "fold0.keras")
             top1 = metrics.top_k_accuracy(logits, labels[fold["held"]], 1)
             print(f"fold {k + 1}: held-out top-1 {top1:.3f} ({time.time() - started:.0f} s)", flush=True)
     finally:
         pool.close()
+
+
+def fold_data(pool: AugmentingPool, photos: np.ndarray, labels: np.ndarray, num_classes: int, fold: dict,
+              config: ExperimentConfig) -> FineTuneData:
+    """The fine-tune's input for one fold: each epoch's views of its photos made by the pool while the epoch
+    before trains, and its validation photos as they are."""
+    fit, val = np.array(fold["fit"]), np.array(fold["val"])
+    epochs, size = config.training.finetune_epochs, config.training.batch_size
+    targets = keras.utils.to_categorical(labels, num_classes)
+    weights = np.array(fold["class_weights"] or [1.0] * num_classes, np.float32)[labels]
+
+    def batches(first_epoch: int):
+        orders = [fit[np.random.default_rng([config.seed, epoch]).permutation(len(fit))] for epoch in range(epochs)]
+        coming = pool.views(orders[first_epoch], config, first_epoch, fit) if first_epoch < epochs else None
+        for epoch in range(first_epoch, epochs):
+            views = np.stack(coming.get())
+            if epoch + 1 < epochs:
+                coming = pool.views(orders[epoch + 1], config, epoch + 1, fit)
+            for start in range(0, len(fit), size):
+                chosen = orders[epoch][start:start + size]
+                yield views[start:start + size].astype(np.float32), targets[chosen], weights[chosen]
+
+    return FineTuneData(batches, len(fit), photos[val].astype(np.float32), labels[val])
+
+
+def held_out_logits(model: keras.Model, photos: np.ndarray, batch_size: int) -> np.ndarray:
+    """The model's logits, as served (no augmentation), at full float32 precision."""
+    logits_model = keras.Model(model.inputs, model.get_layer("logits").output)
+    return np.concatenate([np.asarray(logits_model(photos[s:s + batch_size].astype(np.float32), training=False))
+                           for s in range(0, len(photos), batch_size)])
 
 
 # ---- report (here) ----

@@ -1,7 +1,11 @@
-"""The fine-tune's augmentation (`training.model.finetune.augment`) in NumPy and Pillow, for a machine
-without TensorFlow (`training.steps.jax_crossval`), run by a pool of processes.
+"""The fine-tune's augmentation (`training.model.augmentation_tf.augment`) in NumPy and Pillow, for a machine
+without TensorFlow (`training.steps.jax_crossval`), run by a pool of processes while the accelerator trains.
 
-Neither Keras nor JAX is imported here: the pool is forked before the accelerator is touched, and its
+It stays a hand-written twin because Keras's augmentation layers do not cover the recipe (no JPEG
+re-compression, per-channel gains or quarter turns) and draw from a seed generator, not from a seed per
+(seed, epoch, photo), on which a resumed run's views depend.
+
+Neither Keras nor JAX is imported by the pool: it is forked before the accelerator is touched, and its
 workers read the photos the parent held when it forked them.
 """
 

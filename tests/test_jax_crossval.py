@@ -137,7 +137,7 @@ def test_the_pipelines_fine_tune_resumes_under_jax_to_the_weights_of_a_run_never
 
     def tiny_finetune(out: Path, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, str(ROOT / "tests" / "tiny_finetune.py"), str(out), *args], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=600)
+                              env=env, capture_output=True, text=True, timeout=600, check=False)
 
     straight = tiny_finetune(tmp_path / "straight")
     assert straight.returncode == 0, straight.stdout + straight.stderr

@@ -12,9 +12,9 @@ import keras
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from training.config import ExperimentConfig  # noqa: E402
-from training.model.backbones import classifier_for  # noqa: E402
-from training.model.finetune import FineTuneData, finetune  # noqa: E402
+from training.config import ExperimentConfig
+from training.model.backbones import classifier_for
+from training.model.finetune import FineTuneData, finetune
 
 PHOTOS, SIZE, CLASSES, EPOCHS = 40, 32, 3, 3
 

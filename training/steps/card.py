@@ -10,6 +10,7 @@ the cross-validation runs on a machine with an accelerator, after the model is p
 import json
 from pathlib import Path
 
+from explain.model import CARD_FILE
 from training.config import ExperimentConfig
 from training.report.card import (
     BACKBONES_HEADING,
@@ -29,7 +30,7 @@ def run(config: ExperimentConfig, model_dirs: list[str] = (), crossval: str | No
     for folder in model_dirs:
         cards = cards_of(config, Path(folder))
         if not cards:
-            raise SystemExit(f"card: {folder} has no card ({Path(folder) / 'README.md'}); `python -m training "
+            raise SystemExit(f"card: {folder} has no card ({Path(folder) / CARD_FILE}); `python -m training "
                              "publish` writes one")
         for path in cards:
             text = path.read_text(encoding="utf-8")
